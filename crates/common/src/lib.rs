@@ -1,0 +1,32 @@
+//! Pieces every distributed-sync service repeats, kept in one place so they
+//! behave the same everywhere.
+//!
+//! - [`error`]: the JSON error body (`{"error":{"code","message",…}}`) and the
+//!   JSON extractor that turns malformed bodies into 4xx answers instead of
+//!   axum's plain-text rejections.
+//! - [`validate`]: limits on names (resources, queues, keys) shared by services
+//!   and the gateway.
+//! - [`ring`]: the consistent-hash ring (virtual nodes over `hashring`) that
+//!   queue nodes, cache nodes and the gateway must compute identically.
+//! - [`metrics`]: a per-process Prometheus registry with per-route request
+//!   counters and latency histograms, plus room for each service's gauges.
+//! - [`server`]: tracing setup, the `/internal/` token guard, graceful shutdown.
+
+pub mod error;
+pub mod metrics;
+pub mod ring;
+pub mod server;
+pub mod validate;
+
+pub use error::{ApiError, ApiJson};
+pub use ring::Ring;
+
+/// Milliseconds since the Unix epoch by the local wall clock.
+///
+/// Only adapters call this; pure domain cores take `now` as an argument.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
