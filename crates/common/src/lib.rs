@@ -10,8 +10,10 @@
 //!   queue nodes, cache nodes and the gateway must compute identically.
 //! - [`metrics`]: a per-process Prometheus registry with per-route request
 //!   counters and latency histograms, plus room for each service's gauges.
+//! - [`discovery`]: member lists from static addresses or re-resolved DNS names.
 //! - [`server`]: tracing setup, the `/internal/` token guard, graceful shutdown.
 
+pub mod discovery;
 pub mod error;
 pub mod metrics;
 pub mod ring;
