@@ -1,1 +1,37 @@
-//! raft-core
+//! raft-core: the Raft plumbing a replicated service stands on.
+//!
+//! An application implements [`StateMachine`]: a deterministic
+//! `apply(command, log index, leader timestamp) -> response`, plus snapshot to
+//! bytes and restore. raft-core owns everything else, on openraft 0.9
+//! (`storage-v2`):
+//!
+//! - [`log_store`]: the durable Raft log, vote and committed index in a redb
+//!   file. Appends are group-committed by one writer thread: everything that
+//!   queued while the previous fsync ran is written in one transaction and
+//!   shares one fsync, and openraft hears "flushed" only after that fsync.
+//! - [`state_machine`]: the adapter that feeds committed entries to the
+//!   application, builds and persists snapshots, and restores from them.
+//! - [`network`]: the outbound HTTP transport (pooled reqwest client, per-RPC
+//!   timeouts, connection failures reported as openraft's `Unreachable`), with
+//!   a fault-injection switch that drops traffic to chosen peers.
+//! - [`http`]: the inbound `/internal/raft/*` routes (append, vote, snapshot,
+//!   forwarded writes, read index), all behind the cluster token.
+//! - [`node`]: the handle a service holds: start from a data dir, bootstrap,
+//!   write (a follower forwards to the leader), linearizable read barrier,
+//!   status.
+//!
+//! Time enters the log only through the leader: every write is stamped with
+//! the leader's wall clock when it is proposed, and the state machine sees
+//! `max(stamp, previous stamp)`, so every replica applies the same clock.
+
+mod error;
+pub mod http;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+mod types;
+
+pub use error::Error;
+pub use node::{NodeConfig, RaftNode, Status, Timing};
+pub use types::{NodeId, Request, StateMachine, TypeConfig};

@@ -1,0 +1,71 @@
+//! Inbound `/internal/raft/*` routes: the peer side of [`crate::network`]
+//! plus forwarded writes and read-index requests from followers. Every route
+//! requires the cluster token when one is configured.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::ApiJson;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use crate::node::ForwardReply;
+use crate::{NodeId, RaftNode, StateMachine, TypeConfig};
+
+/// Largest internal request body: a snapshot chunk (1 MiB) encoded as JSON
+/// numbers is up to ~4 MiB; append batches are far smaller.
+const INTERNAL_BODY_LIMIT: usize = 16 << 20;
+
+/// The internal router for a node; merge it into the service's router.
+pub fn router<SM: StateMachine>(node: RaftNode<SM>) -> Router {
+    let token = node.token().clone();
+    Router::new()
+        .route("/internal/raft/append", post(append::<SM>))
+        .route("/internal/raft/vote", post(vote::<SM>))
+        .route("/internal/raft/snapshot", post(snapshot::<SM>))
+        .route("/internal/raft/write", post(write::<SM>))
+        .route("/internal/raft/read-index", post(read_index::<SM>))
+        .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            common::server::require_cluster_token,
+        ))
+        .with_state(node)
+}
+
+async fn append<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+    ApiJson(req): ApiJson<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    Json(node.raft().append_entries(req).await)
+}
+
+async fn vote<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+    ApiJson(req): ApiJson<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(node.raft().vote(req).await)
+}
+
+async fn snapshot<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+    ApiJson(req): ApiJson<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    Json(node.raft().install_snapshot(req).await)
+}
+
+async fn write<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+    ApiJson(cmd): ApiJson<serde_json::Value>,
+) -> Json<ForwardReply<serde_json::Value>> {
+    Json(node.propose_local(cmd).await)
+}
+
+async fn read_index<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+) -> Json<ForwardReply<Option<u64>>> {
+    Json(node.read_index_local().await)
+}

@@ -1,0 +1,378 @@
+//! The durable Raft log: entries, vote, committed index and purge point in
+//! one redb file, written by a single group-commit thread.
+//!
+//! Invariants:
+//! - openraft is told an append is flushed only after the transaction that
+//!   holds it committed with `Durability::Immediate` (redb fsyncs);
+//! - writes reach disk in the order openraft issued them, because one thread
+//!   takes them from one FIFO channel; a batch is a prefix of that order;
+//! - everything queued while the previous fsync ran goes into the next
+//!   transaction, so concurrent appends share one fsync;
+//! - `save_vote` returns only once the vote is on disk (a node must never
+//!   vote twice in a term after a crash);
+//! - reads are served from an in-memory mirror of the unpurged log, which is
+//!   updated before the write is queued, so openraft can replicate an entry
+//!   the moment it appended it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError,
+    Vote,
+};
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::{NodeId, TypeConfig};
+
+pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "last_purged";
+
+/// Most operations folded into one transaction; bounds the latency of the
+/// first writer in a very long queue.
+const MAX_BATCH_OPS: usize = 4096;
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// Counters that show how well fsyncs are shared.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// `append` calls from openraft.
+    pub appends: AtomicU64,
+    /// Entries written to disk.
+    pub entries: AtomicU64,
+    /// Transactions committed (each is one fsync).
+    pub fsyncs: AtomicU64,
+    /// Largest number of entries that shared one fsync.
+    pub max_entries_per_fsync: AtomicU64,
+}
+
+/// A snapshot of [`LogStats`] for reporting.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LogStatsView {
+    pub appends: u64,
+    pub entries: u64,
+    pub fsyncs: u64,
+    pub max_entries_per_fsync: u64,
+}
+
+impl LogStats {
+    pub fn view(&self) -> LogStatsView {
+        LogStatsView {
+            appends: self.appends.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            max_entries_per_fsync: self.max_entries_per_fsync.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Default)]
+struct LogMem {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+}
+
+enum Op {
+    Append {
+        entries: Vec<(u64, Vec<u8>)>,
+        done: LogFlushed<TypeConfig>,
+    },
+    TruncateFrom(u64),
+    PurgeUpto {
+        index: u64,
+        log_id: Vec<u8>,
+    },
+    Meta {
+        key: &'static str,
+        value: Vec<u8>,
+        done: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+    },
+}
+
+/// The log store handed to openraft. Clones share one store.
+#[derive(Clone)]
+pub struct LogStore {
+    mem: Arc<Mutex<LogMem>>,
+    tx: mpsc::Sender<Op>,
+    stats: Arc<LogStats>,
+}
+
+impl LogStore {
+    /// Open (or create) the log in `db`, load it into memory and start the
+    /// writer thread.
+    pub fn open(db: Arc<Database>) -> std::result::Result<Self, String> {
+        let mem = load(&db).map_err(|e| format!("loading raft log: {e}"))?;
+        let stats = Arc::new(LogStats::default());
+        let (tx, rx) = mpsc::channel();
+        let writer_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer(db, rx, writer_stats))
+            .map_err(|e| format!("spawning log writer: {e}"))?;
+        Ok(Self {
+            mem: Arc::new(Mutex::new(mem)),
+            tx,
+            stats,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.stats.clone()
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, LogMem> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.tx
+            .send(op)
+            .map_err(|_| StorageIOError::write_logs(AnyError::error("log writer stopped")).into())
+    }
+
+    async fn write_meta(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(Op::Meta {
+            key,
+            value,
+            done: Some(done),
+        })?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageIOError::write(AnyError::error(e)).into()),
+            Err(_) => Err(StorageIOError::write(AnyError::error("log writer stopped")).into()),
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serializing our own plain data types cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn load(db: &Database) -> std::result::Result<LogMem, Box<dyn std::error::Error>> {
+    let txn = db.begin_write()?;
+    {
+        // Make sure both tables exist so read transactions never fail.
+        txn.open_table(LOGS)?;
+        txn.open_table(META)?;
+    }
+    txn.commit()?;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let get = |k: &str| -> std::result::Result<Option<Vec<u8>>, redb::StorageError> {
+        Ok(meta.get(k)?.map(|v| v.value().to_vec()))
+    };
+    let mut mem = LogMem::default();
+    if let Some(v) = get(KEY_VOTE)? {
+        mem.vote = serde_json::from_slice(&v)?;
+    }
+    if let Some(v) = get(KEY_COMMITTED)? {
+        mem.committed = serde_json::from_slice(&v)?;
+    }
+    if let Some(v) = get(KEY_PURGED)? {
+        mem.last_purged = serde_json::from_slice(&v)?;
+    }
+    let logs = txn.open_table(LOGS)?;
+    for row in logs.iter()? {
+        let (k, v) = row?;
+        let entry: Entry<TypeConfig> = serde_json::from_slice(v.value())?;
+        mem.entries.insert(k.value(), entry);
+    }
+    Ok(mem)
+}
+
+/// The group-commit loop: block for one op, take everything else already
+/// queued, write it all in one transaction, fsync once, then acknowledge.
+fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let entries: u64 = batch
+            .iter()
+            .map(|op| match op {
+                Op::Append { entries, .. } => entries.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let result = write_batch(&db, &batch).map_err(|e| e.to_string());
+        if result.is_ok() {
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            stats.entries.fetch_add(entries, Ordering::Relaxed);
+            stats
+                .max_entries_per_fsync
+                .fetch_max(entries, Ordering::Relaxed);
+        } else {
+            tracing::error!(error = ?result, "raft log write failed");
+        }
+        for op in batch {
+            match op {
+                Op::Append { done, .. } => done.log_io_completed(
+                    result
+                        .clone()
+                        .map_err(|e| std::io::Error::other(e.to_string())),
+                ),
+                Op::Meta {
+                    done: Some(done), ..
+                } => {
+                    let _ = done.send(result.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[Op]) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let txn = db.begin_write()?;
+    {
+        let mut logs = txn.open_table(LOGS)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batch {
+            match op {
+                Op::Append { entries, .. } => {
+                    for (index, bytes) in entries {
+                        logs.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                Op::TruncateFrom(from) => {
+                    logs.retain_in(*from.., |_, _| false)?;
+                }
+                Op::PurgeUpto { index, log_id } => {
+                    logs.retain_in(..=*index, |_, _| false)?;
+                    meta.insert(KEY_PURGED, log_id.as_slice())?;
+                }
+                Op::Meta { key, value, .. } => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+            }
+        }
+    }
+    // Durability::Immediate is redb's default: commit returns after fsync.
+    txn.commit()?;
+    Ok(())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        Ok(self
+            .mem()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
+        let mem = self.mem();
+        let last = mem
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(mem.last_purged);
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
+        self.mem().vote = Some(*vote);
+        self.write_meta(KEY_VOTE, to_json(vote)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
+        Ok(self.mem().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
+        self.mem().committed = committed;
+        // The committed index is a hint that speeds up restart (entries up to
+        // it are re-applied without waiting for a leader); it need not be
+        // fsynced on its own, it rides along with the next batch.
+        self.send(Op::Meta {
+            key: KEY_COMMITTED,
+            value: to_json(&committed),
+            done: None,
+        })
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
+        Ok(self.mem().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        {
+            let mut mem = self.mem();
+            for entry in entries {
+                encoded.push((entry.log_id.index, to_json(&entry)));
+                mem.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        self.stats.appends.fetch_add(1, Ordering::Relaxed);
+        self.send(Op::Append {
+            entries: encoded,
+            done: callback,
+        })
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
+        self.mem().entries.split_off(&log_id.index);
+        self.send(Op::TruncateFrom(log_id.index))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
+        {
+            let mut mem = self.mem();
+            let keep = mem.entries.split_off(&(log_id.index + 1));
+            mem.entries = keep;
+            mem.last_purged = Some(log_id);
+        }
+        self.send(Op::PurgeUpto {
+            index: log_id.index,
+            log_id: to_json(&Some(log_id)),
+        })
+    }
+}
+
+/// Open the node's redb file under `dir`.
+pub fn open_db(dir: &Path) -> std::result::Result<Arc<Database>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("raft.redb");
+    Database::create(&path)
+        .map(Arc::new)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
+}

@@ -1,0 +1,394 @@
+//! The node handle a replicated service holds.
+//!
+//! `RaftNode::start` opens the data dir (log, vote, snapshot), restores the
+//! application, starts openraft, and bootstraps the cluster with every
+//! configured peer when the log is empty. Bootstrapping with the same member
+//! list on every node and on every restart is safe: openraft refuses it once
+//! the node has any log, and identical initial configurations never split.
+//!
+//! Writes go through [`RaftNode::write`] on any node: the leader proposes
+//! them (stamped with its clock), a follower forwards them to the leader over
+//! `/internal/raft/write`. While no leader is known the call waits for one,
+//! up to [`WRITE_RETRY_WINDOW`]. A forwarded write that timed out may still
+//! commit, so retried commands must be idempotent (the lock service carries a
+//! request id in every command for this).
+//!
+//! Reads call [`RaftNode::read_barrier`] first for linearizability: the
+//! leader confirms its leadership with a quorum (read index); a follower asks
+//! the leader for that index and waits until it has applied that far.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use common::server::ClusterToken;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::log_store::{open_db, LogStatsView, LogStore};
+use crate::network::{http_client, Faults, Network};
+use crate::state_machine::{Applied, SmStore};
+use crate::{Error, NodeId, Request, StateMachine, TypeConfig};
+
+/// How long a write or read barrier keeps retrying while there is no
+/// reachable leader (covers one or two elections).
+pub const WRITE_RETRY_WINDOW: Duration = Duration::from_secs(3);
+
+/// Timeout of one forwarded write or read-index call to the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Raft timing. Defaults: heartbeat 50 ms, election timeout 150–300 ms,
+/// which on a LAN elects a new leader within a few hundred ms of a crash.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every member (this node included): id → `host:port` of its HTTP server.
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    pub timing: Timing,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (lets slow followers catch
+    /// up by log rather than by snapshot).
+    pub keep_logs: u64,
+    pub cluster_token: Option<String>,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, String>, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            peers,
+            data_dir,
+            timing: Timing::default(),
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            cluster_token: None,
+        }
+    }
+}
+
+/// A node's view of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub leader_addr: Option<String>,
+    pub term: u64,
+    pub state: String,
+    pub members: BTreeMap<NodeId, String>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+}
+
+/// The answer to a forwarded write or read-index call.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardReply<T> {
+    Ok(T),
+    NotLeader(Option<(NodeId, String)>),
+    Unavailable(String),
+}
+
+struct Inner<SM> {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    state: Arc<RwLock<Applied<SM>>>,
+    client: reqwest::Client,
+    token: ClusterToken,
+    faults: Faults,
+    log: LogStore,
+}
+
+/// A running Raft node. Clones are handles to the same node.
+pub struct RaftNode<SM> {
+    inner: Arc<Inner<SM>>,
+}
+
+impl<SM> Clone for RaftNode<SM> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> RaftNode<SM> {
+    /// Open the data dir, restore `app`, start openraft and bootstrap.
+    pub async fn start(config: NodeConfig, app: SM) -> Result<Self, Error> {
+        let db = open_db(&config.data_dir).map_err(Error::Storage)?;
+        let log = LogStore::open(db.clone()).map_err(Error::Storage)?;
+        let sm = SmStore::open(db, app).map_err(Error::Storage)?;
+        let state = sm.state();
+        let raft_config = Config {
+            cluster_name: "distributed-sync".into(),
+            heartbeat_interval: config.timing.heartbeat_ms,
+            election_timeout_min: config.timing.election_min_ms,
+            election_timeout_max: config.timing.election_max_ms,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_logs,
+            snapshot_max_chunk_size: 1 << 20,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::InvalidInput(format!("raft config: {e}")))?;
+        let client = http_client();
+        let token = ClusterToken(config.cluster_token.clone());
+        let faults = Faults::default();
+        let network = Network {
+            client: client.clone(),
+            token: token.clone(),
+            faults: faults.clone(),
+        };
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log.clone(), sm)
+            .await
+            .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
+
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(id = config.id, "bootstrapped a new cluster"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::info!(id = config.id, "log present; rejoining the cluster")
+            }
+            Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: config.id,
+                raft,
+                state,
+                client,
+                token,
+                faults,
+                log,
+            }),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The underlying openraft handle (for the inbound RPC routes).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    pub(crate) fn token(&self) -> &ClusterToken {
+        &self.inner.token
+    }
+
+    /// Fault injection: drop outbound traffic to chosen peers.
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// Log write counters (fsyncs, entries, appends).
+    pub fn log_stats(&self) -> LogStatsView {
+        self.inner.log.stats().view()
+    }
+
+    /// Openraft's metrics stream (leader, term, applied index, …).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.inner.raft.metrics()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+    }
+
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Read the applied application state (no consistency check; call
+    /// [`Self::read_barrier`] first for a linearizable read).
+    pub fn read<R>(&self, f: impl FnOnce(&SM, u64) -> R) -> R {
+        let st = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&st.app, st.clock_ms)
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let members: BTreeMap<NodeId, String> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        Status {
+            id: m.id,
+            leader_id: m.current_leader,
+            leader_addr: m.current_leader.and_then(|l| members.get(&l).cloned()),
+            term: m.current_term,
+            state: format!("{:?}", m.state),
+            members,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+        }
+    }
+
+    /// Replicate `cmd` and return the application's response. Any node
+    /// accepts it; see the module docs for forwarding and retries.
+    pub async fn write(&self, cmd: SM::Command) -> Result<SM::Response, Error> {
+        let value =
+            serde_json::to_value(&cmd).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let deadline = Instant::now() + WRITE_RETRY_WINDOW;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let attempt = match self.propose_local(value.clone()).await {
+                ForwardReply::Ok(v) => return decode(v),
+                ForwardReply::NotLeader(Some((_, addr))) => {
+                    self.forward::<serde_json::Value>("write", &addr, &value)
+                        .await
+                }
+                other => other,
+            };
+            let last = match attempt {
+                ForwardReply::Ok(v) => return decode(v),
+                ForwardReply::NotLeader(leader) => Error::NotLeader { leader },
+                ForwardReply::Unavailable(why) => Error::Unavailable(why),
+            };
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+            // Wait for the cluster to change (a leader elected) or a short
+            // pause, whichever comes first, then try again.
+            let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
+        }
+    }
+
+    /// Propose on this node only. Used by [`Self::write`] and by the leader's
+    /// forwarded-write route.
+    pub(crate) async fn propose_local(
+        &self,
+        cmd: serde_json::Value,
+    ) -> ForwardReply<serde_json::Value> {
+        let req = Request {
+            ts_ms: common::now_ms(),
+            cmd,
+        };
+        match self.inner.raft.client_write(req).await {
+            Ok(resp) => ForwardReply::Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ForwardReply::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
+            }
+            Err(e) => ForwardReply::Unavailable(e.to_string()),
+        }
+    }
+
+    async fn forward<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        addr: &str,
+        body: &serde_json::Value,
+    ) -> ForwardReply<T> {
+        let url = format!("http://{addr}/internal/raft/{path}");
+        let req = self
+            .inner
+            .token
+            .apply(self.inner.client.post(url).json(body).timeout(FORWARD_TIMEOUT));
+        match req.send().await {
+            Ok(resp) if resp.status().is_success() => match resp.json().await {
+                Ok(reply) => reply,
+                Err(e) => ForwardReply::Unavailable(format!("bad reply from leader: {e}")),
+            },
+            Ok(resp) => ForwardReply::Unavailable(format!("leader answered {}", resp.status())),
+            Err(e) => ForwardReply::Unavailable(format!("leader {addr} unreachable: {e}")),
+        }
+    }
+
+    /// Block until this node has applied everything committed before the
+    /// call started (read index), so a read after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + WRITE_RETRY_WINDOW;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let attempt = match self.read_index_local().await {
+                ForwardReply::NotLeader(Some((_, addr))) => {
+                    self.forward::<Option<u64>>("read-index", &addr, &serde_json::Value::Null)
+                        .await
+                }
+                other => other,
+            };
+            let last = match attempt {
+                ForwardReply::Ok(index) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .inner
+                        .raft
+                        .wait(Some(left.max(Duration::from_millis(100))))
+                        .applied_index_at_least(index, "read barrier")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| Error::Unavailable(format!("catching up: {e}")));
+                }
+                ForwardReply::NotLeader(leader) => Error::NotLeader { leader },
+                ForwardReply::Unavailable(why) => Error::Unavailable(why),
+            };
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
+        }
+    }
+
+    /// The leader's read index, confirmed by a quorum; `NotLeader` elsewhere.
+    pub(crate) async fn read_index_local(&self) -> ForwardReply<Option<u64>> {
+        match self.inner.raft.get_read_log_id().await {
+            Ok((read, _applied)) => ForwardReply::Ok(read.map(|l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                ForwardReply::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
+            }
+            Err(e) => ForwardReply::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Stop openraft (the log writer thread ends when the last handle goes).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Error> {
+    serde_json::from_value(v).map_err(|e| Error::Storage(format!("undecodable response: {e}")))
+}

@@ -1,0 +1,55 @@
+//! The openraft type configuration and the application-facing trait.
+//!
+//! The log carries commands as JSON values so that one concrete openraft
+//! type config serves any application; [`crate::RaftNode`] converts to and
+//! from the application's typed commands at the edge.
+
+use std::io::Cursor;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Raft node id. Ids are small positive integers from configuration.
+pub type NodeId = u64;
+
+/// One log entry's payload: the command plus the leader's clock when it was
+/// proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Leader wall-clock milliseconds at proposal.
+    pub ts_ms: u64,
+    /// The application's command, as JSON.
+    pub cmd: serde_json::Value,
+}
+
+openraft::declare_raft_types!(
+    /// The type config of every raft-core cluster.
+    pub TypeConfig:
+        D = Request,
+        R = serde_json::Value,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// What an application implements to be replicated.
+///
+/// Determinism contract: `apply` must depend only on the current state and
+/// its arguments — no clock reads, no randomness, no I/O — so that every
+/// replica that applies the same log reaches the same state and answers.
+/// `now_ms` is the leader's stamp, never smaller than the previous entry's.
+pub trait StateMachine: Send + Sync + 'static {
+    type Command: Serialize + DeserializeOwned + Send + 'static;
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Apply one committed command at log `index`.
+    fn apply(&mut self, cmd: Self::Command, index: u64, now_ms: u64) -> Self::Response;
+
+    /// Serialize the whole state.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replace the whole state with a snapshot made by [`Self::snapshot`].
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
