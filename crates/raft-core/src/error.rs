@@ -6,9 +6,7 @@ use crate::NodeId;
 pub enum Error {
     /// This node cannot take the write; retry on the leader (if known).
     #[error("not the leader (leader: {leader:?})")]
-    NotLeader {
-        leader: Option<(NodeId, String)>,
-    },
+    NotLeader { leader: Option<(NodeId, String)> },
     /// No quorum or leader could be reached in time; retry later.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),

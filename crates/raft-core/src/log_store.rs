@@ -14,6 +14,9 @@
 //!   updated before the write is queued, so openraft can replicate an entry
 //!   the moment it appended it.
 
+// openraft fixes the error type of the storage traits; it is large but not ours to box.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -32,6 +35,8 @@ use crate::{NodeId, TypeConfig};
 
 pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+const KEY_SNAPSHOT: &str = "current";
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
@@ -97,8 +102,44 @@ enum Op {
     Meta {
         key: &'static str,
         value: Vec<u8>,
-        done: Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+        done: Option<Done>,
     },
+    Snapshot {
+        bytes: Vec<u8>,
+        done: Done,
+    },
+}
+
+type Done = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+
+/// What [`open`] found on disk and the handles to keep writing it.
+pub struct Opened {
+    pub log: LogStore,
+    pub snapshots: SnapshotWriter,
+    /// The persisted snapshot, if any (bytes as given to [`SnapshotWriter`]).
+    pub snapshot: Option<Vec<u8>>,
+    /// The writer thread; it ends once every `LogStore` and
+    /// `SnapshotWriter` clone is gone (after openraft shut down), closing
+    /// the file.
+    pub writer: std::thread::JoinHandle<()>,
+}
+
+/// Persists snapshots through the same writer thread (the only owner of the
+/// database file), so they are ordered with log writes.
+#[derive(Clone)]
+pub struct SnapshotWriter {
+    tx: mpsc::Sender<Op>,
+}
+
+impl SnapshotWriter {
+    /// Write `bytes` as the current snapshot and wait until it is on disk.
+    pub async fn persist(&self, bytes: Vec<u8>) -> std::result::Result<(), String> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Op::Snapshot { bytes, done })
+            .map_err(|_| "log writer stopped".to_string())?;
+        rx.await.map_err(|_| "log writer stopped".to_string())?
+    }
 }
 
 /// The log store handed to openraft. Clones share one store.
@@ -109,25 +150,33 @@ pub struct LogStore {
     stats: Arc<LogStats>,
 }
 
-impl LogStore {
-    /// Open (or create) the log in `db`, load it into memory and start the
-    /// writer thread.
-    pub fn open(db: Arc<Database>) -> std::result::Result<Self, String> {
-        let mem = load(&db).map_err(|e| format!("loading raft log: {e}"))?;
-        let stats = Arc::new(LogStats::default());
-        let (tx, rx) = mpsc::channel();
-        let writer_stats = stats.clone();
-        std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || writer(db, rx, writer_stats))
-            .map_err(|e| format!("spawning log writer: {e}"))?;
-        Ok(Self {
+/// Open (or create) `dir/raft.redb`, load the log and the snapshot, and
+/// start the writer thread that owns the file from then on.
+pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("raft.redb");
+    let db = Database::create(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let (mem, snapshot) = load(&db).map_err(|e| format!("loading raft log: {e}"))?;
+    let stats = Arc::new(LogStats::default());
+    let (tx, rx) = mpsc::channel();
+    let writer_stats = stats.clone();
+    let writer = std::thread::Builder::new()
+        .name("raft-log-writer".into())
+        .spawn(move || writer(db, rx, writer_stats))
+        .map_err(|e| format!("spawning log writer: {e}"))?;
+    Ok(Opened {
+        log: LogStore {
             mem: Arc::new(Mutex::new(mem)),
-            tx,
+            tx: tx.clone(),
             stats,
-        })
-    }
+        },
+        snapshots: SnapshotWriter { tx },
+        snapshot,
+        writer,
+    })
+}
 
+impl LogStore {
     pub fn stats(&self) -> Arc<LogStats> {
         self.stats.clone()
     }
@@ -162,12 +211,15 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn load(db: &Database) -> std::result::Result<LogMem, Box<dyn std::error::Error>> {
+type Loaded = (LogMem, Option<Vec<u8>>);
+
+fn load(db: &Database) -> std::result::Result<Loaded, Box<dyn std::error::Error>> {
     let txn = db.begin_write()?;
     {
-        // Make sure both tables exist so read transactions never fail.
+        // Make sure every table exists so read transactions never fail.
         txn.open_table(LOGS)?;
         txn.open_table(META)?;
+        txn.open_table(SNAPSHOT)?;
     }
     txn.commit()?;
     let txn = db.begin_read()?;
@@ -191,12 +243,16 @@ fn load(db: &Database) -> std::result::Result<LogMem, Box<dyn std::error::Error>
         let entry: Entry<TypeConfig> = serde_json::from_slice(v.value())?;
         mem.entries.insert(k.value(), entry);
     }
-    Ok(mem)
+    let snapshot = txn
+        .open_table(SNAPSHOT)?
+        .get(KEY_SNAPSHOT)?
+        .map(|v| v.value().to_vec());
+    Ok((mem, snapshot))
 }
 
 /// The group-commit loop: block for one op, take everything else already
 /// queued, write it all in one transaction, fsync once, then acknowledge.
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
+fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_OPS {
@@ -231,7 +287,8 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
                 ),
                 Op::Meta {
                     done: Some(done), ..
-                } => {
+                }
+                | Op::Snapshot { done, .. } => {
                     let _ = done.send(result.clone());
                 }
                 _ => {}
@@ -245,6 +302,7 @@ fn write_batch(db: &Database, batch: &[Op]) -> std::result::Result<(), Box<dyn s
     {
         let mut logs = txn.open_table(LOGS)?;
         let mut meta = txn.open_table(META)?;
+        let mut snapshot = txn.open_table(SNAPSHOT)?;
         for op in batch {
             match op {
                 Op::Append { entries, .. } => {
@@ -261,6 +319,9 @@ fn write_batch(db: &Database, batch: &[Op]) -> std::result::Result<(), Box<dyn s
                 }
                 Op::Meta { key, value, .. } => {
                     meta.insert(*key, value.as_slice())?;
+                }
+                Op::Snapshot { bytes, .. } => {
+                    snapshot.insert(KEY_SNAPSHOT, bytes.as_slice())?;
                 }
             }
         }
@@ -366,13 +427,4 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_id: to_json(&Some(log_id)),
         })
     }
-}
-
-/// Open the node's redb file under `dir`.
-pub fn open_db(dir: &Path) -> std::result::Result<Arc<Database>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join("raft.redb");
-    Database::create(&path)
-        .map(Arc::new)
-        .map_err(|e| format!("opening {}: {e}", path.display()))
 }

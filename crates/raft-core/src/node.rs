@@ -28,7 +28,7 @@ use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::log_store::{open_db, LogStatsView, LogStore};
+use crate::log_store::{LogStats, LogStatsView};
 use crate::network::{http_client, Faults, Network};
 use crate::state_machine::{Applied, SmStore};
 use crate::{Error, NodeId, Request, StateMachine, TypeConfig};
@@ -36,6 +36,9 @@ use crate::{Error, NodeId, Request, StateMachine, TypeConfig};
 /// How long a write or read barrier keeps retrying while there is no
 /// reachable leader (covers one or two elections).
 pub const WRITE_RETRY_WINDOW: Duration = Duration::from_secs(3);
+
+/// Longest wait for a proposed command to commit on this node.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Timeout of one forwarded write or read-index call to the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -118,7 +121,8 @@ struct Inner<SM> {
     client: reqwest::Client,
     token: ClusterToken,
     faults: Faults,
-    log: LogStore,
+    log_stats: Arc<LogStats>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A running Raft node. Clones are handles to the same node.
@@ -137,9 +141,9 @@ impl<SM> Clone for RaftNode<SM> {
 impl<SM: StateMachine> RaftNode<SM> {
     /// Open the data dir, restore `app`, start openraft and bootstrap.
     pub async fn start(config: NodeConfig, app: SM) -> Result<Self, Error> {
-        let db = open_db(&config.data_dir).map_err(Error::Storage)?;
-        let log = LogStore::open(db.clone()).map_err(Error::Storage)?;
-        let sm = SmStore::open(db, app).map_err(Error::Storage)?;
+        let opened = crate::log_store::open(&config.data_dir).map_err(Error::Storage)?;
+        let log_stats = opened.log.stats();
+        let sm = SmStore::open(app, opened.snapshot, opened.snapshots).map_err(Error::Storage)?;
         let state = sm.state();
         let raft_config = Config {
             cluster_name: "distributed-sync".into(),
@@ -162,7 +166,7 @@ impl<SM: StateMachine> RaftNode<SM> {
             token: token.clone(),
             faults: faults.clone(),
         };
-        let raft = Raft::new(config.id, Arc::new(raft_config), network, log.clone(), sm)
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log, sm)
             .await
             .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
 
@@ -186,7 +190,8 @@ impl<SM: StateMachine> RaftNode<SM> {
                 client,
                 token,
                 faults,
-                log,
+                log_stats,
+                writer: std::sync::Mutex::new(Some(opened.writer)),
             }),
         })
     }
@@ -211,7 +216,7 @@ impl<SM: StateMachine> RaftNode<SM> {
 
     /// Log write counters (fsyncs, entries, appends).
     pub fn log_stats(&self) -> LogStatsView {
-        self.inner.log.stats().view()
+        self.inner.log_stats.view()
     }
 
     /// Openraft's metrics stream (leader, term, applied index, …).
@@ -270,8 +275,7 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// Replicate `cmd` and return the application's response. Any node
     /// accepts it; see the module docs for forwarding and retries.
     pub async fn write(&self, cmd: SM::Command) -> Result<SM::Response, Error> {
-        let value =
-            serde_json::to_value(&cmd).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let value = serde_json::to_value(&cmd).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let deadline = Instant::now() + WRITE_RETRY_WINDOW;
         let mut metrics = self.inner.raft.metrics();
         loop {
@@ -307,7 +311,16 @@ impl<SM: StateMachine> RaftNode<SM> {
             ts_ms: common::now_ms(),
             cmd,
         };
-        match self.inner.raft.client_write(req).await {
+        // A leader cut off from its quorum never commits; bound the wait so
+        // the caller can retry elsewhere (the command may still commit if
+        // this node keeps its leadership, hence idempotent commands).
+        let res = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(req)).await;
+        let Ok(res) = res else {
+            return ForwardReply::Unavailable(format!(
+                "not committed within {COMMIT_TIMEOUT:?}; outcome unknown"
+            ));
+        };
+        match res {
             Ok(resp) => ForwardReply::Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 ForwardReply::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
@@ -323,10 +336,13 @@ impl<SM: StateMachine> RaftNode<SM> {
         body: &serde_json::Value,
     ) -> ForwardReply<T> {
         let url = format!("http://{addr}/internal/raft/{path}");
-        let req = self
-            .inner
-            .token
-            .apply(self.inner.client.post(url).json(body).timeout(FORWARD_TIMEOUT));
+        let req = self.inner.token.apply(
+            self.inner
+                .client
+                .post(url)
+                .json(body)
+                .timeout(FORWARD_TIMEOUT),
+        );
         match req.send().await {
             Ok(resp) if resp.status().is_success() => match resp.json().await {
                 Ok(reply) => reply,
@@ -383,9 +399,25 @@ impl<SM: StateMachine> RaftNode<SM> {
         }
     }
 
-    /// Stop openraft (the log writer thread ends when the last handle goes).
+    /// Stop openraft, then wait for the log writer to flush and close the
+    /// data file (so the same data dir can be opened again at once).
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = writer {
+            // The thread ends when openraft's store handles are dropped,
+            // which follows shutdown promptly; bound the wait regardless.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::task::spawn_blocking(move || w.join()),
+            )
+            .await;
+        }
     }
 }
 

@@ -19,13 +19,10 @@ use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership,
 };
-use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::log_store::SnapshotWriter;
 use crate::{NodeId, StateMachine, TypeConfig};
-
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
-const KEY_CURRENT: &str = "current";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -47,7 +44,7 @@ struct StoredSnapshot {
 /// The state machine store handed to openraft. Clones share state.
 pub struct SmStore<SM> {
     state: Arc<RwLock<Applied<SM>>>,
-    db: Arc<Database>,
+    writer: SnapshotWriter,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -56,7 +53,7 @@ impl<SM> Clone for SmStore<SM> {
     fn clone(&self) -> Self {
         Self {
             state: self.state.clone(),
-            db: self.db.clone(),
+            writer: self.writer.clone(),
             current: self.current.clone(),
             snapshot_seq: self.snapshot_seq.clone(),
         }
@@ -84,8 +81,15 @@ fn decode(data: &[u8]) -> std::result::Result<(u64, &[u8]), String> {
 
 impl<SM: StateMachine> SmStore<SM> {
     /// Open the store, restoring `app` from the newest persisted snapshot.
-    pub fn open(db: Arc<Database>, app: SM) -> std::result::Result<Self, String> {
-        let stored = read_snapshot(&db).map_err(|e| format!("reading snapshot: {e}"))?;
+    pub fn open(
+        app: SM,
+        stored: Option<Vec<u8>>,
+        writer: SnapshotWriter,
+    ) -> std::result::Result<Self, String> {
+        let stored: Option<StoredSnapshot> = stored
+            .map(|b| serde_json::from_slice(&b))
+            .transpose()
+            .map_err(|e| format!("reading snapshot: {e}"))?;
         let mut applied = Applied {
             app,
             last_applied: None,
@@ -102,7 +106,7 @@ impl<SM: StateMachine> SmStore<SM> {
         let seq = stored.as_ref().map(|_| 1).unwrap_or(0);
         Ok(Self {
             state: Arc::new(RwLock::new(applied)),
-            db,
+            writer,
             current: Arc::new(Mutex::new(stored)),
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(seq)),
         })
@@ -116,38 +120,13 @@ impl<SM: StateMachine> SmStore<SM> {
     async fn persist(&self, snap: StoredSnapshot) -> Result<()> {
         let bytes = serde_json::to_vec(&snap)
             .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut t = txn.open_table(SNAPSHOT).map_err(|e| e.to_string())?;
-                t.insert(KEY_CURRENT, bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
-            txn.commit().map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?
-        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
+        self.writer
+            .persist(bytes)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(snap);
         Ok(())
     }
-}
-
-fn read_snapshot(db: &Database) -> std::result::Result<Option<StoredSnapshot>, String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        txn.open_table(SNAPSHOT).map_err(|e| e.to_string())?;
-    }
-    txn.commit().map_err(|e| e.to_string())?;
-    let txn = db.begin_read().map_err(|e| e.to_string())?;
-    let t = txn.open_table(SNAPSHOT).map_err(|e| e.to_string())?;
-    let Some(v) = t.get(KEY_CURRENT).map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(v.value())
-        .map(Some)
-        .map_err(|e| e.to_string())
 }
 
 impl<SM: StateMachine> RaftSnapshotBuilder<TypeConfig> for SmStore<SM> {

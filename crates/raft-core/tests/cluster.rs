@@ -1,0 +1,391 @@
+//! Black-box tests of raft-core: real nodes on 127.0.0.1 talking HTTP, each
+//! with its own data dir, driven through the public node handle.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use raft_core::{NodeConfig, RaftNode, StateMachine, Timing};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A tiny replicated KV: `Set` returns the previous value.
+#[derive(Default)]
+struct Kv {
+    map: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Set {
+    key: String,
+    value: u64,
+}
+
+impl StateMachine for Kv {
+    type Command = Set;
+    type Response = Option<u64>;
+
+    fn apply(&mut self, cmd: Set, _index: u64, _now_ms: u64) -> Option<u64> {
+        self.map.insert(cmd.key, cmd.value)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.map).unwrap()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.map = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+struct Running {
+    node: RaftNode<Kv>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+struct Cluster {
+    addrs: BTreeMap<u64, String>,
+    dirs: BTreeMap<u64, PathBuf>,
+    nodes: BTreeMap<u64, Running>,
+    token: Option<String>,
+    snapshot_every: u64,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Self {
+        Self::start_with(n, None, 10_000).await
+    }
+
+    async fn start_with(n: u64, token: Option<String>, snapshot_every: u64) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut listeners = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        let mut dirs = BTreeMap::new();
+        for id in 1..=n {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert(id, l.local_addr().unwrap().to_string());
+            dirs.insert(id, tmp.path().join(format!("n{id}")));
+            listeners.insert(id, l);
+        }
+        let mut c = Cluster {
+            addrs,
+            dirs,
+            nodes: BTreeMap::new(),
+            token,
+            snapshot_every,
+            _tmp: tmp,
+        };
+        for (id, l) in listeners {
+            c.launch(id, l).await;
+        }
+        c
+    }
+
+    async fn launch(&mut self, id: u64, listener: TcpListener) {
+        let mut cfg = NodeConfig::new(id, self.addrs.clone(), self.dirs[&id].clone());
+        cfg.timing = Timing::default();
+        cfg.cluster_token = self.token.clone();
+        cfg.snapshot_every = self.snapshot_every;
+        cfg.keep_logs = if self.snapshot_every < 10_000 {
+            0
+        } else {
+            1_000
+        };
+        let node = RaftNode::start(cfg, Kv::default()).await.unwrap();
+        let app = raft_core::http::router(node.clone());
+        let (stop, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        self.nodes.insert(id, Running { node, stop, server });
+    }
+
+    /// Stop a node: no more RPCs in or out, its data dir stays.
+    async fn stop(&mut self, id: u64) {
+        let r = self.nodes.remove(&id).unwrap();
+        r.node.shutdown().await;
+        let _ = r.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.server).await;
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let l = TcpListener::bind(&self.addrs[&id]).await.unwrap();
+        self.launch(id, l).await;
+    }
+
+    fn node(&self, id: u64) -> &RaftNode<Kv> {
+        &self.nodes[&id].node
+    }
+
+    /// Wait until every running node agrees on one leader (other than
+    /// `not`) and return it.
+    async fn leader(&self, not: Option<u64>, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let views: Vec<_> = self.nodes.values().map(|r| r.node.status()).collect();
+            let leaders: Vec<_> = views.iter().filter(|s| s.state == "Leader").collect();
+            if leaders.len() == 1 {
+                let l = leaders[0];
+                let agreed = views
+                    .iter()
+                    .all(|s| s.leader_id == Some(l.id) && s.term == l.term);
+                if agreed && Some(l.id) != not {
+                    return l.id;
+                }
+            }
+            assert!(Instant::now() < deadline, "no single leader: {views:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn kv(&self, id: u64) -> BTreeMap<String, u64> {
+        self.node(id).read(|kv, _| kv.map.clone())
+    }
+
+    async fn write(&self, via: u64, key: &str, value: u64) {
+        self.node(via)
+            .write(Set {
+                key: key.into(),
+                value,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("write {key} via {via}: {e}"));
+    }
+
+    /// Wait until node `id` has applied at least `index`.
+    async fn caught_up(&self, id: u64, index: u64) {
+        self.node(id)
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(index), "catch up")
+            .await
+            .unwrap();
+    }
+
+    async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+fn others(of: u64) -> Vec<u64> {
+    (1..=3).filter(|i| *i != of).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_elect_exactly_one_leader_and_replicate() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    // Writes through every node, followers forwarding to the leader.
+    for i in 0..60u64 {
+        c.write(1 + i % 3, &format!("k{i}"), i).await;
+    }
+    let applied = c.node(leader).status().applied_index.unwrap();
+    for id in 1..=3 {
+        c.node(id).read_barrier().await.unwrap();
+        c.caught_up(id, applied).await;
+        let kv = c.kv(id);
+        assert_eq!(kv.len(), 60, "node {id}");
+        assert_eq!(kv["k59"], 59);
+    }
+    assert_eq!(c.kv(1), c.kv(2));
+    assert_eq!(c.kv(2), c.kv(3));
+    // Exactly one leader, and every node names it.
+    let views: Vec<_> = (1..=3).map(|id| c.node(id).status()).collect();
+    assert_eq!(views.iter().filter(|s| s.state == "Leader").count(), 1);
+    assert!(views.iter().all(|s| s.leader_id == Some(leader)));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_stop_elects_a_new_leader_within_a_second_and_keeps_writes() {
+    let mut c = Cluster::start(3).await;
+    let old = c.leader(None, Duration::from_secs(5)).await;
+    for i in 0..30u64 {
+        c.write(old, &format!("k{i}"), i).await;
+    }
+    let stopped_at = Instant::now();
+    c.stop(old).await;
+    let new = c.leader(Some(old), Duration::from_secs(1)).await;
+    let took = stopped_at.elapsed();
+    eprintln!("leader {old} stopped; node {new} leads after {took:?}");
+    assert!(took < Duration::from_secs(1), "election took {took:?}");
+    c.node(new).read_barrier().await.unwrap();
+    let kv = c.kv(new);
+    assert_eq!(kv.len(), 30);
+    // The new leader keeps taking writes, and so does the other survivor.
+    c.write(new, "after", 1).await;
+    let other = *others(old).iter().find(|i| **i != new).unwrap();
+    c.node(other).read_barrier().await.unwrap();
+    assert_eq!(c.kv(other).get("after"), Some(&1));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
+    let c = Cluster::start(3).await;
+    let old = c.leader(None, Duration::from_secs(5)).await;
+    c.write(old, "before", 1).await;
+    // Cut the leader off from both others, in both directions.
+    c.node(old).faults().block(&others(old));
+    for id in others(old) {
+        c.node(id).faults().block(&[old]);
+    }
+    // The old leader cannot commit: its write does not complete.
+    let stuck = tokio::time::timeout(
+        Duration::from_millis(800),
+        c.node(old).raft().client_write(raft_core::Request {
+            ts_ms: 0,
+            cmd: serde_json::json!({"key": "lost", "value": 9}),
+        }),
+    )
+    .await;
+    assert!(
+        !matches!(stuck, Ok(Ok(_))),
+        "an isolated leader committed a write"
+    );
+    // The majority elects a new leader and commits.
+    let maj = others(old);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let new = loop {
+        let s = c.node(maj[0]).status();
+        if let Some(l) = s.leader_id.filter(|l| *l != old) {
+            if c.node(maj[1]).status().leader_id == Some(l) {
+                break l;
+            }
+        }
+        assert!(Instant::now() < deadline, "majority elected no leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    c.write(new, "during", 2).await;
+    assert!(!c.kv(old).contains_key("during"));
+    // Heal: the old leader follows and converges; its lost write is gone.
+    c.node(old).faults().heal();
+    for id in maj.iter() {
+        c.node(*id).faults().heal();
+    }
+    c.write(new, "healed", 3).await;
+    let applied = c.node(new).status().applied_index.unwrap();
+    c.caught_up(old, applied).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while c.node(old).status().leader_id != Some(new) {
+        assert!(Instant::now() < deadline, "old leader never followed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(c.kv(old), c.kv(new));
+    assert!(!c.kv(old).contains_key("lost"));
+    assert_eq!(c.kv(old).get("during"), Some(&2));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_follower_catches_up_and_full_restart_recovers_from_disk() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    let follower = others(leader)[0];
+    for i in 0..20u64 {
+        c.write(leader, &format!("a{i}"), i).await;
+    }
+    c.stop(follower).await;
+    for i in 0..20u64 {
+        c.write(leader, &format!("b{i}"), i).await;
+    }
+    c.restart(follower).await;
+    let applied = c.node(leader).status().applied_index.unwrap();
+    c.caught_up(follower, applied).await;
+    assert_eq!(c.kv(follower).len(), 40);
+
+    // Stop everything, then bring all three back from their data dirs.
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    c.node(leader).read_barrier().await.unwrap();
+    let kv = c.kv(leader);
+    assert_eq!(kv.len(), 40, "writes lost across a full restart");
+    assert_eq!(kv["b19"], 19);
+    for id in 1..=3 {
+        c.node(id).read_barrier().await.unwrap();
+        assert_eq!(c.kv(id), kv, "node {id}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn far_behind_node_catches_up_through_a_snapshot() {
+    // Snapshot every 50 entries and keep no log behind it, so a follower
+    // that misses 300 entries cannot catch up by log.
+    let mut c = Cluster::start_with(3, None, 50).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    let lagger = others(leader)[0];
+    c.write(leader, "first", 0).await;
+    c.stop(lagger).await;
+    for i in 0..300u64 {
+        c.write(leader, &format!("k{i}"), i).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = c.node(leader).metrics().borrow().clone();
+        if m.purged.map(|p| p.index).unwrap_or(0) > 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leader never purged: {m:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.restart(lagger).await;
+    let applied = c.node(leader).status().applied_index.unwrap();
+    c.caught_up(lagger, applied).await;
+    assert_eq!(c.kv(lagger), c.kv(leader));
+    assert_eq!(c.kv(lagger).len(), 301);
+    let snap = c.node(lagger).status().snapshot_index;
+    assert!(snap.is_some(), "lagger caught up without a snapshot");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn internal_routes_require_the_cluster_token() {
+    let c = Cluster::start_with(3, Some("s3cret".into()), 10_000).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    c.write(leader, "x", 1).await;
+    let before = c.node(leader).status();
+    let http = reqwest::Client::new();
+    let vote = serde_json::json!({
+        "vote": {"leader_id": {"term": before.term + 100, "node_id": 2}, "committed": false},
+        "last_log_id": null
+    });
+    for (i, token) in [None, Some("wrong")].into_iter().enumerate() {
+        for path in ["vote", "append", "snapshot", "write", "read-index"] {
+            let mut req = http
+                .post(format!("http://{}/internal/raft/{path}", c.addrs[&leader]))
+                .json(&vote);
+            if let Some(t) = token {
+                req = req.header("x-cluster-token", t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "case {i} path {path}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    // Nothing changed: same term, same leader, still writable.
+    let after = c.node(leader).status();
+    assert_eq!(after.term, before.term);
+    assert_eq!(after.leader_id, before.leader_id);
+    c.write(leader, "y", 2).await;
+    c.shutdown().await;
+}
