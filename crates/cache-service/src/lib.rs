@@ -1,1 +1,4 @@
 //! cache-service
+pub mod directory;
+pub mod line;
+pub mod protocol;
