@@ -1,0 +1,422 @@
+//! One queue node: placement on the ring, forwarding to owners, long polls,
+//! and the domain metrics. The HTTP handlers (`http.rs`) call into this.
+//!
+//! Placement: the owner of a queue is `common::Ring::owner(queue)` over the
+//! current member list (static addresses or re-resolved DNS names, via
+//! `common::discovery`). A node asked about a queue it does not own forwards
+//! the request to the owner over HTTP (marked with [`FORWARDED_HEADER`], so
+//! the owner serves it without forwarding again) and relays the answer.
+//!
+//! When the owner cannot be reached:
+//! - connection refused / unreachable (the request certainly did not
+//!   arrive): with the Redis backend this node serves the queue itself —
+//!   the state is in Redis and every step is an atomic script, so two nodes
+//!   serving one queue cannot lose or double-ack a message; with the
+//!   embedded backend it answers 503 `owner_unavailable` (the queue's data
+//!   is on the owner's disk);
+//! - timeout after sending: 503 `owner_unavailable` on either backend,
+//!   because the owner may have applied the request and repeating it here
+//!   could enqueue twice.
+//!
+//! Long polls wait on a per-queue `tokio::sync::Notify` that enqueue, nack
+//! and redrive on this node fire, and otherwise sleep until the store's
+//! `next_wake_ms` (a delayed message becoming ready, a visibility ending),
+//! capped at [`LONG_POLL_RECHECK`] in case another node (during a membership
+//! change) enqueued to the same queue. There is no tight polling.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::discovery::Members;
+use common::metrics::{latency_family, Gauge, MetricsRegistry};
+use common::{now_ms, Ring};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::Notify;
+
+use crate::delivery::{Delivery, Events, QueueStats};
+use crate::error::{Error, Result};
+use crate::store::QueueStore;
+
+/// Header a node sets on a request it forwards to the queue's owner.
+pub const FORWARDED_HEADER: &str = "x-queue-forwarded-by";
+/// Longest a long poll sleeps without re-checking the store, for enqueues
+/// that reached the queue through another node.
+pub const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
+/// Shortest sleep between two checks of one long poll.
+const MIN_POLL_SLEEP: Duration = Duration::from_millis(5);
+/// How often the depth gauges are recomputed.
+pub const DEPTH_REFRESH: Duration = Duration::from_secs(5);
+/// Most queues summed into the depth gauges per refresh.
+const DEPTH_MAX_QUEUES: usize = 10_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// Domain counters and gauges (registered on the node's registry).
+#[derive(Clone)]
+pub struct QueueMetrics {
+    pub enqueued: Counter,
+    pub delivered: Counter,
+    pub redelivered: Counter,
+    pub acked: Counter,
+    pub nacked: Counter,
+    pub dead_lettered: Counter,
+    pub expired: Counter,
+    pub forwarded: Counter,
+    pub owner_fallbacks: Counter,
+    depth: Family<StateLabel, Gauge>,
+    storage: Family<OpLabel, Histogram>,
+}
+
+impl QueueMetrics {
+    pub fn register(registry: &mut MetricsRegistry) -> Self {
+        let m = QueueMetrics {
+            enqueued: Counter::default(),
+            delivered: Counter::default(),
+            redelivered: Counter::default(),
+            acked: Counter::default(),
+            nacked: Counter::default(),
+            dead_lettered: Counter::default(),
+            expired: Counter::default(),
+            forwarded: Counter::default(),
+            owner_fallbacks: Counter::default(),
+            depth: Family::default(),
+            storage: latency_family(),
+        };
+        let r = registry;
+        r.register(
+            "queue_enqueued",
+            "Messages enqueued through this node",
+            m.enqueued.clone(),
+        );
+        r.register(
+            "queue_delivered",
+            "Deliveries handed out by this node",
+            m.delivered.clone(),
+        );
+        r.register(
+            "queue_redelivered",
+            "Deliveries with attempts > 1 handed out by this node",
+            m.redelivered.clone(),
+        );
+        r.register(
+            "queue_acked",
+            "Messages acknowledged through this node",
+            m.acked.clone(),
+        );
+        r.register(
+            "queue_nacked",
+            "Deliveries given back through this node",
+            m.nacked.clone(),
+        );
+        r.register(
+            "queue_dead_lettered",
+            "Messages moved to a dead-letter list by operations on this node",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "queue_expired",
+            "Messages dropped by TTL by operations on this node",
+            m.expired.clone(),
+        );
+        r.register(
+            "queue_forwarded",
+            "Requests forwarded to the queue's owner",
+            m.forwarded.clone(),
+        );
+        r.register(
+            "queue_owner_fallbacks",
+            "Requests served here because the owner was unreachable (Redis backend)",
+            m.owner_fallbacks.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Messages per state over the queues this node owns",
+            m.depth.clone(),
+        );
+        r.register(
+            "queue_storage_duration_seconds",
+            "Latency of storage operations",
+            m.storage.clone(),
+        );
+        m
+    }
+
+    pub fn record(&self, events: Events) {
+        self.expired.inc_by(events.expired);
+        self.dead_lettered.inc_by(events.dead_lettered);
+    }
+
+    fn set_depth(&self, s: &QueueStats) {
+        for (state, v) in [
+            ("ready", s.ready),
+            ("delayed", s.delayed),
+            ("in_flight", s.in_flight),
+            ("dead_lettered", s.dead_lettered),
+        ] {
+            self.depth
+                .get_or_create(&StateLabel { state })
+                .set(v as i64);
+        }
+    }
+
+    pub fn depth(&self) -> QueueStats {
+        let g = |state| self.depth.get_or_create(&StateLabel { state }).get().max(0) as u64;
+        QueueStats {
+            ready: g("ready"),
+            delayed: g("delayed"),
+            in_flight: g("in_flight"),
+            dead_lettered: g("dead_lettered"),
+            expired_total: 0,
+        }
+    }
+}
+
+/// Where a request for a queue should be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Local,
+    Forward(String),
+}
+
+pub struct Node {
+    pub advertise: String,
+    pub members: Members,
+    ring: Mutex<(Arc<Vec<String>>, Arc<Ring>)>,
+    pub store: Arc<dyn QueueStore>,
+    pub metrics: QueueMetrics,
+    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    pub http: reqwest::Client,
+    pub token: common::server::ClusterToken,
+    pub forward_timeout: Duration,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("advertise", &self.advertise)
+            .finish()
+    }
+}
+
+impl Node {
+    pub fn new(
+        advertise: String,
+        members: Members,
+        store: Arc<dyn QueueStore>,
+        metrics: QueueMetrics,
+        token: common::server::ClusterToken,
+        forward_timeout: Duration,
+    ) -> Self {
+        let cur = members.current();
+        let ring = Arc::new(Ring::new(cur.iter().cloned()));
+        let http = reqwest::Client::builder()
+            .connect_timeout(forward_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            advertise,
+            members,
+            ring: Mutex::new((cur, ring)),
+            store,
+            metrics,
+            notifiers: Mutex::new(HashMap::new()),
+            http,
+            token,
+            forward_timeout,
+        }
+    }
+
+    /// The ring over the current members (rebuilt when they change).
+    pub fn ring(&self) -> Arc<Ring> {
+        let cur = self.members.current();
+        let mut cached = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&cached.0, &cur) {
+            let ring = Arc::new(Ring::new(cur.iter().cloned()));
+            *cached = (cur, ring);
+        }
+        cached.1.clone()
+    }
+
+    /// Who serves `queue`: this node when it owns it, when the member list
+    /// is empty, or when the request was already forwarded once.
+    pub fn route(&self, queue: &str, forwarded: bool) -> Route {
+        if forwarded {
+            return Route::Local;
+        }
+        match self.ring().owner(queue) {
+            Some(owner) if owner != self.advertise => Route::Forward(owner.to_string()),
+            _ => Route::Local,
+        }
+    }
+
+    /// Time one storage call into the latency histogram.
+    pub async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let start = Instant::now();
+        let out = f.await;
+        self.metrics
+            .storage
+            .get_or_create(&OpLabel { op })
+            .observe(start.elapsed().as_secs_f64());
+        out
+    }
+
+    fn notifier(&self, queue: &str) -> Arc<Notify> {
+        let mut map = self.notifiers.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(queue.to_string()).or_default().clone()
+    }
+
+    /// Drop the notifier of a queue nobody waits on any more.
+    fn release_notifier(&self, queue: &str, n: Arc<Notify>) {
+        let mut map = self.notifiers.lock().unwrap_or_else(|e| e.into_inner());
+        // One reference in the map, one here: no other waiter.
+        if Arc::strong_count(&n) == 2 {
+            map.remove(queue);
+        }
+    }
+
+    /// Wake this node's long polls on `queue`.
+    pub fn wake(&self, queue: &str) {
+        let n = self
+            .notifiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(queue)
+            .cloned();
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+
+    /// Dequeue, waiting up to `wait` for something to arrive.
+    pub async fn dequeue(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility_ms: u64,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let notify = self.notifier(queue);
+        let out = async {
+            loop {
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let res = self
+                    .timed(
+                        "dequeue",
+                        self.store.dequeue(queue, max, visibility_ms, now_ms()),
+                    )
+                    .await?;
+                self.metrics.record(res.events);
+                let now = tokio::time::Instant::now();
+                if !res.deliveries.is_empty() || now >= deadline {
+                    let n = res.deliveries.len() as u64;
+                    self.metrics.delivered.inc_by(n);
+                    self.metrics
+                        .redelivered
+                        .inc_by(res.deliveries.iter().filter(|d| d.attempts > 1).count() as u64);
+                    return Ok(res.deliveries);
+                }
+                let mut until = deadline.min(now + LONG_POLL_RECHECK);
+                if let Some(wake) = res.next_wake_ms {
+                    let in_ms = Duration::from_millis(wake.saturating_sub(now_ms()));
+                    until = until.min(now + in_ms.max(MIN_POLL_SLEEP));
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            }
+        }
+        .await;
+        self.release_notifier(queue, notify);
+        out
+    }
+
+    /// Recompute the depth gauges over the queues this node owns.
+    pub async fn refresh_depth(&self) -> Result<QueueStats> {
+        let queues = self.store.queues().await?;
+        let mut sum = QueueStats::default();
+        for q in queues.iter().take(DEPTH_MAX_QUEUES) {
+            if self.route(q, false) != Route::Local {
+                continue;
+            }
+            let (s, ev) = self.timed("stats", self.store.stats(q, now_ms())).await?;
+            self.metrics.record(ev);
+            sum.ready += s.ready;
+            sum.delayed += s.delayed;
+            sum.in_flight += s.in_flight;
+            sum.dead_lettered += s.dead_lettered;
+            sum.expired_total += s.expired_total;
+        }
+        self.metrics.set_depth(&sum);
+        Ok(sum)
+    }
+
+    /// Forward a request to `owner`. `Ok(None)` means "serve it here"
+    /// (owner refused the connection and the store is shared).
+    pub async fn forward(
+        &self,
+        owner: &str,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        extra_timeout: Duration,
+    ) -> Result<Option<(u16, bytes::Bytes)>> {
+        let url = format!("http://{owner}{path_and_query}");
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header(FORWARDED_HEADER, &self.advertise)
+            .timeout(self.forward_timeout + extra_timeout);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        req = self.token.apply(req);
+        self.metrics.forwarded.inc();
+        let sent = async {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        }
+        .await;
+        match sent {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_connect() && self.store.shared() => {
+                tracing::warn!(%owner, error = %e, "queue owner unreachable; serving from the shared store");
+                self.metrics.owner_fallbacks.inc();
+                Ok(None)
+            }
+            Err(e) => Err(Error::OwnerUnavailable {
+                owner: owner.to_string(),
+                reason: if e.is_timeout() {
+                    "timed out; the request may or may not have been applied".into()
+                } else {
+                    e.to_string()
+                },
+            }),
+        }
+    }
+}
