@@ -1,1 +1,122 @@
-//! gateway
+//! The gateway: the one HTTP front door to distributed-sync.
+//!
+//! Clients call the services' public routes here, unchanged; the gateway
+//! decides which node answers and hides leader changes and scaling:
+//! - [`lock`]: follows the Raft leader, retries across a leader change with
+//!   the same `request_id` (filled in when absent);
+//! - [`queue`]: sends each queue to its owner on the shared ring, failing
+//!   over to the next owner;
+//! - [`cache`]: the node the client names, else sticky per client, else
+//!   round-robin;
+//! - [`state`]: membership (re-resolved DNS via `common::discovery`), the
+//!   pooled keep-alive client, per-backend metrics;
+//! - [`protect`]: bearer tokens, body limit, request timeout;
+//! - [`view`]: `/health`, `/cluster`, `/stats`;
+//! - [`openapi`]: `/openapi.json` from the code, Swagger UI at `/docs`;
+//! - [`http`]: the handlers.
+//!
+//! Routes under `/internal/` of the services are never forwarded: the
+//! gateway only routes the public paths it lists, everything else is a JSON 404.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod lock;
+pub mod openapi;
+pub mod protect;
+pub mod queue;
+pub mod state;
+pub mod view;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use common::discovery::{parse_list, Members};
+use tokio::net::TcpListener;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use config::{Config, Settings};
+pub use error::Error;
+pub use state::{BackendSenders, Backends, Gateway, Service};
+
+/// The gateway's HTTP router.
+pub fn router(gw: Gateway) -> Router {
+    let limit = gw.settings().body_limit_bytes;
+    let protected = Router::new()
+        .route("/api/lock/acquire", post(http::lock_acquire))
+        .route("/api/lock/release", post(http::lock_release))
+        .route("/api/lock/renew", post(http::lock_renew))
+        .route("/api/lock/{resource}", get(http::lock_get))
+        .route("/api/queue/enqueue", post(http::queue_enqueue))
+        .route("/api/queue/dequeue", post(http::queue_dequeue))
+        .route("/api/queue/ack", post(http::queue_ack))
+        .route("/api/queue/nack", post(http::queue_nack))
+        .route("/api/queue/extend", post(http::queue_extend))
+        .route("/api/queue/{queue}", get(http::queue_get))
+        .route("/api/cache/set", post(http::cache_set))
+        .route("/api/cache/get", get(http::cache_get))
+        .route("/api/cache/delete", delete(http::cache_delete))
+        .route("/api/cache/line", get(http::cache_line))
+        .route("/api/cache/stats", get(http::cache_stats))
+        .route("/cluster", get(http::cluster))
+        .route("/stats", get(http::stats))
+        .route("/metrics", get(http::metrics))
+        .route_layer(from_fn_with_state(gw.clone(), protect::require_token));
+    Router::new()
+        .merge(protected)
+        .route("/health", get(http::health))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .route_layer(from_fn_with_state(
+            gw.metrics().clone(),
+            common::metrics::track,
+        ))
+        .method_not_allowed_fallback(protect::method_not_allowed)
+        .fallback(common::error::not_found_fallback)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(from_fn_with_state(gw.clone(), protect::request_timeout))
+        .with_state(gw)
+}
+
+/// Serve `gw` on `listener` until `shutdown` resolves, keeping the lock
+/// leader fresh in the background.
+pub async fn serve(
+    gw: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let poller = tokio::spawn(lock::poll_leader(gw.clone()));
+    let res = axum::serve(listener, router(gw))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    poller.abort();
+    res
+}
+
+/// Resolve the configured backends and serve until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let refresh = Duration::from_millis(config.discovery_refresh_ms.max(100));
+    let lock = Members::spawn(parse_list(&config.lock_nodes), refresh).await;
+    let queue = Members::spawn(parse_list(&config.queue_nodes), refresh).await;
+    let cache = Members::spawn(parse_list(&config.cache_nodes), refresh).await;
+    tracing::info!(
+        lock = ?lock.current(),
+        queue = ?queue.current(),
+        cache = ?cache.current(),
+        "backends"
+    );
+    let gw = Gateway::new(
+        Settings::from(&config),
+        Backends::from_members(&lock, &queue, &cache),
+    )?;
+    serve(gw, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! The wire types of the public API (as served by the gateway and by each
+//! service), shared by the client and by the gateway's OpenAPI document.
+//!
+//! Requests serialize only the fields the caller set, so the services apply
+//! their own defaults. Responses decode leniently: fields a service may leave
+//! out are `Option` or `#[serde(default)]`, so a newer service that adds a
+//! field does not break an older client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// A fencing token: grows with every grant across the whole lock cluster.
+pub type FencingToken = u64;
+
+// ---------------------------------------------------------------- errors
+
+/// The JSON error body every service and the gateway answer with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// `code` is stable and machine-readable (`lock_held`, `no_leader`,
+/// `invalid_input`, `unauthorized`, …); extra fields (holders, cycle,
+/// leader_addr) ride along beside `code` and `message`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// Error-specific details, e.g. `holders`, `cycle`, `leader_addr`, `backend`.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub details: serde_json::Map<String, Value>,
+}
+
+// ---------------------------------------------------------------- locks
+
+/// Exclusive holds are alone; shared holds coexist.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    #[default]
+    Exclusive,
+    Shared,
+}
+
+/// `POST /api/lock/acquire`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AcquireRequest {
+    pub resource: String,
+    pub owner: String,
+    /// Default `exclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LockMode>,
+    /// Lease length; default 30000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// Block up to this long for the grant; default 0 (answer at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// Makes retries safe: the same (owner, request_id) returns the first
+    /// answer. The gateway fills one in when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// 200 answer to an acquire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LockGrant {
+    pub granted: bool,
+    pub resource: String,
+    pub owner: String,
+    #[serde(default)]
+    pub mode: LockMode,
+    pub token: FencingToken,
+    pub expires_at_ms: u64,
+}
+
+/// `POST /api/lock/release`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ReleaseRequest {
+    pub resource: String,
+    pub owner: String,
+    pub token: FencingToken,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// `POST /api/lock/renew`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RenewRequest {
+    pub resource: String,
+    pub owner: String,
+    pub token: FencingToken,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// 200 answer to a renew.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RenewResponse {
+    pub expires_at_ms: u64,
+}
+
+/// One hold on a resource.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LockHolder {
+    pub owner: String,
+    #[serde(default)]
+    pub mode: LockMode,
+    pub token: FencingToken,
+    pub expires_at_ms: u64,
+}
+
+/// One queued waiter on a resource.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LockWaiter {
+    pub owner: String,
+    #[serde(default)]
+    pub mode: LockMode,
+    /// When the wait ends, if the service reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+/// `GET /api/lock/{resource}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LockState {
+    #[serde(default)]
+    pub resource: String,
+    #[serde(default)]
+    pub holders: Vec<LockHolder>,
+    #[serde(default)]
+    pub waiters: Vec<LockWaiter>,
+}
+
+// ---------------------------------------------------------------- queues
+
+/// One message of a batch enqueue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NewMessage {
+    /// Any JSON value.
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `POST /api/queue/enqueue`: either `payload` (one message) or `messages`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnqueueRequest {
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<NewMessage>>,
+}
+
+/// 201 answer to an enqueue: `id` for one message, `ids` for a batch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnqueueResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+}
+
+/// `POST /api/queue/dequeue`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DequeueRequest {
+    pub queue: String,
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// Default 30000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_ms: Option<u64>,
+    /// Long-poll up to this long; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// A delivered message; ack it with its `receipt`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Message {
+    pub id: String,
+    pub receipt: String,
+    pub payload: Value,
+    pub attempts: u32,
+    pub enqueued_at_ms: u64,
+}
+
+/// 200 answer to a dequeue (possibly empty).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DequeueResponse {
+    #[serde(default)]
+    pub messages: Vec<Message>,
+}
+
+/// `POST /api/queue/ack`: `receipt` or `receipts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AckRequest {
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<Vec<String>>,
+}
+
+/// `POST /api/queue/nack`: make the message visible again (after `delay_ms`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NackRequest {
+    pub queue: String,
+    pub receipt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+/// `POST /api/queue/extend`: push the visibility deadline out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExtendRequest {
+    pub queue: String,
+    pub receipt: String,
+    pub visibility_ms: u64,
+}
+
+/// `GET /api/queue/{queue}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueStats {
+    #[serde(default)]
+    pub queue: String,
+    #[serde(default)]
+    pub ready: u64,
+    #[serde(default)]
+    pub delayed: u64,
+    #[serde(default)]
+    pub in_flight: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
+}
+
+// ---------------------------------------------------------------- cache
+
+/// `POST /api/cache/set`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CacheSetRequest {
+    pub key: String,
+    /// Any JSON value.
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `GET /api/cache/get?key=` on a hit (a miss is 404 `not_found`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CacheValue {
+    #[serde(default)]
+    pub key: String,
+    pub value: Value,
+    /// The MESI state of the line on the node that answered, when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+// ---------------------------------------------------------------- gateway views
+
+/// One backend node as the gateway sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeStatus {
+    pub addr: String,
+    /// Its `/health` answered 200.
+    pub healthy: bool,
+    /// Why not, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Health of one backend service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServiceHealth {
+    pub ok: bool,
+    /// Human-readable reason when not ok (no leader, no healthy node, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `GET /health` on the gateway (200 when `ok`, else 503 with the same body).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HealthReport {
+    /// `"ok"` or `"degraded"`.
+    pub status: String,
+    /// Names of the services that are down (`lock`, `queue`, `cache`).
+    #[serde(default)]
+    pub down: Vec<String>,
+    pub lock: ServiceHealth,
+    pub queue: ServiceHealth,
+    pub cache: ServiceHealth,
+}
+
+/// One lock node's own view, from its `GET /cluster`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LockNodeView {
+    pub addr: String,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_log_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<u64>,
+}
+
+/// The lock cluster as the gateway sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LockClusterView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// Raft members by node id, as the cluster reports them.
+    #[serde(default)]
+    pub members: BTreeMap<String, String>,
+    /// The lock nodes the gateway is configured with.
+    #[serde(default)]
+    pub nodes: Vec<LockNodeView>,
+}
+
+/// The queue ring as the gateway routes by it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueClusterView {
+    /// Ring members (sorted): the nodes queues are placed on.
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A cache peer and whether the cache cluster considers it alive.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CachePeer {
+    pub addr: String,
+    pub alive: bool,
+}
+
+/// The cache nodes the gateway spreads clients over.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CacheClusterView {
+    /// Nodes the gateway knows (from its configuration / DNS).
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Peers and their liveness as reported by the cache cluster itself
+    /// (merged over the nodes that answered; alive if any says so).
+    #[serde(default)]
+    pub peers: Vec<CachePeer>,
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `GET /cluster` on the gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClusterView {
+    pub lock: LockClusterView,
+    pub queue: QueueClusterView,
+    pub cache: CacheClusterView,
+}
+
+/// Per-service forwarding counters in `GET /stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServiceStats {
+    /// Client requests routed to this service.
+    pub requests: u64,
+    /// Of those, answered with a gateway-made error (backend unreachable or timed out).
+    pub errors: u64,
+    /// Extra backend attempts (leader changes, failover to the next owner/node).
+    pub retries: u64,
+    /// Backend members right now.
+    pub members: Vec<String>,
+}
+
+/// `GET /stats` on the gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GatewayStats {
+    pub uptime_ms: u64,
+    /// Requests refused before reaching a backend (auth, body limit, bad input).
+    pub rejected: u64,
+    /// The lock leader the gateway currently sends to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_leader: Option<String>,
+    pub leader_changes: u64,
+    pub lock: ServiceStats,
+    pub queue: ServiceStats,
+    pub cache: ServiceStats,
+}

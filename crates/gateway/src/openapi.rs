@@ -1,0 +1,78 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
+//! attributes and the wire types of the `client` crate, so the document and
+//! the code cannot drift apart. Served at `/openapi.json` and rendered by the
+//! vendored Swagger UI at `/docs`.
+
+use client::types::*;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::http;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "distributed-sync gateway",
+        description = "One HTTP front door to the lock service (leases, fencing tokens), the \
+                       at-least-once queue service and the MESI-coherent cache. Every error is \
+                       `{\"error\":{\"code\",\"message\",…}}`. When the gateway runs with \
+                       API_TOKENS, every route except /health, /openapi.json and /docs needs \
+                       `Authorization: Bearer <token>`."
+    ),
+    paths(
+        http::lock_acquire,
+        http::lock_release,
+        http::lock_renew,
+        http::lock_get,
+        http::queue_enqueue,
+        http::queue_dequeue,
+        http::queue_ack,
+        http::queue_nack,
+        http::queue_extend,
+        http::queue_get,
+        http::cache_set,
+        http::cache_get,
+        http::cache_delete,
+        http::cache_line,
+        http::cache_stats,
+        http::health,
+        http::cluster,
+        http::stats,
+        http::metrics,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, LockMode, AcquireRequest, LockGrant, ReleaseRequest,
+        RenewRequest, RenewResponse, LockHolder, LockWaiter, LockState, NewMessage,
+        EnqueueRequest, EnqueueResponse, DequeueRequest, Message, DequeueResponse,
+        AckRequest, NackRequest, ExtendRequest, QueueStats, CacheSetRequest, CacheValue,
+        NodeStatus, ServiceHealth, HealthReport, LockNodeView, LockClusterView,
+        QueueClusterView, CachePeer, CacheClusterView, ClusterView, ServiceStats,
+        GatewayStats,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "lock", description = "Distributed locks: leases, fencing tokens, FIFO waiters, deadlock detection"),
+        (name = "queue", description = "At-least-once work queues placed by consistent hashing"),
+        (name = "cache", description = "MESI-coherent cache; pick the node with X-Cache-Node, ?node= or X-Client-Id"),
+        (name = "gateway", description = "The gateway's own health, cluster view, counters and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the routes refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

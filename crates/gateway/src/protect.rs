@@ -1,0 +1,143 @@
+//! What stands between a client and the backends: bearer tokens, the body
+//! limit and the whole-request timeout, each answering with the shared JSON
+//! error body.
+//!
+//! Invariants:
+//! - with tokens configured, a request without a valid token is answered 401
+//!   before any backend is contacted;
+//! - a body over the limit is refused with 413 before it is forwarded (the
+//!   declared `Content-Length` is checked first, then the bytes read);
+//! - no request outlives the request timeout; the client gets 504 `timeout`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use common::ApiError;
+
+use crate::error::Error;
+use crate::state::Gateway;
+
+/// Whether `headers` carry one of `tokens` as a bearer token (always true
+/// when no tokens are configured).
+pub fn admits(tokens: &[String], headers: &axum::http::HeaderMap) -> bool {
+    if tokens.is_empty() {
+        return true;
+    }
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+    else {
+        return false;
+    };
+    // Compare against every token without stopping early.
+    tokens.iter().fold(false, |acc, t| {
+        acc | constant_time_eq(t.as_bytes(), given.as_bytes())
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Middleware: 401 unless the request carries a valid bearer token.
+pub async fn require_token(State(gw): State<Gateway>, req: Request, next: Next) -> Response {
+    if admits(&gw.settings().api_tokens, req.headers()) {
+        next.run(req).await
+    } else {
+        gw.count_rejected("unauthorized");
+        Error::Unauthorized.into_response()
+    }
+}
+
+/// Middleware: 504 `timeout` when the request takes longer than the
+/// configured request timeout.
+pub async fn request_timeout(State(gw): State<Gateway>, req: Request, next: Next) -> Response {
+    let limit = gw.settings().request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            gw.count_rejected("timeout");
+            Error::RequestTimeout {
+                timeout_ms: limit.as_millis() as u64,
+            }
+            .into_response()
+        }
+    }
+}
+
+/// The raw request body, read under the gateway's body limit (installed as
+/// `DefaultBodyLimit`), with JSON 413/400 rejections.
+#[derive(Debug)]
+pub struct Body(pub Bytes);
+
+impl FromRequest<Gateway> for Body {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, gw: &Gateway) -> Result<Self, Self::Rejection> {
+        let limit = gw.settings().body_limit_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            gw.count_rejected("body_too_large");
+            return Err(Error::BodyTooLarge { limit }.into_response());
+        }
+        match Bytes::from_request(req, gw).await {
+            Ok(b) => Ok(Body(b)),
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                gw.count_rejected("body_too_large");
+                Err(Error::BodyTooLarge { limit }.into_response())
+            }
+            Err(rej) => {
+                gw.count_rejected("invalid_body");
+                Err(ApiError::new(rej.status(), "invalid_body", rej.body_text()).into_response())
+            }
+        }
+    }
+}
+
+/// Fallback for a known path with the wrong method: JSON 405.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn bearer_tokens() {
+        let none: Vec<String> = vec![];
+        assert!(admits(&none, &HeaderMap::new()));
+        let tokens = vec!["alpha".to_string(), "beta".to_string()];
+        assert!(!admits(&tokens, &HeaderMap::new()));
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(admits(&tokens, &with("Bearer beta")));
+        assert!(admits(&tokens, &with("Bearer alpha")));
+        assert!(!admits(&tokens, &with("Bearer gamma")));
+        assert!(!admits(&tokens, &with("Bearer alph")));
+        assert!(!admits(&tokens, &with("alpha")));
+        assert!(!admits(&tokens, &with("Basic YWxwaGE=")));
+    }
+}

@@ -1,0 +1,598 @@
+//! The gateway's shared state and its one way of talking to a backend.
+//!
+//! - [`Backends`]: the live member list of each service (from
+//!   `common::discovery`, or a plain watch channel in tests);
+//! - [`Gateway`]: settings, the pooled keep-alive HTTP client, the remembered
+//!   lock leader, rings cached per member list, a short quarantine of nodes
+//!   that just failed, and the counters behind `/stats` and `/metrics`;
+//! - [`Gateway::call`]: one bounded backend call, timed and counted per
+//!   service, route and backend.
+//!
+//! Invariants:
+//! - the client's `Authorization` header is never forwarded (API tokens are
+//!   not cluster tokens), and no route under `/internal/` is ever called;
+//! - a quarantined node is tried last, not never: a quarantine only reorders.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::discovery::Members;
+use common::metrics::{latency_family, Metrics, MetricsRegistry};
+use common::Ring;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+
+/// How long a node that failed to answer is tried last.
+pub const QUARANTINE: Duration = Duration::from_millis(1_000);
+
+/// Timeout of the gateway's own probes (`/health`, `/cluster`, leader poll).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// A sorted member list as published by discovery.
+pub type MemberList = Arc<Vec<String>>;
+
+/// One call to forward: the route template (for metrics), the method, the
+/// client's path and query (forwarded unchanged) and the body to send.
+#[derive(Debug, Clone)]
+pub struct Outbound<'a> {
+    pub route: &'static str,
+    pub method: Method,
+    pub path_and_query: &'a str,
+    pub body: Option<Bytes>,
+}
+
+/// The three backend services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Lock,
+    Queue,
+    Cache,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Lock => "lock",
+            Service::Queue => "queue",
+            Service::Cache => "cache",
+        }
+    }
+}
+
+/// A live, sorted member list per service.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub lock: watch::Receiver<MemberList>,
+    pub queue: watch::Receiver<MemberList>,
+    pub cache: watch::Receiver<MemberList>,
+}
+
+impl Backends {
+    /// From discovery handles (DNS names keep being re-resolved).
+    pub fn from_members(lock: &Members, queue: &Members, cache: &Members) -> Self {
+        Self {
+            lock: lock.watch(),
+            queue: queue.watch(),
+            cache: cache.watch(),
+        }
+    }
+
+    /// Fixed lists; returns the senders so a test can change membership.
+    pub fn channels(
+        lock: Vec<String>,
+        queue: Vec<String>,
+        cache: Vec<String>,
+    ) -> (Self, BackendSenders) {
+        fn ch(mut v: Vec<String>) -> (watch::Sender<MemberList>, watch::Receiver<MemberList>) {
+            v.sort();
+            v.dedup();
+            watch::channel(Arc::new(v))
+        }
+        let (lt, lr) = ch(lock);
+        let (qt, qr) = ch(queue);
+        let (ct, cr) = ch(cache);
+        (
+            Self {
+                lock: lr,
+                queue: qr,
+                cache: cr,
+            },
+            BackendSenders {
+                lock: lt,
+                queue: qt,
+                cache: ct,
+            },
+        )
+    }
+
+    fn of(&self, svc: Service) -> MemberList {
+        match svc {
+            Service::Lock => self.lock.borrow().clone(),
+            Service::Queue => self.queue.borrow().clone(),
+            Service::Cache => self.cache.borrow().clone(),
+        }
+    }
+}
+
+/// Test handle to change the member lists of a [`Backends`] made by
+/// [`Backends::channels`].
+#[derive(Debug)]
+pub struct BackendSenders {
+    pub lock: watch::Sender<MemberList>,
+    pub queue: watch::Sender<MemberList>,
+    pub cache: watch::Sender<MemberList>,
+}
+
+impl BackendSenders {
+    /// Replace one service's member list.
+    pub fn set(&self, svc: Service, mut members: Vec<String>) {
+        members.sort();
+        members.dedup();
+        let tx = match svc {
+            Service::Lock => &self.lock,
+            Service::Queue => &self.queue,
+            Service::Cache => &self.cache,
+        };
+        tx.send_replace(Arc::new(members));
+    }
+}
+
+/// A backend's answer, passed to the client unchanged.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+    pub backend: String,
+}
+
+impl Reply {
+    /// The `error.code` of a JSON error body, if any.
+    pub fn error_code(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v.get("error")?.get("code")?.as_str().map(str::to_string)
+    }
+
+    /// `error.<field>` of a JSON error body as a string, if any.
+    pub fn error_field(&self, field: &str) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v.get("error")?.get(field)?.as_str().map(str::to_string)
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.body).into_response();
+        let ct = self
+            .content_type
+            .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, ct);
+        resp
+    }
+}
+
+/// Why a backend call produced no answer.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// Connection refused/reset or the answer broke off.
+    Unreachable(String),
+    /// No full answer within the timeout.
+    Timeout,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    service: &'static str,
+    route: &'static str,
+    backend: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLatencyLabels {
+    service: &'static str,
+    route: &'static str,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Plain counters behind `/stats` (the same events also go to Prometheus).
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+struct Families {
+    backend_requests: Family<BackendLabels, Counter>,
+    backend_latency: Family<BackendLatencyLabels, Histogram>,
+    retries: Family<ServiceLabels, Counter>,
+    gateway_errors: Family<ServiceLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    members: Family<ServiceLabels, Gauge>,
+    leader_changes: Counter,
+    leader_known: Gauge,
+}
+
+pub(crate) struct Inner {
+    pub settings: Settings,
+    pub backends: Backends,
+    pub http: reqwest::Client,
+    pub metrics: Metrics,
+    families: Families,
+    pub started: Instant,
+    leader: Mutex<Option<String>>,
+    rings: Mutex<HashMap<Service, (MemberList, Arc<Ring>)>>,
+    quarantine: Mutex<HashMap<String, Instant>>,
+    pub rr: AtomicUsize,
+    pub lock_counters: ServiceCounters,
+    pub queue_counters: ServiceCounters,
+    pub cache_counters: ServiceCounters,
+    pub rejected: AtomicU64,
+    pub leader_changes: AtomicU64,
+}
+
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct Gateway(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("settings", &self.0.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        let mut registry = MetricsRegistry::default();
+        let families = Families {
+            backend_requests: Family::default(),
+            backend_latency: latency_family(),
+            retries: Family::default(),
+            gateway_errors: Family::default(),
+            rejected: Family::default(),
+            members: Family::default(),
+            leader_changes: Counter::default(),
+            leader_known: Gauge::default(),
+        };
+        registry.register(
+            "gateway_backend_requests",
+            "Backend calls by service, route, backend and outcome (status code, unreachable, timeout)",
+            families.backend_requests.clone(),
+        );
+        registry.register(
+            "gateway_backend_request_duration_seconds",
+            "Backend call latency by service, route and backend",
+            families.backend_latency.clone(),
+        );
+        registry.register(
+            "gateway_retries",
+            "Extra backend attempts (leader change, failover) by service",
+            families.retries.clone(),
+        );
+        registry.register(
+            "gateway_errors",
+            "Client requests the gateway answered with its own error (backend down or slow) by service",
+            families.gateway_errors.clone(),
+        );
+        registry.register(
+            "gateway_rejected",
+            "Requests refused before reaching a backend, by reason",
+            families.rejected.clone(),
+        );
+        registry.register(
+            "gateway_backend_members",
+            "Known backend nodes per service",
+            families.members.clone(),
+        );
+        registry.register(
+            "gateway_lock_leader_changes",
+            "Times the remembered lock leader changed",
+            families.leader_changes.clone(),
+        );
+        registry.register(
+            "gateway_lock_leader_known",
+            "1 when the gateway knows a lock leader",
+            families.leader_known.clone(),
+        );
+        let metrics = Metrics::new(registry);
+        Ok(Self(Arc::new(Inner {
+            settings,
+            backends,
+            http,
+            metrics,
+            families,
+            started: Instant::now(),
+            leader: Mutex::new(None),
+            rings: Mutex::new(HashMap::new()),
+            quarantine: Mutex::new(HashMap::new()),
+            rr: AtomicUsize::new(0),
+            lock_counters: ServiceCounters::default(),
+            queue_counters: ServiceCounters::default(),
+            cache_counters: ServiceCounters::default(),
+            rejected: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+        })))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Current members of a service.
+    pub fn members(&self, svc: Service) -> MemberList {
+        let m = self.0.backends.of(svc);
+        self.0
+            .families
+            .members
+            .get_or_create(&ServiceLabels {
+                service: svc.as_str(),
+            })
+            .set(m.len() as i64);
+        m
+    }
+
+    /// The ring over a service's current members, rebuilt only when the
+    /// member list changed.
+    pub fn ring(&self, svc: Service) -> Arc<Ring> {
+        let members = self.members(svc);
+        let mut rings = self.0.rings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((m, r)) = rings.get(&svc) {
+            if Arc::ptr_eq(m, &members) || **m == *members {
+                return r.clone();
+            }
+        }
+        let ring = Arc::new(Ring::new(members.iter().cloned()));
+        rings.insert(svc, (members, ring.clone()));
+        ring
+    }
+
+    pub(crate) fn counters(&self, svc: Service) -> &ServiceCounters {
+        match svc {
+            Service::Lock => &self.0.lock_counters,
+            Service::Queue => &self.0.queue_counters,
+            Service::Cache => &self.0.cache_counters,
+        }
+    }
+
+    /// The remembered lock leader.
+    pub fn leader(&self) -> Option<String> {
+        self.0
+            .leader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Remember (or forget) the lock leader.
+    pub fn set_leader(&self, leader: Option<String>) {
+        let mut cur = self.0.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur != leader {
+            if leader.is_some() {
+                self.0.leader_changes.fetch_add(1, Ordering::Relaxed);
+                self.0.families.leader_changes.inc();
+                tracing::info!(leader = ?leader, previous = ?*cur, "lock leader changed");
+            }
+            self.0.families.leader_known.set(leader.is_some() as i64);
+            *cur = leader;
+        }
+    }
+
+    /// Put a node that failed to answer at the back of the line for a while.
+    pub fn quarantine(&self, node: &str) {
+        self.0
+            .quarantine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string(), Instant::now() + QUARANTINE);
+    }
+
+    pub fn is_quarantined(&self, node: &str) -> bool {
+        let mut q = self.0.quarantine.lock().unwrap_or_else(|e| e.into_inner());
+        match q.get(node) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                q.remove(node);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// `candidates` with quarantined nodes moved to the end (order kept otherwise).
+    pub fn healthy_first(&self, candidates: Vec<String>) -> Vec<String> {
+        let (ok, bad): (Vec<String>, Vec<String>) = candidates
+            .into_iter()
+            .partition(|n| !self.is_quarantined(n));
+        ok.into_iter().chain(bad).collect()
+    }
+
+    pub(crate) fn count_retry(&self, svc: Service) {
+        self.counters(svc).retries.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .families
+            .retries
+            .get_or_create(&ServiceLabels {
+                service: svc.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn count_request(&self, svc: Service) {
+        self.counters(svc).requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_error(&self, svc: Service) {
+        self.counters(svc).errors.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .families
+            .gateway_errors
+            .get_or_create(&ServiceLabels {
+                service: svc.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn count_rejected(&self, reason: &'static str) {
+        self.0.rejected.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .families
+            .rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// One backend call: `out.method` `http://{backend}{out.path_and_query}`
+    /// with the optional JSON body, bounded by `timeout`, timed and counted.
+    pub async fn call(
+        &self,
+        svc: Service,
+        backend: &str,
+        out: &Outbound<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        debug_assert!(!out.path_and_query.starts_with("/internal"));
+        let route = out.route;
+        let start = Instant::now();
+        let res = self
+            .send(
+                backend,
+                out.method.clone(),
+                out.path_and_query,
+                out.body.clone(),
+                timeout,
+            )
+            .await;
+        let outcome = match &res {
+            Ok(r) => r.status.as_u16().to_string(),
+            Err(CallError::Timeout) => "timeout".to_string(),
+            Err(CallError::Unreachable(_)) => "unreachable".to_string(),
+        };
+        let f = &self.0.families;
+        f.backend_requests
+            .get_or_create(&BackendLabels {
+                service: svc.as_str(),
+                route,
+                backend: backend.to_string(),
+                outcome,
+            })
+            .inc();
+        f.backend_latency
+            .get_or_create(&BackendLatencyLabels {
+                service: svc.as_str(),
+                route,
+                backend: backend.to_string(),
+            })
+            .observe(start.elapsed().as_secs_f64());
+        if res.is_err() {
+            self.quarantine(backend);
+        }
+        res
+    }
+
+    async fn send(
+        &self,
+        backend: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        let url = format!("http://{backend}{path_and_query}");
+        let mut req = self.0.http.request(method, url).timeout(timeout);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                CallError::Timeout
+            } else {
+                CallError::Unreachable(error_chain(&e))
+            }
+        };
+        let resp = req.send().await.map_err(classify)?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+        let body = resp.bytes().await.map_err(classify)?;
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+            backend: backend.to_string(),
+        })
+    }
+
+    /// GET a small JSON document from a backend for the gateway's own views.
+    pub async fn probe(
+        &self,
+        backend: &str,
+        path: &str,
+    ) -> Result<(StatusCode, serde_json::Value), String> {
+        let url = format!("http://{backend}{path}");
+        let resp = self
+            .0
+            .http
+            .get(url)
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
+        let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    }
+}
+
+/// An error and its sources on one line ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
