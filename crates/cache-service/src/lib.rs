@@ -1,4 +1,135 @@
-//! cache-service
+//! cache-service: per-node LRU caches kept coherent across nodes with a
+//! directory-based MESI protocol.
+//!
+//! Modules, from pure to wired:
+//! - [`protocol`]: line states, versions and epochs, the messages;
+//! - [`line`]: one node's cache (LRU by entries and bytes, TTL, late-message
+//!   rules) — pure;
+//! - [`directory`]: a home's per-key directory and its transactions — pure;
+//! - [`membership`]: heartbeat failure detection — pure;
+//! - [`store`]: the backing memory (Redis or the home's own map);
+//! - [`peer`]: calls to other nodes over `/internal/`;
+//! - [`node`]: the engine joining all of the above;
+//! - [`http`]: the routes; [`client`]: a typed client; [`config`]: flags.
+
+pub mod client;
+pub mod config;
 pub mod directory;
+pub mod error;
+pub mod http;
 pub mod line;
+pub mod membership;
+pub mod node;
+pub mod peer;
 pub mod protocol;
+pub mod store;
+
+use std::time::Duration;
+
+use common::discovery::Members;
+use common::metrics::{Metrics, MetricsRegistry};
+use common::server::ClusterToken;
+
+pub use client::CacheClient;
+pub use config::Config;
+pub use error::Error;
+pub use http::{router, AppState};
+pub use node::{Node, NodeConfig};
+
+/// How long a downgrade waits for the grant it refers to; the grant is a
+/// reply already on its way, so this only bounds lost replies.
+const FORWARD_WAIT: Duration = Duration::from_secs(2);
+
+/// Build the node and its router from a config (the address it advertises
+/// must be known: pass the bound address when listening on port 0).
+pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Members)> {
+    let token = ClusterToken(config.cluster_token.clone().filter(|t| !t.is_empty()));
+    let memory = store::Memory::connect(config.redis_url.as_deref().filter(|u| !u.is_empty())).await?;
+    let heartbeat = Duration::from_millis(config.heartbeat_ms.max(10));
+    let failure_timeout = Duration::from_millis(config.failure_timeout_ms.max(config.heartbeat_ms * 2));
+    let peers = peer::Peers::new(
+        token.clone(),
+        failure_timeout * 3 + FORWARD_WAIT * 2 + Duration::from_secs(2),
+        FORWARD_WAIT + Duration::from_secs(1),
+        heartbeat.max(Duration::from_millis(100)) * 2,
+    );
+    let members = Members::spawn(
+        common::discovery::parse_list(&config.peers),
+        common::discovery::DEFAULT_REFRESH,
+    )
+    .await;
+    let mut list: Vec<String> = members.current().to_vec();
+    if !list.contains(&me) {
+        list.push(me.clone());
+    }
+    let node = Node::new(
+        NodeConfig {
+            me,
+            policy: config.write_policy,
+            max_entries: config.max_entries,
+            max_bytes: config.max_bytes,
+            heartbeat,
+            failure_timeout,
+            forward_wait: FORWARD_WAIT,
+        },
+        memory,
+        peers,
+        &list,
+    );
+    let mut registry = MetricsRegistry::default();
+    node.stats().register(&mut registry);
+    let state = AppState {
+        node,
+        metrics: Metrics::new(registry),
+        token,
+    };
+    Ok((state, members))
+}
+
+/// Serve on `listener` until `shutdown` resolves. Heartbeats run inside this
+/// future, so aborting it stops the node entirely (tests rely on that).
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?.to_string();
+    let me = config.advertise.clone().unwrap_or_else(|| {
+        if config.listen.ends_with(":0") {
+            bound.clone()
+        } else {
+            config.listen.clone()
+        }
+    });
+    let (state, members) = build(&config, me).await?;
+    let node = state.node.clone();
+    tracing::info!(node = node.me(), %bound, memory = node.memory().backend(), policy = ?node.policy(), "cache node up");
+    let app = router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let heartbeats = async move {
+        let mut watch = members.watch();
+        let mut tick = tokio::time::interval(node.heartbeat_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => node.heartbeat_round().await,
+                changed = watch.changed() => {
+                    if changed.is_err() {
+                        // Static list: nothing more will change.
+                        std::future::pending::<()>().await;
+                    }
+                    let mut list: Vec<String> = watch.borrow_and_update().to_vec();
+                    if !list.iter().any(|m| m == node.me()) {
+                        list.push(node.me().to_string());
+                    }
+                    node.set_members(&list);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = heartbeats => {}
+    }
+    Ok(())
+}

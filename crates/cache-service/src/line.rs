@@ -16,7 +16,6 @@
 //!   older value from memory).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 
 use lru::LruCache;
 

@@ -1,0 +1,57 @@
+//! Command-line flags, each with an environment fallback; every default
+//! runs a single local node.
+
+use clap::Parser;
+
+use crate::directory::WritePolicy;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cache-service", about = "Coherent near cache node (directory MESI)")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:7201")]
+    pub listen: String,
+    /// This node's name in the ring and in peers' lists (default: the
+    /// listen address, or the bound address when listening on port 0).
+    #[arg(long, env = "ADVERTISE_ADDR")]
+    pub advertise: Option<String>,
+    /// Every cache node, this one included, comma-separated `host:port`
+    /// (names are re-resolved periodically). Empty: a cluster of one.
+    #[arg(long, env = "PEERS", default_value = "")]
+    pub peers: String,
+    /// Redis URL for the backing memory; unset keeps values in the home
+    /// node's own memory.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Most lines this node caches.
+    #[arg(long, env = "MAX_ENTRIES", default_value_t = 100_000)]
+    pub max_entries: usize,
+    /// Most bytes of keys and values this node caches.
+    #[arg(long, env = "MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_bytes: usize,
+    /// When modified lines reach the backing memory.
+    #[arg(long, env = "WRITE_POLICY", value_enum, default_value = "write-back")]
+    pub write_policy: WritePolicy,
+    /// Interval between heartbeats to each peer.
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 200)]
+    pub heartbeat_ms: u64,
+    /// A peer silent for this long is dropped from the ring and directories.
+    #[arg(long, env = "FAILURE_TIMEOUT_MS", default_value_t = 1500)]
+    pub failure_timeout_ms: u64,
+    /// Shared secret required on `/internal/` routes (unset: open).
+    #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+}
+
+impl Config {
+    /// Defaults plus the given listen address and peers (tests).
+    pub fn for_test(advertise: &str, peers: &[String]) -> Self {
+        let mut c = Config::parse_from(["cache-service"]);
+        c.listen = advertise.to_string();
+        c.advertise = Some(advertise.to_string());
+        c.peers = peers.join(",");
+        c.heartbeat_ms = 50;
+        c.failure_timeout_ms = 400;
+        c
+    }
+}

@@ -1,0 +1,26 @@
+//! The crate's one error type. Variants say what the caller should do; only
+//! [`crate::http`] turns them into status codes and JSON bodies.
+
+use crate::protocol::NodeId;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Fix the request.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Send a smaller value.
+    #[error("value is {size} bytes; the limit is {limit}")]
+    ValueTooLarge { size: usize, limit: usize },
+    /// The key has no value.
+    #[error("no value for key `{0}`")]
+    NotFound(String),
+    /// Internal: the receiver is not this key's home in its current view;
+    /// the sender retries once views agree.
+    #[error("this node is not the home of the key; its home is {home}")]
+    NotHome { home: NodeId },
+    /// Retry later: a peer or the backing memory did not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

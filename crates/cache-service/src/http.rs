@@ -1,0 +1,227 @@
+//! HTTP handlers: the public `/api/cache/*` routes, the service routes
+//! (`/health`, `/metrics`, `/stats`, `/cluster`) and the `/internal/` peer
+//! routes behind the cluster token. Handlers only validate, call the
+//! [`Node`], and map [`Error`] to status codes and JSON bodies.
+
+use std::collections::HashMap;
+
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use common::metrics::Metrics;
+use common::server::{require_cluster_token, ClusterToken};
+use common::{ApiError, ApiJson};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::Error;
+use crate::node::Node;
+use crate::peer::{ForwardEnvelope, HomeEnvelope, Ping};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value (its JSON encoding), in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Request bodies above this are refused before parsing (413): a maximal
+/// value plus its key and JSON framing fit.
+pub const BODY_LIMIT_BYTES: usize = MAX_VALUE_BYTES + 64 * 1024;
+/// Longest TTL accepted: one year.
+pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// What every handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub node: Node,
+    pub metrics: Metrics,
+    pub token: ClusterToken,
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidInput(_) => ApiError::invalid(msg),
+            Error::ValueTooLarge { size, limit } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", msg)
+                    .with("size", size)
+                    .with("limit", limit)
+            }
+            Error::NotFound(_) => ApiError::not_found(msg),
+            Error::NotHome { home } => {
+                ApiError::new(StatusCode::CONFLICT, "not_home", msg).with("home", home)
+            }
+            Error::Unavailable(_) => ApiError::unavailable(msg),
+        }
+    }
+}
+
+/// The whole service.
+pub fn router(state: AppState) -> Router {
+    let internal = Router::new()
+        .route("/internal/cache/home", post(internal_home))
+        .route("/internal/cache/forward", post(internal_forward))
+        .route("/internal/cache/ping", post(internal_ping))
+        .route("/internal/cache/local", get(internal_local))
+        .layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            require_cluster_token,
+        ));
+    Router::new()
+        .route("/api/cache/set", post(set))
+        .route("/api/cache/get", get(get_key))
+        .route("/api/cache/delete", delete(delete_key))
+        .route("/api/cache/line", get(line))
+        .route("/api/cache/stats", get(stats))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/cluster", get(cluster))
+        .merge(internal)
+        .fallback(common::error::not_found_fallback)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            common::metrics::track,
+        ))
+        .with_state(state)
+}
+
+fn check_key(key: Option<&str>) -> Result<&str, ApiError> {
+    let key = key.ok_or_else(|| ApiError::invalid("`key` is required"))?;
+    common::validate::name("key", key, MAX_KEY_BYTES)?;
+    Ok(key)
+}
+
+#[derive(Debug, Deserialize)]
+struct SetBody {
+    key: String,
+    value: serde_json::Value,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+async fn set(State(s): State<AppState>, ApiJson(body): ApiJson<SetBody>) -> Result<Response, ApiError> {
+    let key = check_key(Some(&body.key))?;
+    let size = serde_json::to_vec(&body.value).map_or(0, |v| v.len());
+    if size > MAX_VALUE_BYTES {
+        return Err(Error::ValueTooLarge {
+            size,
+            limit: MAX_VALUE_BYTES,
+        }
+        .into());
+    }
+    if let Some(t) = body.ttl_ms {
+        common::validate::range("ttl_ms", t, 1, MAX_TTL_MS)?;
+    }
+    let version = s.node.set(key, body.value, body.ttl_ms).await?;
+    Ok(Json(json!({ "key": key, "version": version })).into_response())
+}
+
+async fn get_key(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = check_key(q.get("key").map(String::as_str))?;
+    match s.node.get(key).await? {
+        (Some(d), hit) => Ok(Json(json!({
+            "key": key,
+            "value": d.value,
+            "version": d.version,
+            "expires_at_ms": d.expires_at_ms,
+            "hit": hit,
+        }))
+        .into_response()),
+        (None, _) => Err(Error::NotFound(key.to_string()).into()),
+    }
+}
+
+async fn delete_key(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = check_key(q.get("key").map(String::as_str))?;
+    s.node.delete(key).await?;
+    Ok(Json(json!({ "key": key, "deleted": true })).into_response())
+}
+
+async fn line(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = check_key(q.get("key").map(String::as_str))?;
+    Ok(Json(s.node.line_everywhere(key).await).into_response())
+}
+
+async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.node.stats_json())
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let live = s.node.view().live.len();
+    match s.node.memory().ping().await {
+        Ok(()) => Json(json!({
+            "status": "ok", "node": s.node.me(), "live_nodes": live,
+            "memory": s.node.memory().backend(),
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable", "node": s.node.me(), "live_nodes": live,
+                "memory": s.node.memory().backend(), "reason": e.to_string(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    // Refresh the per-state line gauges before rendering.
+    let _ = s.node.stats_json();
+    common::metrics::text_response(&s.metrics)
+}
+
+async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let view = s.node.view();
+    Json(json!({
+        "node": s.node.me(),
+        "peers": s.node.peers_json(),
+        "live": view.live,
+        "view_generation": view.generation,
+        "write_policy": s.node.policy(),
+        "memory": s.node.memory().backend(),
+    }))
+}
+
+async fn internal_home(
+    State(s): State<AppState>,
+    ApiJson(env): ApiJson<HomeEnvelope>,
+) -> Result<Response, ApiError> {
+    let reply = s.node.handle_home(env.from, &env.key, env.request).await?;
+    Ok(Json(reply).into_response())
+}
+
+async fn internal_forward(
+    State(s): State<AppState>,
+    ApiJson(env): ApiJson<ForwardEnvelope>,
+) -> Json<crate::protocol::ForwardReply> {
+    Json(s.node.handle_forward(&env.key, env.forward).await)
+}
+
+async fn internal_ping(State(s): State<AppState>, ApiJson(from): ApiJson<Ping>) -> Json<Ping> {
+    s.node.observe_ping(&from);
+    Json(s.node.ping_reply())
+}
+
+async fn internal_local(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = check_key(q.get("key").map(String::as_str))?;
+    Ok(Json(s.node.local_view(key)).into_response())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,724 @@
+//! The coherence protocol over the network: one cache node's engine.
+//!
+//! It joins the pure cores ([`LineTable`], [`Directory`], [`Membership`]) to
+//! the network ([`Peers`]) and the backing memory ([`Memory`]):
+//! - client operations (`get`, `set`, `delete`) answer local hits (M, E, S)
+//!   with no network call, and otherwise send one request to the key's home;
+//! - as a home it runs one transaction per key at a time (a per-key async
+//!   mutex), sending the transaction's forwards to holders in parallel and
+//!   waiting for every reply before it grants;
+//! - as a holder it obeys forwards: invalidations at once, downgrades as soon
+//!   as the grant they refer to has landed;
+//! - the heartbeat loop keeps the view of live nodes; the ring of homes is
+//!   built over live nodes only, and when it changes every line, directory
+//!   entry and (home-memory) value whose home moved is dropped.
+//!
+//! Why this is linearizable per key while nodes are up: every transaction on
+//! a key is serialized at its home; a write is granted only after every
+//! other copy acknowledged its invalidation, and takes effect when the
+//! writer installs its line (a downgrade that reaches the writer earlier
+//! waits for that); a read miss takes effect at the home's grant, and the
+//! fill is installed only if no invalidation newer than the grant already
+//! arrived (epochs), so no node ever serves a copy older than a completed
+//! write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use common::Ring;
+use futures::future::join_all;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::directory::{Directory, MemoryOp, WritePolicy};
+use crate::error::{Error, Result};
+use crate::line::{Evictions, LineTable, Lookup, Surrender};
+use crate::membership::{Change, Membership};
+use crate::peer::{ForwardEnvelope, HomeEnvelope, LocalView, Peers, Ping};
+use crate::protocol::{Data, Forward, ForwardReply, HomeReply, HomeRequest, LineState, NodeId};
+use crate::store::Memory;
+
+/// How many times a client operation re-routes when homes disagree or a
+/// home is unreachable, before answering 503.
+const MAX_ROUTE_ATTEMPTS: u32 = 60;
+/// Pause between such attempts.
+const ROUTE_BACKOFF: Duration = Duration::from_millis(25);
+/// Pause between retries of a forward to a peer that is not (yet) dead.
+const FORWARD_RETRY: Duration = Duration::from_millis(20);
+/// Attempts at delivering an eviction notice.
+const PUT_ATTEMPTS: u32 = 3;
+
+/// Tunables of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub me: NodeId,
+    pub policy: WritePolicy,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub heartbeat: Duration,
+    pub failure_timeout: Duration,
+    /// How long a downgrade waits for the grant it refers to.
+    pub forward_wait: Duration,
+}
+
+/// Domain counters, exported both as JSON stats and Prometheus metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub evictions: Counter,
+    pub invalidations_sent: Counter,
+    pub invalidations_received: Counter,
+    pub write_backs: Counter,
+    pub lines: Family<StateLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+impl Stats {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("cache_hits", "Gets answered from this node's cache", self.hits.clone());
+        r.register("cache_misses", "Gets that went to the key's home", self.misses.clone());
+        r.register("cache_evictions", "Lines evicted by the LRU", self.evictions.clone());
+        r.register(
+            "cache_invalidations_sent",
+            "Invalidations this node sent as a home",
+            self.invalidations_sent.clone(),
+        );
+        r.register(
+            "cache_invalidations_received",
+            "Invalidations this node received",
+            self.invalidations_received.clone(),
+        );
+        r.register(
+            "cache_write_backs",
+            "Dirty values written to the backing memory",
+            self.write_backs.clone(),
+        );
+        r.register("cache_lines", "Lines held per MESI state", self.lines.clone());
+    }
+}
+
+/// The live view: who is up and the ring of homes over them.
+#[derive(Debug)]
+pub struct View {
+    pub live: Vec<NodeId>,
+    pub ring: Ring,
+    pub generation: u64,
+}
+
+struct Inner {
+    cfg: NodeConfig,
+    incarnation: u64,
+    lines: Mutex<LineTable>,
+    dir: Mutex<Directory>,
+    key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    memory: Memory,
+    peers: Peers,
+    view: RwLock<Arc<View>>,
+    membership: Mutex<Membership>,
+    /// Bumped whenever a fill lands or a request ends: wakes waiting
+    /// downgrades.
+    fills: watch::Sender<u64>,
+    stats: Stats,
+    started: Instant,
+}
+
+/// A cache node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("me", &self.inner.cfg.me).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, memory: Memory, peers: Peers, members: &[NodeId]) -> Self {
+        let mut membership = Membership::new(cfg.me.clone(), cfg.failure_timeout.as_millis() as u64);
+        membership.set_members(members, 0);
+        let live = membership.live();
+        let view = View {
+            ring: Ring::new(live.clone()),
+            live,
+            generation: 0,
+        };
+        let inner = Inner {
+            lines: Mutex::new(LineTable::new(cfg.max_entries, cfg.max_bytes)),
+            dir: Mutex::new(Directory::new(cfg.policy)),
+            key_locks: Mutex::new(HashMap::new()),
+            memory,
+            peers,
+            view: RwLock::new(Arc::new(view)),
+            membership: Mutex::new(membership),
+            fills: watch::channel(0).0,
+            stats: Stats::default(),
+            started: Instant::now(),
+            incarnation: rand::random::<u64>() >> 1,
+            cfg,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.inner.cfg.me
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub fn memory(&self) -> &Memory {
+        &self.inner.memory
+    }
+
+    pub fn policy(&self) -> WritePolicy {
+        self.inner.cfg.policy
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn home_of(&self, key: &str) -> NodeId {
+        self.view()
+            .ring
+            .owner(key)
+            .unwrap_or(&self.inner.cfg.me)
+            .to_string()
+    }
+
+    fn now_ms(&self) -> u64 {
+        common::now_ms()
+    }
+
+    // ----- client operations -------------------------------------------
+
+    /// Read `key`: `(data, hit)`; `data` is `None` when the key has no value.
+    pub async fn get(&self, key: &str) -> Result<(Option<Data>, bool)> {
+        let mut counted = false;
+        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+            if let Lookup::Hit(_, data) = lock(&self.inner.lines).lookup(key, self.now_ms()) {
+                self.inner.stats.hits.inc();
+                return Ok((data, true));
+            }
+            if !counted {
+                self.inner.stats.misses.inc();
+                counted = true;
+            }
+            match self.request(key, HomeRequest::GetS).await {
+                Ok(HomeReply::Line { data, .. }) => return Ok((Some(data), false)),
+                Ok(_) => return Ok((None, false)),
+                Err(e) => self.backoff(attempt, e).await?,
+            }
+        }
+        Err(Error::Unavailable("no home answered for this key".into()))
+    }
+
+    /// Write `key`; returns the new value's version.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        ttl_ms: Option<u64>,
+    ) -> Result<crate::protocol::Version> {
+        let expires_at_ms = ttl_ms.map(|t| self.now_ms().saturating_add(t));
+        if self.inner.cfg.policy == WritePolicy::WriteBack {
+            let local = lock(&self.inner.lines).write_owned(key, value.clone(), expires_at_ms);
+            if let Some((version, ev)) = local {
+                self.after_evictions(ev);
+                return Ok(version);
+            }
+        }
+        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+            let req = HomeRequest::GetM {
+                value: value.clone(),
+                expires_at_ms,
+            };
+            match self.request(key, req).await {
+                Ok(HomeReply::Line { data, .. }) => return Ok(data.version),
+                Ok(other) => {
+                    return Err(Error::Unavailable(format!("unexpected home reply {other:?}")))
+                }
+                Err(e) => self.backoff(attempt, e).await?,
+            }
+        }
+        Err(Error::Unavailable("no home answered for this key".into()))
+    }
+
+    /// Delete `key` everywhere.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+            match self.request(key, HomeRequest::Delete).await {
+                Ok(_) => return Ok(()),
+                Err(e) => self.backoff(attempt, e).await?,
+            }
+        }
+        Err(Error::Unavailable("no home answered for this key".into()))
+    }
+
+    /// Retry routing errors (views disagree, home unreachable) after a pause;
+    /// give up on anything else.
+    async fn backoff(&self, attempt: u32, e: Error) -> Result<()> {
+        match e {
+            Error::NotHome { .. } | Error::Unavailable(_) if attempt + 1 < MAX_ROUTE_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "retrying at the key's home");
+                tokio::time::sleep(ROUTE_BACKOFF).await;
+                Ok(())
+            }
+            e => Err(e),
+        }
+    }
+
+    /// Send one request to the key's home and apply the reply locally.
+    async fn request(&self, key: &str, req: HomeRequest) -> Result<HomeReply> {
+        let home = self.home_of(key);
+        lock(&self.inner.lines).begin_request(key);
+        let res = self.to_home(&home, key, req).await;
+        let mut ev = Evictions::default();
+        {
+            let mut lines = lock(&self.inner.lines);
+            match &res {
+                Ok(HomeReply::Line { state, epoch, data }) => {
+                    // A grant from a home that is no longer the key's home
+                    // is answered but not cached.
+                    if self.home_of(key) == home {
+                        ev = lines.install(key, *state, *epoch, data.clone(), &home).1;
+                    } else {
+                        lines.invalidate(key, *epoch, false);
+                    }
+                }
+                Ok(HomeReply::Absent { epoch }) => {
+                    lines.invalidate(key, *epoch, false);
+                }
+                _ => {}
+            }
+            lines.end_request(key);
+        }
+        self.inner.fills.send_modify(|n| *n += 1);
+        self.after_evictions(ev);
+        res
+    }
+
+    async fn to_home(&self, home: &str, key: &str, request: HomeRequest) -> Result<HomeReply> {
+        if home == self.me() {
+            self.handle_home(self.me().to_string(), key, request).await
+        } else {
+            let env = HomeEnvelope {
+                key: key.to_string(),
+                from: self.me().to_string(),
+                request,
+            };
+            self.inner.peers.home(home, &env).await
+        }
+    }
+
+    fn after_evictions(&self, ev: Evictions) {
+        if ev.count == 0 {
+            return;
+        }
+        self.inner.stats.evictions.inc_by(ev.count as u64);
+        for e in ev.puts {
+            let node = self.clone();
+            tokio::spawn(async move {
+                let epoch = e.line.grant_epoch;
+                let data = (e.line.state == LineState::M).then(|| e.line.data.clone());
+                for _ in 0..PUT_ATTEMPTS {
+                    let req = HomeRequest::Put {
+                        epoch,
+                        data: data.clone(),
+                    };
+                    match node.to_home(&e.line.home, &e.key, req).await {
+                        Ok(_) => break,
+                        Err(err) => {
+                            tracing::debug!(key = %e.key, error = %err, "eviction notice failed");
+                            tokio::time::sleep(FORWARD_RETRY).await;
+                        }
+                    }
+                }
+                lock(&node.inner.lines).put_done(&e.key, epoch);
+            });
+        }
+    }
+
+    // ----- the home --------------------------------------------------------
+
+    /// Run one transaction on `key` for `from`, as its home.
+    pub async fn handle_home(
+        &self,
+        from: NodeId,
+        key: &str,
+        request: HomeRequest,
+    ) -> Result<HomeReply> {
+        let home = self.home_of(key);
+        if home != self.me() {
+            return Err(Error::NotHome { home });
+        }
+        let key_lock = self.key_lock(key);
+        let reply = {
+            let _guard = key_lock.lock().await;
+            self.transact(&from, key, request).await
+        };
+        drop(key_lock);
+        self.release_key_lock(key);
+        reply
+    }
+
+    async fn transact(&self, from: &str, key: &str, request: HomeRequest) -> Result<HomeReply> {
+        let now = self.now_ms();
+        if let HomeRequest::Put { epoch, data } = request {
+            let op = lock(&self.inner.dir).put(key, from, epoch, data, now);
+            self.apply_memory(key, &op).await?;
+            return Ok(HomeReply::PutAck);
+        }
+        let live = self.view().live.clone();
+        let plan = lock(&self.inner.dir)
+            .begin(key, from, &request, &live, now)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let sends = plan.forwards.into_iter().map(|(node, fwd)| async move {
+            let r = self.send_forward(&node, key, fwd).await;
+            (node, r)
+        });
+        let mut replies = Vec::new();
+        for (node, r) in join_all(sends).await {
+            match r {
+                Ok(reply) => replies.push((node, reply)),
+                Err(e) => {
+                    lock(&self.inner.dir).abort(key);
+                    return Err(e);
+                }
+            }
+        }
+        let needs_memory = lock(&self.inner.dir).needs_memory(key, &replies);
+        let mem = if needs_memory {
+            match self.inner.memory.get(key, self.now_ms()).await {
+                Ok(m) => m,
+                Err(e) => {
+                    lock(&self.inner.dir).abort(key);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let outcome = lock(&self.inner.dir)
+            .finish(key, &replies, mem, self.now_ms())
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        if matches!(request, HomeRequest::GetS) {
+            self.apply_memory(key, &outcome.memory).await?;
+        } else {
+            // Write-through writes and deletes are not write-backs.
+            self.inner.memory.apply(key, &outcome.memory).await?;
+        }
+        Ok(outcome.reply)
+    }
+
+    async fn apply_memory(&self, key: &str, op: &MemoryOp) -> Result<()> {
+        if matches!(op, MemoryOp::Write(_)) {
+            self.inner.stats.write_backs.inc();
+        }
+        self.inner.memory.apply(key, op).await
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.key_locks)
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn release_key_lock(&self, key: &str) {
+        let mut locks = lock(&self.inner.key_locks);
+        if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(key);
+        }
+    }
+
+    /// Deliver a forward, retrying until the peer answers or is declared
+    /// dead (a dead node holds nothing: its answer is an empty ack).
+    async fn send_forward(&self, node: &str, key: &str, fwd: Forward) -> Result<ForwardReply> {
+        if matches!(fwd, Forward::Invalidate { .. }) {
+            self.inner.stats.invalidations_sent.inc();
+        }
+        if node == self.me() {
+            return Ok(self.handle_forward(key, fwd).await);
+        }
+        let env = ForwardEnvelope {
+            key: key.to_string(),
+            from: self.me().to_string(),
+            forward: fwd,
+        };
+        let deadline =
+            Instant::now() + self.inner.cfg.failure_timeout * 2 + self.inner.cfg.forward_wait;
+        loop {
+            match self.inner.peers.forward(node, &env).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    if !lock(&self.inner.membership).is_alive(node) {
+                        return Ok(ForwardReply::ack());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(FORWARD_RETRY).await;
+                }
+            }
+        }
+    }
+
+    // ----- a holder --------------------------------------------------------
+
+    /// Obey a forward from a key's home.
+    pub async fn handle_forward(&self, key: &str, fwd: Forward) -> ForwardReply {
+        match fwd {
+            Forward::Invalidate { epoch, force } => {
+                self.inner.stats.invalidations_received.inc();
+                lock(&self.inner.lines).invalidate(key, epoch, force);
+                ForwardReply::ack()
+            }
+            Forward::Downgrade { epoch } | Forward::Recall { epoch } => {
+                let recall = matches!(fwd, Forward::Recall { .. });
+                let deadline = Instant::now() + self.inner.cfg.forward_wait;
+                let mut fills = self.inner.fills.subscribe();
+                loop {
+                    fills.borrow_and_update();
+                    let answer = lock(&self.inner.lines).surrender(key, epoch, recall);
+                    match answer {
+                        Surrender::Data { data, dirty } => {
+                            return ForwardReply {
+                                data: Some(data),
+                                dirty,
+                            }
+                        }
+                        Surrender::Nothing => return ForwardReply::ack(),
+                        Surrender::Wait => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero()
+                                || tokio::time::timeout(left, fills.changed()).await.is_err()
+                            {
+                                tracing::warn!(key, epoch, "grant never arrived; answering empty");
+                                return ForwardReply::ack();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// This node's own state for `key` (and its directory entry if home).
+    pub fn local_view(&self, key: &str) -> LocalView {
+        let line = lock(&self.inner.lines).peek(key).cloned();
+        let directory = lock(&self.inner.dir)
+            .entry(key)
+            .map(|e| serde_json::to_value(e).unwrap_or_default());
+        LocalView {
+            node: self.me().to_string(),
+            state: line
+                .as_ref()
+                .map_or(LineState::I, |l| l.state)
+                .as_str()
+                .to_string(),
+            version: line.as_ref().map(|l| l.data.version),
+            grant_epoch: line.as_ref().map(|l| l.grant_epoch),
+            directory,
+        }
+    }
+
+    /// Every node's view of `key`, for `GET /api/cache/line`.
+    pub async fn line_everywhere(&self, key: &str) -> serde_json::Value {
+        let view = self.view();
+        let members: Vec<(NodeId, bool)> = {
+            let m = lock(&self.inner.membership);
+            let mut v: Vec<(NodeId, bool)> = m
+                .peers()
+                .iter()
+                .map(|(id, p)| (id.clone(), p.alive))
+                .collect();
+            v.push((self.me().to_string(), true));
+            v.sort();
+            v
+        };
+        let home = view.ring.owner(key).unwrap_or(self.me()).to_string();
+        let asks = members.iter().map(|(id, alive)| async move {
+            let local = if id == self.me() {
+                Ok(self.local_view(key))
+            } else if *alive {
+                self.inner.peers.local(id, key).await
+            } else {
+                Err(Error::Unavailable("dead".into()))
+            };
+            (id.clone(), *alive, local)
+        });
+        let mut nodes = Vec::new();
+        let mut directory = serde_json::Value::Null;
+        for (id, alive, local) in join_all(asks).await {
+            match local {
+                Ok(v) => {
+                    if id == home {
+                        directory = v.directory.clone().unwrap_or_default();
+                    }
+                    nodes.push(serde_json::json!({
+                        "node": id, "alive": alive, "state": v.state,
+                        "version": v.version, "grant_epoch": v.grant_epoch,
+                    }));
+                }
+                Err(_) => nodes.push(serde_json::json!({
+                    "node": id, "alive": false, "state": "I",
+                })),
+            }
+        }
+        serde_json::json!({ "key": key, "home": home, "directory": directory, "nodes": nodes })
+    }
+
+    /// Counters and line census as JSON.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let census = lock(&self.inner.lines).census();
+        let s = &self.inner.stats;
+        for (state, n) in [("M", census.m), ("E", census.e), ("S", census.s)] {
+            s.lines
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(n as i64);
+        }
+        let (hits, misses) = (s.hits.get(), s.misses.get());
+        let total = hits + misses;
+        serde_json::json!({
+            "node": self.me(),
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": if total == 0 { 0.0 } else { hits as f64 / total as f64 },
+            "evictions": s.evictions.get(),
+            "invalidations_sent": s.invalidations_sent.get(),
+            "invalidations_received": s.invalidations_received.get(),
+            "write_backs": s.write_backs.get(),
+            "lines": { "M": census.m, "E": census.e, "S": census.s },
+            "entries": census.entries,
+            "bytes": census.bytes,
+            "max_entries": self.inner.cfg.max_entries,
+            "max_bytes": self.inner.cfg.max_bytes,
+            "directory_entries": lock(&self.inner.dir).len(),
+            "memory_backend": self.inner.memory.backend(),
+            "memory_local_entries": self.inner.memory.local_len(),
+            "write_policy": self.inner.cfg.policy,
+            "view_generation": self.view().generation,
+        })
+    }
+
+    /// Peers and whether they are considered up, for `GET /cluster`.
+    pub fn peers_json(&self) -> Vec<serde_json::Value> {
+        let m = lock(&self.inner.membership);
+        let mut v = vec![serde_json::json!({"addr": self.me(), "alive": true})];
+        for (id, p) in m.peers() {
+            v.push(serde_json::json!({"addr": id, "alive": p.alive}));
+        }
+        v
+    }
+
+    // ----- failure detection ---------------------------------------------
+
+    fn mono_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+
+    pub fn ping_reply(&self) -> Ping {
+        Ping {
+            node: self.me().to_string(),
+            incarnation: self.inner.incarnation,
+        }
+    }
+
+    /// A peer pinged us: it is alive.
+    pub fn observe_ping(&self, from: &Ping) {
+        let now = self.mono_ms();
+        let change = lock(&self.inner.membership).observe(&from.node, from.incarnation, now);
+        self.apply_change(change);
+    }
+
+    /// Adopt a new configured member list (discovery).
+    pub fn set_members(&self, members: &[NodeId]) {
+        let now = self.mono_ms();
+        let change = lock(&self.inner.membership).set_members(members, now);
+        self.apply_change(change);
+    }
+
+    /// One heartbeat round: ping every configured peer, then declare the
+    /// silent ones dead.
+    pub async fn heartbeat_round(&self) {
+        let peers: Vec<NodeId> = lock(&self.inner.membership).peers().keys().cloned().collect();
+        let me = self.ping_reply();
+        let pings = peers.iter().map(|p| {
+            let me = me.clone();
+            async move { (p, self.inner.peers.ping(p, &me).await) }
+        });
+        for (peer, res) in join_all(pings).await {
+            if let Ok(reply) = res {
+                if &reply.node == peer {
+                    self.observe_ping(&reply);
+                }
+            }
+        }
+        let now = self.mono_ms();
+        let change = lock(&self.inner.membership).tick(now);
+        self.apply_change(change);
+    }
+
+    /// Rebuild the ring over live nodes and drop whatever lost its home.
+    fn apply_change(&self, change: Change) {
+        if change.is_empty() {
+            return;
+        }
+        let live = lock(&self.inner.membership).live();
+        let old = self.view();
+        tracing::info!(?change, ?live, "cache membership changed");
+        let ring = Ring::new(live.clone());
+        let gone: Vec<&NodeId> = change.died.iter().chain(&change.restarted).collect();
+        {
+            let mut lines = lock(&self.inner.lines);
+            lines.retain(|key, line| {
+                !gone.contains(&&line.home) && ring.owner(key) == Some(line.home.as_str())
+            });
+        }
+        {
+            let mut dir = lock(&self.inner.dir);
+            for g in &gone {
+                dir.forget_node(g);
+            }
+            dir.retain(|key| ring.owner(key) == Some(self.me()));
+        }
+        self.inner
+            .memory
+            .retain_local(|key| ring.owner(key) == Some(self.me()));
+        let view = View {
+            live,
+            ring,
+            generation: old.generation + 1,
+        };
+        *self.inner.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.inner.cfg.heartbeat
+    }
+}
