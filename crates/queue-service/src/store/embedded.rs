@@ -54,7 +54,9 @@ struct Job {
 
 pub struct EmbeddedStore {
     queues: Mutex<HashMap<String, Queue>>,
-    writer: Mutex<mpsc::Sender<Job>>,
+    /// `None` only while dropping.
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
     default_max_attempts: u32,
 }
@@ -84,13 +86,14 @@ impl EmbeddedStore {
         let failed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let flag = failed.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("queue-redb-writer".into())
             .spawn(move || writer(db, rx, flag))
             .map_err(storage_err)?;
         Ok(Self {
             queues: Mutex::new(queues),
-            writer: Mutex::new(tx),
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(thread)),
             failed,
             default_max_attempts,
         })
@@ -136,6 +139,8 @@ impl EmbeddedStore {
             self.writer
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .ok_or_else(|| storage_err("store is closing"))?
                 .send(job)
                 .map_err(|_| storage_err("writer thread is gone"))?;
             out
@@ -144,6 +149,22 @@ impl EmbeddedStore {
             Ok(Ok(())) => Ok(out),
             Ok(Err(e)) => Err(storage_err(e)),
             Err(_) => Err(storage_err("writer thread is gone")),
+        }
+    }
+}
+
+impl Drop for EmbeddedStore {
+    /// Finish pending commits and close the database file, so the same data
+    /// dir can be opened again right away.
+    fn drop(&mut self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
         }
     }
 }
