@@ -1,0 +1,174 @@
+//! Three real nodes over HTTP on 127.0.0.1: reads and writes through
+//! different nodes see the newest value, and `/api/cache/line` shows the
+//! MESI states the protocol promises. Run with home memory and with Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use cache_service::directory::WritePolicy;
+use common::{Cluster, Opts, Redis};
+use serde_json::{json, Value};
+
+fn states(line: &Value, addrs: &[String]) -> String {
+    addrs
+        .iter()
+        .map(|a| {
+            line["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["node"] == a.as_str())
+                .map_or("?".to_string(), |n| n["state"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+async fn write_read_everywhere(c: &Cluster, policy: WritePolicy) {
+    let [a, b, cc] = [&c.clients[0], &c.clients[1], &c.clients[2]];
+    let key = "user:42";
+    let m = if policy == WritePolicy::WriteBack { "M" } else { "E" };
+
+    a.set(key, json!({"name": "ada", "n": 1}), None).await.unwrap();
+    assert_eq!(states(&a.line(key).await.unwrap(), &c.addrs), format!("{m}II"));
+
+    let got = b.get(key).await.unwrap().unwrap();
+    assert_eq!(got.value, json!({"name": "ada", "n": 1}));
+    assert!(!got.hit, "first read on B is a miss");
+    assert_eq!(states(&b.line(key).await.unwrap(), &c.addrs), "SSI");
+
+    let got = cc.get(key).await.unwrap().unwrap();
+    assert_eq!(got.value["n"], 1);
+    assert_eq!(states(&cc.line(key).await.unwrap(), &c.addrs), "SSS");
+    // Now every node hits locally.
+    for cl in &c.clients {
+        assert!(cl.get(key).await.unwrap().unwrap().hit);
+    }
+
+    cc.set(key, json!({"name": "ada", "n": 2}), None).await.unwrap();
+    let line = a.line(key).await.unwrap();
+    assert_eq!(states(&line, &c.addrs), format!("II{m}"), "{line}");
+    assert_eq!(line["directory"]["holders"]["state"], "exclusive");
+    assert_eq!(line["directory"]["holders"]["owner"], c.addrs[2].as_str());
+
+    for cl in &c.clients {
+        assert_eq!(cl.get(key).await.unwrap().unwrap().value["n"], 2);
+    }
+    assert_eq!(states(&b.line(key).await.unwrap(), &c.addrs), "SSS");
+
+    // A read miss with nobody else holding the key gets E.
+    cc.delete(key).await.unwrap();
+    assert_eq!(states(&a.line(key).await.unwrap(), &c.addrs), "III");
+    for cl in &c.clients {
+        assert!(cl.get(key).await.unwrap().is_none());
+    }
+    a.set(key, json!(3), None).await.unwrap();
+    // Push the value to memory by reading elsewhere, then let A's copy go.
+    b.get(key).await.unwrap();
+    // Write on A from S: B is invalidated.
+    a.set(key, json!(4), None).await.unwrap();
+    assert_eq!(states(&a.line(key).await.unwrap(), &c.addrs), format!("{m}II"));
+    // Write hit on E (write-back: silently to M).
+    let k2 = "solo";
+    a.set(k2, json!(1), None).await.unwrap();
+    cc.get(k2).await.unwrap();
+    cc.delete(k2).await.unwrap();
+    a.set(k2, json!(5), None).await.unwrap();
+    b.get(k2).await.unwrap(); // A: S, B: S; memory holds 5
+    a.set(k2, json!(6), None).await.unwrap(); // A: M/E, B: I
+    b.get(k2).await.unwrap(); // both S
+    a.set(k2, json!(7), None).await.unwrap();
+    b.get(k2).await.unwrap();
+
+    let stats = c.clients[0].stats().await.unwrap();
+    assert!(stats["hits"].as_u64().unwrap() >= 1, "{stats}");
+    let sent: u64 = {
+        let mut n = 0;
+        for cl in &c.clients {
+            n += cl.stats().await.unwrap()["invalidations_sent"].as_u64().unwrap();
+        }
+        n
+    };
+    assert!(sent >= 3, "invalidations were sent: {sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_home_memory_write_back() {
+    let c = Cluster::start(Opts::default()).await;
+    write_read_everywhere(&c, WritePolicy::WriteBack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_home_memory_write_through() {
+    let c = Cluster::start(Opts {
+        policy: WritePolicy::WriteThrough,
+        ..Opts::default()
+    })
+    .await;
+    write_read_everywhere(&c, WritePolicy::WriteThrough).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_with_redis_memory() {
+    let redis = Redis::start().await;
+    let c = Cluster::start(Opts {
+        redis_url: Some(redis.url.clone()),
+        ..Opts::default()
+    })
+    .await;
+    write_read_everywhere(&c, WritePolicy::WriteBack).await;
+    // A downgrade wrote the value back to Redis.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Option<String> = redis::cmd("GET")
+        .arg("dsync:cache:user:42")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(raw.is_some(), "value written back to redis");
+    let h = reqwest::get(format!("http://{}/health", c.addrs[0])).await.unwrap();
+    assert_eq!(h.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evictions_write_back_and_values_survive() {
+    // Two lines per node: writes of many keys evict M lines, which must be
+    // written back so every value stays readable from every node.
+    let c = Cluster::start(Opts {
+        max_entries: 2,
+        ..Opts::default()
+    })
+    .await;
+    for i in 0..20 {
+        c.clients[i % 3]
+            .set(&format!("k{i}"), json!(i), None)
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        for cl in &c.clients {
+            let got = cl.get(&format!("k{i}")).await.unwrap();
+            assert_eq!(got.map(|g| g.value), Some(json!(i)), "k{i}");
+        }
+    }
+    let mut evictions = 0;
+    let mut write_backs = 0;
+    for cl in &c.clients {
+        let s = cl.stats().await.unwrap();
+        evictions += s["evictions"].as_u64().unwrap();
+        write_backs += s["write_backs"].as_u64().unwrap();
+        assert!(s["entries"].as_u64().unwrap() <= 2, "{s}");
+    }
+    assert!(evictions > 0 && write_backs > 0, "{evictions} {write_backs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ttl_is_coherent_across_nodes() {
+    let c = Cluster::start(Opts::default()).await;
+    c.clients[0].set("t", json!(1), Some(150)).await.unwrap();
+    assert!(c.clients[1].get("t").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for cl in &c.clients {
+        assert!(cl.get("t").await.unwrap().is_none());
+    }
+}
