@@ -241,7 +241,7 @@ impl Client {
     }
 
     /// `POST /api/queue/ack` for one receipt.
-    pub async fn ack(&self, queue: &str, receipt: &str) -> Result<Value, Error> {
+    pub async fn ack(&self, queue: &str, receipt: &str) -> Result<AckResponse, Error> {
         self.ack_request(&AckRequest {
             queue: queue.to_string(),
             receipt: Some(receipt.to_string()),
@@ -251,18 +251,41 @@ impl Client {
     }
 
     /// `POST /api/queue/ack` in either form.
-    pub async fn ack_request(&self, req: &AckRequest) -> Result<Value, Error> {
+    pub async fn ack_request(&self, req: &AckRequest) -> Result<AckResponse, Error> {
         self.post(&["api", "queue", "ack"], req).await
     }
 
     /// `POST /api/queue/nack`.
-    pub async fn nack(&self, req: &NackRequest) -> Result<Value, Error> {
+    pub async fn nack(&self, req: &NackRequest) -> Result<NackResponse, Error> {
         self.post(&["api", "queue", "nack"], req).await
     }
 
     /// `POST /api/queue/extend`.
-    pub async fn extend(&self, req: &ExtendRequest) -> Result<Value, Error> {
+    pub async fn extend(&self, req: &ExtendRequest) -> Result<ExtendResponse, Error> {
         self.post(&["api", "queue", "extend"], req).await
+    }
+
+    /// `GET /api/queue/{queue}/dead?limit=` (oldest first).
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: Option<u64>,
+    ) -> Result<DeadLetters, Error> {
+        let mut url = self.url(&["api", "queue", queue, "dead"]);
+        if let Some(l) = limit {
+            url.query_pairs_mut().append_pair("limit", &l.to_string());
+        }
+        Self::send(self.request(Method::GET, url)).await
+    }
+
+    /// `POST /api/queue/redrive`.
+    pub async fn redrive(&self, req: &RedriveRequest) -> Result<RedriveResponse, Error> {
+        self.post(&["api", "queue", "redrive"], req).await
+    }
+
+    /// `POST /api/queue/config`.
+    pub async fn configure_queue(&self, req: &QueueConfig) -> Result<QueueConfig, Error> {
+        self.post(&["api", "queue", "config"], req).await
     }
 
     /// `GET /api/queue/{queue}`.
@@ -273,7 +296,7 @@ impl Client {
     // ------------------------------------------------------------ cache
 
     /// `POST /api/cache/set`.
-    pub async fn cache_set(&self, req: &CacheSetRequest) -> Result<Value, Error> {
+    pub async fn cache_set(&self, req: &CacheSetRequest) -> Result<CacheSetResponse, Error> {
         Self::send(
             self.cache_request(Method::POST, self.url(&["api", "cache", "set"]))
                 .json(req),
@@ -295,7 +318,7 @@ impl Client {
     }
 
     /// `DELETE /api/cache/delete?key=`.
-    pub async fn cache_delete(&self, key: &str) -> Result<Value, Error> {
+    pub async fn cache_delete(&self, key: &str) -> Result<CacheDeleteResponse, Error> {
         let mut url = self.url(&["api", "cache", "delete"]);
         url.query_pairs_mut().append_pair("key", key);
         Self::send(self.cache_request(Method::DELETE, url)).await

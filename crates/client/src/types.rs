@@ -270,6 +270,84 @@ pub struct QueueStats {
     pub in_flight: u64,
     #[serde(default)]
     pub dead_lettered: u64,
+    /// Messages dropped by their TTL so far.
+    #[serde(default)]
+    pub expired_total: u64,
+}
+
+/// 200 answer to an ack: how many receipts took effect; with `receipts`,
+/// the ones that did not (each with status, code and message).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AckResponse {
+    pub acked: u64,
+    #[serde(default)]
+    pub failed: Vec<Value>,
+}
+
+/// 200 answer to a nack: `requeued`, `dead_lettered` or `expired`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NackResponse {
+    pub outcome: String,
+}
+
+/// 200 answer to an extend.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExtendResponse {
+    pub visible_until_ms: u64,
+}
+
+/// A message in a dead-letter list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeadLetter {
+    pub id: String,
+    pub payload: Value,
+    pub attempts: u32,
+    pub enqueued_at_ms: u64,
+    #[serde(default)]
+    pub dead_lettered_at_ms: u64,
+}
+
+/// `GET /api/queue/{queue}/dead?limit=`: the oldest dead letters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeadLetters {
+    #[serde(default)]
+    pub queue: String,
+    #[serde(default)]
+    pub messages: Vec<DeadLetter>,
+}
+
+/// `POST /api/queue/redrive`: move dead letters (all up to `max`, or the
+/// given `ids`) back to ready.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RedriveRequest {
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// 200 answer to a redrive: the ids moved back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RedriveResponse {
+    #[serde(default)]
+    pub redriven: Vec<String>,
+}
+
+/// `POST /api/queue/config`: per-queue `max_attempts` (`null` resets to
+/// the service default). The answer echoes the setting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueConfig {
+    pub queue: String,
+    pub max_attempts: Option<u32>,
 }
 
 // ---------------------------------------------------------------- cache
@@ -285,16 +363,39 @@ pub struct CacheSetRequest {
     pub ttl_ms: Option<u64>,
 }
 
-/// `GET /api/cache/get?key=` on a hit (a miss is 404 `not_found`).
+/// `GET /api/cache/get?key=` when the key has a value (else 404 `not_found`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CacheValue {
     #[serde(default)]
     pub key: String,
     pub value: Value,
-    /// The MESI state of the line on the node that answered, when reported.
+    /// Grows with every write of the key.
+    #[serde(default)]
+    pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub expires_at_ms: Option<u64>,
+    /// Whether the answering node had the line cached (else it fetched it).
+    #[serde(default)]
+    pub hit: bool,
+}
+
+/// 200 answer to a set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CacheSetResponse {
+    #[serde(default)]
+    pub key: String,
+    pub version: u64,
+}
+
+/// 200 answer to a delete.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CacheDeleteResponse {
+    #[serde(default)]
+    pub key: String,
+    pub deleted: bool,
 }
 
 // ---------------------------------------------------------------- gateway views

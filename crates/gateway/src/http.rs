@@ -173,11 +173,11 @@ pub async fn queue_dequeue(State(gw): State<Gateway>, uri: Uri, body: Body) -> A
 #[utoipa::path(post, path = "/api/queue/ack", tag = "queue",
     request_body = AckRequest,
     responses(
-        (status = 200, description = "Acknowledged", body = serde_json::Value),
+        (status = 200, description = "Acknowledged", body = AckResponse),
         (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown receipt", body = ErrorBody),
-        (status = 409, description = "Stale receipt (message redelivered since)", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: acked, expired or never existed", body = ErrorBody),
+        (status = 409, description = "`stale_receipt`: the message was redelivered since", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or mistyped field", body = ErrorBody),
         (status = 503, description = "No queue node reachable", body = ErrorBody),
@@ -192,11 +192,11 @@ pub async fn queue_ack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answe
 #[utoipa::path(post, path = "/api/queue/nack", tag = "queue",
     request_body = NackRequest,
     responses(
-        (status = 200, description = "Returned to the queue", body = serde_json::Value),
+        (status = 200, description = "Returned to the queue, dead-lettered or expired", body = NackResponse),
         (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown receipt", body = ErrorBody),
-        (status = 409, description = "Stale receipt", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: acked, expired or never existed", body = ErrorBody),
+        (status = 409, description = "`stale_receipt`: the message was redelivered since", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or mistyped field", body = ErrorBody),
         (status = 503, description = "No queue node reachable", body = ErrorBody),
@@ -211,11 +211,11 @@ pub async fn queue_nack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answ
 #[utoipa::path(post, path = "/api/queue/extend", tag = "queue",
     request_body = ExtendRequest,
     responses(
-        (status = 200, description = "Extended", body = serde_json::Value),
+        (status = 200, description = "Extended", body = ExtendResponse),
         (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown receipt", body = ErrorBody),
-        (status = 409, description = "Stale receipt", body = ErrorBody),
+        (status = 404, description = "`message_not_found`: acked, expired or never existed", body = ErrorBody),
+        (status = 409, description = "`stale_receipt`: the message was redelivered since", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or mistyped field", body = ErrorBody),
         (status = 503, description = "No queue node reachable", body = ErrorBody),
@@ -240,6 +240,59 @@ pub async fn queue_extend(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
 pub async fn queue_get(State(gw): State<Gateway>, Path(name): Path<String>, uri: Uri) -> Answer {
     queue::check_name(&name).map_err(|e| refused(&gw, e))?;
     queue::forward(&gw, get("/api/queue/{queue}", &uri), &name, 0).await
+}
+
+/// Move dead letters back to ready (all up to `max`, or the given `ids`).
+#[utoipa::path(post, path = "/api/queue/redrive", tag = "queue",
+    request_body = RedriveRequest,
+    responses(
+        (status = 200, description = "Ids moved back to ready", body = RedriveResponse),
+        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
+        (status = 503, description = "No queue node reachable", body = ErrorBody),
+        (status = 504, description = "Timed out", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn queue_redrive(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
+    queue_write(gw, "/api/queue/redrive", uri, body).await
+}
+
+/// Set a queue's `max_attempts` (`null`: back to the service default).
+#[utoipa::path(post, path = "/api/queue/config", tag = "queue",
+    request_body = QueueConfig,
+    responses(
+        (status = 200, description = "The setting now in force", body = QueueConfig),
+        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
+        (status = 503, description = "No queue node reachable", body = ErrorBody),
+        (status = 504, description = "Timed out", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn queue_config(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
+    queue_write(gw, "/api/queue/config", uri, body).await
+}
+
+/// The oldest dead letters of a queue.
+#[utoipa::path(get, path = "/api/queue/{queue}/dead", tag = "queue",
+    params(
+        ("queue" = String, Path, description = "Queue name"),
+        ("limit" = Option<u64>, Query, description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Dead letters", body = DeadLetters),
+        (status = 400, description = "Invalid queue name or limit", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 503, description = "No queue node reachable", body = ErrorBody),
+        (status = 504, description = "Timed out", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn queue_dead(State(gw): State<Gateway>, Path(name): Path<String>, uri: Uri) -> Answer {
+    queue::check_name(&name).map_err(|e| refused(&gw, e))?;
+    queue::forward(&gw, get("/api/queue/{queue}/dead", &uri), &name, 0).await
 }
 
 async fn cache_call(
@@ -277,7 +330,7 @@ async fn cache_call(
         ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
     ),
     responses(
-        (status = 200, description = "Stored", body = serde_json::Value),
+        (status = 200, description = "Stored", body = CacheSetResponse),
         (status = 400, description = "Malformed JSON, invalid input or unknown node", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -325,7 +378,7 @@ pub async fn cache_get(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) 
         ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
     ),
     responses(
-        (status = 200, description = "Deleted", body = serde_json::Value),
+        (status = 200, description = "Deleted", body = CacheDeleteResponse),
         (status = 400, description = "Invalid key or unknown node", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
