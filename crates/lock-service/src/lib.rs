@@ -1,1 +1,99 @@
-//! lock-service
+//! lock-service: shared and exclusive locks with leases, FIFO waits,
+//! fencing tokens and deadlock detection, replicated by Raft.
+//!
+//! - [`table`]: the pure lock table (the replicated state and every rule).
+//! - [`deadlock`]: cycle detection on the wait-for graph.
+//! - [`machine`]: the table as a raft-core state machine, and the registry
+//!   through which applies wake blocked acquires.
+//! - [`ticker`]: the leader's proposals of time at lease and wait deadlines.
+//! - [`http`]: the client API, health, cluster view, stats and metrics.
+//! - [`config`]: flags and environment.
+//!
+//! Any node serves every route: writes go through Raft (a follower forwards
+//! them to the leader); reads are linearizable unless `consistency=stale`.
+
+pub mod config;
+pub mod deadlock;
+pub mod error;
+pub mod http;
+pub mod machine;
+pub mod table;
+#[cfg(test)]
+mod table_tests;
+pub mod ticker;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use raft_core::{NodeConfig, RaftNode, Timing};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::Error;
+pub use http::AppState;
+
+/// A started node: its Raft handle and its full router.
+pub struct Service {
+    pub node: RaftNode<LockMachine>,
+    pub router: Router,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+pub use machine::LockMachine;
+
+impl Service {
+    /// Open the data dir, start Raft and the leader ticker, build the router.
+    pub async fn start(config: &Config) -> Result<Self, Error> {
+        let peers = config.peer_map().map_err(Error::InvalidInput)?;
+        if !peers.contains_key(&config.id) {
+            return Err(Error::InvalidInput(format!(
+                "node id {} is not among --peers",
+                config.id
+            )));
+        }
+        let mut nc = NodeConfig::new(config.id, peers, config.data_dir.clone());
+        nc.timing = Timing {
+            heartbeat_ms: config.heartbeat_ms,
+            election_min_ms: config.election_min_ms,
+            election_max_ms: config.election_max_ms,
+        };
+        nc.snapshot_every = config.snapshot_every;
+        nc.cluster_token = config.cluster_token.clone();
+        let waiters = Arc::new(machine::Waiters::default());
+        let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
+        let node = RaftNode::start(nc, LockMachine::new(waiters.clone(), changed_tx)).await?;
+        let ticker = tokio::spawn(ticker::run(node.clone(), changed_rx));
+        let state = AppState::new(node.clone(), waiters);
+        let router = http::routes(state)
+            .merge(raft_core::http::router(node.clone()))
+            .fallback(common::error::not_found_fallback);
+        Ok(Self {
+            node,
+            router,
+            ticker,
+        })
+    }
+
+    /// Stop the ticker and Raft (closing the data files).
+    pub async fn stop(&self) {
+        self.ticker.abort();
+        self.node.shutdown().await;
+    }
+}
+
+/// Serve a node on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let service = Service::start(&config).await?;
+    tracing::info!(id = config.id, addr = %config.listen, "lock node serving");
+    axum::serve(listener, service.router.clone())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Unavailable(format!("server: {e}")))?;
+    service.stop().await;
+    Ok(())
+}

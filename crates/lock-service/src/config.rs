@@ -1,0 +1,95 @@
+//! Command-line and environment configuration of a lock node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use raft_core::NodeId;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "lock-service", about = "Replicated lock service node (Raft)")]
+pub struct Config {
+    /// This node's Raft id (must appear in --peers).
+    #[arg(long, env = "NODE_ID", default_value_t = 1)]
+    pub id: NodeId,
+
+    /// Address to listen on for clients and peers.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+
+    /// Every member as id=host:port, comma-separated (this node included).
+    #[arg(
+        long,
+        env = "PEERS",
+        default_value = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
+    )]
+    pub peers: String,
+
+    /// Directory for the Raft log, vote and snapshots.
+    #[arg(long, env = "DATA_DIR", default_value = "./data/lock")]
+    pub data_dir: PathBuf,
+
+    /// Shared secret required on /internal/ routes (unset: open).
+    #[arg(long, env = "CLUSTER_TOKEN")]
+    pub cluster_token: Option<String>,
+
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+
+    /// Lower bound of the randomized election timeout in milliseconds.
+    #[arg(long, env = "ELECTION_MIN_MS", default_value_t = 150)]
+    pub election_min_ms: u64,
+
+    /// Upper bound of the randomized election timeout in milliseconds.
+    #[arg(long, env = "ELECTION_MAX_MS", default_value_t = 300)]
+    pub election_max_ms: u64,
+
+    /// Build a snapshot after this many log entries.
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+}
+
+impl Config {
+    /// Parse `--peers` into id → address.
+    pub fn peer_map(&self) -> Result<BTreeMap<NodeId, String>, String> {
+        parse_peers(&self.peers)
+    }
+}
+
+pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer `{part}` is not id=host:port"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer id `{id}` is not a number"))?;
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("no peers given".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let m = parse_peers("1=127.0.0.1:7001, 2=h:2").unwrap();
+        assert_eq!(m[&1], "127.0.0.1:7001");
+        assert_eq!(m[&2], "h:2");
+        assert!(parse_peers("x=1").is_err());
+        assert!(parse_peers("1").is_err());
+        assert!(parse_peers("1=a,1=b").is_err());
+        assert!(parse_peers("").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! Cycle detection on the wait-for graph between owners.
+//!
+//! An edge `a → b` means some request of owner `a` cannot be granted before
+//! owner `b` lets go (b holds the resource, or waits ahead of a in its FIFO
+//! queue with a conflicting mode). A cycle means none of its owners can ever
+//! proceed without outside help, so one request in it must be aborted.
+//!
+//! Determinism: owners are visited in sorted order and successors in sorted
+//! order, so every replica finds the same cycle in the same graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::table::Owner;
+
+/// The wait-for graph: owner → owners it waits for.
+pub type Graph = BTreeMap<Owner, BTreeSet<Owner>>;
+
+/// The first cycle found, as the list of owners along it (each waits for
+/// the next, the last waits for the first), or `None`.
+pub fn find_cycle(graph: &Graph) -> Option<Vec<Owner>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        OnPath,
+        Done,
+    }
+    let mut marks: BTreeMap<&str, Mark> = BTreeMap::new();
+    for start in graph.keys() {
+        if marks.contains_key(start.as_str()) {
+            continue;
+        }
+        // Iterative DFS: the path plus, per path node, its successor iterator.
+        let mut path: Vec<&str> = vec![start];
+        let mut iters = vec![successors(graph, start)];
+        marks.insert(start, Mark::OnPath);
+        while let Some(it) = iters.last_mut() {
+            match it.next() {
+                Some(next) => match marks.get(next) {
+                    Some(Mark::OnPath) => {
+                        let from = path.iter().position(|o| *o == next).unwrap_or(0);
+                        return Some(path[from..].iter().map(|s| s.to_string()).collect());
+                    }
+                    Some(Mark::Done) => {}
+                    None => {
+                        marks.insert(next, Mark::OnPath);
+                        path.push(next);
+                        iters.push(successors(graph, next));
+                    }
+                },
+                None => {
+                    if let Some(done) = path.pop() {
+                        marks.insert(done, Mark::Done);
+                    }
+                    iters.pop();
+                }
+            }
+        }
+    }
+    None
+}
+
+fn successors<'a>(graph: &'a Graph, owner: &str) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+    match graph.get(owner) {
+        Some(s) => Box::new(s.iter().map(String::as_str)),
+        None => Box::new(std::iter::empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(&str, &str)]) -> Graph {
+        let mut g = Graph::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+        }
+        g
+    }
+
+    #[test]
+    fn cases() {
+        let cases: &[(&[(&str, &str)], Option<&[&str]>)] = &[
+            (&[], None),
+            (&[("a", "b")], None),
+            (&[("a", "b"), ("b", "c")], None),
+            (&[("a", "b"), ("b", "a")], Some(&["a", "b"])),
+            (
+                &[("a", "b"), ("b", "c"), ("c", "a")],
+                Some(&["a", "b", "c"]),
+            ),
+            // A cycle reached through a tail reports only the cycle.
+            (&[("a", "b"), ("b", "c"), ("c", "b")], Some(&["b", "c"])),
+            // Diamond without a cycle.
+            (&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")], None),
+            (&[("x", "x")], Some(&["x"])),
+        ];
+        for (edges, want) in cases {
+            let got = find_cycle(&graph(edges));
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, want, "edges {edges:?}");
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! The lock table: the pure, deterministic core of the lock service.
+//!
+//! It is the Raft state machine's state. Commands come in with the log index
+//! and the leader's clock (`now`); out come the command's own outcome and the
+//! outcomes of other requests it settled (a waiter granted by a release, a
+//! waiter aborted to break a deadlock). No I/O, no clock reads, no
+//! randomness: every replica that applies the same log holds the same table
+//! and gives the same answers.
+//!
+//! Rules:
+//! - Shared holds coexist; an exclusive hold is alone.
+//! - Each resource has a FIFO queue. A new request is granted at once only
+//!   if the queue is empty and it is compatible with the holders; otherwise
+//!   it queues (or is refused when `wait_ms` is 0). Grants go from the head
+//!   while compatible, so a waiting exclusive request is never overtaken by
+//!   shared requests that came after it.
+//! - Every command first advances time: holds whose lease ended are dropped
+//!   (expiry), waiters whose wait ended are answered `wait_timeout` and
+//!   leave the queue, then queues are granted again. The leader proposes a
+//!   `Tick` at the next deadline so this happens without client traffic.
+//! - Fencing tokens come from one counter that grows with every grant; it is
+//!   replicated state, so it keeps growing across leader changes and
+//!   restarts.
+//! - After any change to the queues or holders, the wait-for graph is
+//!   checked; each cycle is broken by aborting its youngest waiting request
+//!   (the largest wait id), which is answered `deadlock` with the cycle.
+//! - A request carries `(owner, request_id)`; applying it again returns the
+//!   first answer, updated to its final state (a queued request that was
+//!   granted since answers with its grant). Entries are forgotten
+//!   [`REQUEST_MEMORY_MS`] after they were made.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::deadlock::{self, Graph};
+
+pub type Owner = String;
+pub type Token = u64;
+pub type WaitId = u64;
+
+/// How long the answer to a request id is remembered for retries. Longer
+/// than the longest wait, so a waiter's entry outlives the wait.
+pub const REQUEST_MEMORY_MS: u64 = 10 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Exclusive,
+    Shared,
+}
+
+impl Mode {
+    fn compatible(self, other: Mode) -> bool {
+        self == Mode::Shared && other == Mode::Shared
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub owner: Owner,
+    pub mode: Mode,
+    pub token: Token,
+    pub acquired_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub wait_id: WaitId,
+    pub owner: Owner,
+    pub mode: Mode,
+    pub ttl_ms: u64,
+    pub request_id: String,
+    pub enqueued_at_ms: u64,
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Resource {
+    holders: Vec<Hold>,
+    queue: VecDeque<Waiter>,
+}
+
+impl Resource {
+    fn is_empty(&self) -> bool {
+        self.holders.is_empty() && self.queue.is_empty()
+    }
+
+    fn admits(&self, mode: Mode) -> bool {
+        self.holders.iter().all(|h| mode.compatible(h.mode))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquire {
+    pub resource: String,
+    pub owner: Owner,
+    pub mode: Mode,
+    pub ttl_ms: u64,
+    pub wait_ms: u64,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub resource: String,
+    pub owner: Owner,
+    pub token: Token,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renew {
+    pub resource: String,
+    pub owner: Owner,
+    pub token: Token,
+    pub ttl_ms: u64,
+    pub request_id: Option<String>,
+}
+
+/// Withdraw a queued request whose caller stopped waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub owner: Owner,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    Acquire(Acquire),
+    Release(Release),
+    Renew(Renew),
+    Cancel(Cancel),
+    /// Advance time only (proposed by the leader at deadlines).
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub resource: String,
+    pub owner: Owner,
+    pub mode: Mode,
+    pub token: Token,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Granted(Grant),
+    Queued { wait_id: WaitId, resource: String },
+    Held { holders: Vec<Hold> },
+    Deadlock { cycle: Vec<Owner> },
+    WaitTimeout,
+    Released,
+    Renewed { expires_at_ms: u64 },
+    NotHeld,
+    TokenMismatch,
+    OwnerMismatch,
+    AlreadyHeld { token: Token },
+    AlreadyWaiting { wait_id: WaitId },
+    UnknownRequest,
+    Ticked,
+}
+
+/// The result of applying one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// Other waiting requests settled by this command.
+    pub settled: Vec<(WaitId, Outcome)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Remembered {
+    outcome: Outcome,
+    forget_at_ms: u64,
+}
+
+/// Counters kept in the replicated state (so every replica reports alike).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub grants: u64,
+    pub releases: u64,
+    pub expirations: u64,
+    pub wait_timeouts: u64,
+    pub deadlocks: u64,
+}
+
+/// What `GET /api/lock/{resource}` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceView {
+    pub resource: String,
+    pub holders: Vec<Hold>,
+    pub waiters: Vec<Waiter>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LockTable {
+    resources: BTreeMap<String, Resource>,
+    /// Time → resources with a lease or wait ending then (may hold stale
+    /// entries; visiting a resource with nothing due is a no-op).
+    deadlines: BTreeMap<u64, BTreeSet<String>>,
+    /// Resources with a non-empty queue (the wait-for graph's sources).
+    contended: BTreeSet<String>,
+    requests: BTreeMap<Owner, BTreeMap<String, Remembered>>,
+    forget: VecDeque<(u64, Owner, String)>,
+    next_token: Token,
+    counters: Counters,
+}
+
+impl LockTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Apply one command at log `index` with the leader's clock `now`.
+    pub fn apply(&mut self, cmd: Command, index: u64, now: u64) -> Applied {
+        let mut settled = Vec::new();
+        self.advance(now, &mut settled);
+        self.forget_old(now);
+        let outcome = match cmd {
+            Command::Acquire(a) => self.acquire(a, index, now, &mut settled),
+            Command::Release(r) => self.release(r, now, &mut settled),
+            Command::Renew(r) => self.renew(r, now),
+            Command::Cancel(c) => self.cancel(c, now, &mut settled),
+            Command::Tick => Outcome::Ticked,
+        };
+        Applied { outcome, settled }
+    }
+
+    /// The earliest time at which a lease or wait ends, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.keys().next().copied()
+    }
+
+    pub fn view(&self, resource: &str) -> ResourceView {
+        let r = self.resources.get(resource);
+        ResourceView {
+            resource: resource.to_string(),
+            holders: r.map(|r| r.holders.clone()).unwrap_or_default(),
+            waiters: r
+                .map(|r| r.queue.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// (resources, holds, waiters) right now.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let holds = self.resources.values().map(|r| r.holders.len()).sum();
+        let waiters = self.resources.values().map(|r| r.queue.len()).sum();
+        (self.resources.len(), holds, waiters)
+    }
+
+    /// The last token handed out (0 before the first grant).
+    pub fn last_token(&self) -> Token {
+        self.next_token
+    }
+
+    fn remembered(&self, owner: &str, request_id: &str) -> Option<&Outcome> {
+        self.requests
+            .get(owner)
+            .and_then(|m| m.get(request_id))
+            .map(|r| &r.outcome)
+    }
+
+    fn remember(&mut self, owner: &str, request_id: &str, outcome: Outcome, now: u64) {
+        let forget_at_ms = now + REQUEST_MEMORY_MS;
+        let m = self.requests.entry(owner.to_string()).or_default();
+        if let Some(r) = m.get_mut(request_id) {
+            // A queued request settled: keep its original forget time.
+            r.outcome = outcome;
+            return;
+        }
+        m.insert(
+            request_id.to_string(),
+            Remembered {
+                outcome,
+                forget_at_ms,
+            },
+        );
+        self.forget
+            .push_back((forget_at_ms, owner.to_string(), request_id.to_string()));
+    }
+
+    fn forget_old(&mut self, now: u64) {
+        while let Some((at, _, _)) = self.forget.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, owner, rid)) = self.forget.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.requests.get_mut(&owner) {
+                m.remove(&rid);
+                if m.is_empty() {
+                    self.requests.remove(&owner);
+                }
+            }
+        }
+    }
+
+    fn add_deadline(&mut self, at: u64, resource: &str) {
+        self.deadlines
+            .entry(at)
+            .or_default()
+            .insert(resource.to_string());
+    }
+
+    /// Drop ended leases and waits, then grant and re-check deadlocks.
+    fn advance(&mut self, now: u64, settled: &mut Vec<(WaitId, Outcome)>) {
+        let mut due = BTreeSet::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            due.extend(entry.remove());
+        }
+        if due.is_empty() {
+            return;
+        }
+        for name in &due {
+            let Some(r) = self.resources.get_mut(name) else {
+                continue;
+            };
+            let before = r.holders.len();
+            r.holders.retain(|h| h.expires_at_ms > now);
+            self.counters.expirations += (before - r.holders.len()) as u64;
+            self.grant_from_queue(name, now, settled);
+        }
+        self.break_deadlocks(now, settled);
+    }
+
+    /// Answer waiters whose wait ended, then grant from the head of the
+    /// queue while compatible. Removes the resource when it is empty.
+    fn grant_from_queue(&mut self, name: &str, now: u64, settled: &mut Vec<(WaitId, Outcome)>) {
+        let Some(r) = self.resources.get_mut(name) else {
+            return;
+        };
+        let mut timed_out = Vec::new();
+        r.queue.retain(|w| {
+            if w.deadline_ms <= now {
+                timed_out.push(w.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let mut granted = Vec::new();
+        while let Some(head) = r.queue.front() {
+            if !r.admits(head.mode) {
+                break;
+            }
+            let Some(w) = r.queue.pop_front() else {
+                break;
+            };
+            self.next_token += 1;
+            let hold = Hold {
+                owner: w.owner.clone(),
+                mode: w.mode,
+                token: self.next_token,
+                acquired_at_ms: now,
+                expires_at_ms: now + w.ttl_ms,
+            };
+            r.holders.push(hold.clone());
+            granted.push((w, hold));
+        }
+        let queue_empty = r.queue.is_empty();
+        let empty = r.is_empty();
+        if queue_empty {
+            self.contended.remove(name);
+        }
+        if empty {
+            self.resources.remove(name);
+        }
+        for w in timed_out {
+            self.counters.wait_timeouts += 1;
+            self.remember(&w.owner, &w.request_id, Outcome::WaitTimeout, now);
+            settled.push((w.wait_id, Outcome::WaitTimeout));
+        }
+        for (w, hold) in granted {
+            self.counters.grants += 1;
+            self.add_deadline(hold.expires_at_ms, name);
+            let outcome = Outcome::Granted(Grant {
+                resource: name.to_string(),
+                owner: hold.owner,
+                mode: hold.mode,
+                token: hold.token,
+                expires_at_ms: hold.expires_at_ms,
+            });
+            self.remember(&w.owner, &w.request_id, outcome.clone(), now);
+            settled.push((w.wait_id, outcome));
+        }
+    }
+
+    /// The wait-for graph, with the waiters behind each edge.
+    fn wait_for_graph(&self) -> (Graph, BTreeMap<(Owner, Owner), Vec<(WaitId, String)>>) {
+        let mut graph = Graph::new();
+        let mut why: BTreeMap<(Owner, Owner), Vec<(WaitId, String)>> = BTreeMap::new();
+        for name in &self.contended {
+            let Some(r) = self.resources.get(name) else {
+                continue;
+            };
+            for (i, w) in r.queue.iter().enumerate() {
+                let blockers = r
+                    .holders
+                    .iter()
+                    .filter(|h| !w.mode.compatible(h.mode))
+                    .map(|h| &h.owner)
+                    .chain(
+                        r.queue
+                            .iter()
+                            .take(i)
+                            .filter(|a| !w.mode.compatible(a.mode))
+                            .map(|a| &a.owner),
+                    );
+                for b in blockers {
+                    if *b == w.owner {
+                        continue;
+                    }
+                    graph.entry(w.owner.clone()).or_default().insert(b.clone());
+                    why.entry((w.owner.clone(), b.clone()))
+                        .or_default()
+                        .push((w.wait_id, name.clone()));
+                }
+            }
+        }
+        (graph, why)
+    }
+
+    /// Abort the youngest waiter of each cycle until none is left.
+    fn break_deadlocks(&mut self, now: u64, settled: &mut Vec<(WaitId, Outcome)>) {
+        loop {
+            if self.contended.is_empty() {
+                return;
+            }
+            let (graph, why) = self.wait_for_graph();
+            let Some(cycle) = deadlock::find_cycle(&graph) else {
+                return;
+            };
+            let victim = (0..cycle.len())
+                .flat_map(|i| {
+                    let edge = (cycle[i].clone(), cycle[(i + 1) % cycle.len()].clone());
+                    why.get(&edge).cloned().unwrap_or_default()
+                })
+                .max_by_key(|(id, _)| *id);
+            let Some((wait_id, resource)) = victim else {
+                return;
+            };
+            let Some(r) = self.resources.get_mut(&resource) else {
+                return;
+            };
+            let Some(pos) = r.queue.iter().position(|w| w.wait_id == wait_id) else {
+                return;
+            };
+            let Some(w) = r.queue.remove(pos) else {
+                return;
+            };
+            self.counters.deadlocks += 1;
+            let outcome = Outcome::Deadlock {
+                cycle: cycle.clone(),
+            };
+            self.remember(&w.owner, &w.request_id, outcome.clone(), now);
+            settled.push((wait_id, outcome));
+            self.grant_from_queue(&resource, now, settled);
+        }
+    }
+
+    fn acquire(
+        &mut self,
+        a: Acquire,
+        index: u64,
+        now: u64,
+        settled: &mut Vec<(WaitId, Outcome)>,
+    ) -> Outcome {
+        if let Some(prev) = self.remembered(&a.owner, &a.request_id) {
+            return prev.clone();
+        }
+        let r = self.resources.entry(a.resource.clone()).or_default();
+        let outcome = if let Some(h) = r.holders.iter().find(|h| h.owner == a.owner) {
+            Outcome::AlreadyHeld { token: h.token }
+        } else if let Some(w) = r.queue.iter().find(|w| w.owner == a.owner) {
+            Outcome::AlreadyWaiting { wait_id: w.wait_id }
+        } else if r.queue.is_empty() && r.admits(a.mode) {
+            self.next_token += 1;
+            let hold = Hold {
+                owner: a.owner.clone(),
+                mode: a.mode,
+                token: self.next_token,
+                acquired_at_ms: now,
+                expires_at_ms: now + a.ttl_ms,
+            };
+            r.holders.push(hold.clone());
+            self.counters.grants += 1;
+            self.add_deadline(hold.expires_at_ms, &a.resource);
+            Outcome::Granted(Grant {
+                resource: a.resource.clone(),
+                owner: a.owner.clone(),
+                mode: a.mode,
+                token: hold.token,
+                expires_at_ms: hold.expires_at_ms,
+            })
+        } else if a.wait_ms == 0 {
+            Outcome::Held {
+                holders: r.holders.clone(),
+            }
+        } else {
+            let deadline_ms = now + a.wait_ms;
+            r.queue.push_back(Waiter {
+                wait_id: index,
+                owner: a.owner.clone(),
+                mode: a.mode,
+                ttl_ms: a.ttl_ms,
+                request_id: a.request_id.clone(),
+                enqueued_at_ms: now,
+                deadline_ms,
+            });
+            self.contended.insert(a.resource.clone());
+            self.add_deadline(deadline_ms, &a.resource);
+            self.remember(
+                &a.owner,
+                &a.request_id,
+                Outcome::Queued {
+                    wait_id: index,
+                    resource: a.resource.clone(),
+                },
+                now,
+            );
+            self.break_deadlocks(now, settled);
+            // If this very request was the victim, answer with its fate.
+            if let Some(pos) = settled.iter().position(|(id, _)| *id == index) {
+                let (_, fate) = settled.remove(pos);
+                return fate;
+            }
+            return Outcome::Queued {
+                wait_id: index,
+                resource: a.resource,
+            };
+        };
+        if self
+            .resources
+            .get(&a.resource)
+            .is_some_and(Resource::is_empty)
+        {
+            self.resources.remove(&a.resource);
+        }
+        self.remember(&a.owner, &a.request_id, outcome.clone(), now);
+        outcome
+    }
+
+    /// Find `owner`'s hold with `token`, or say why not.
+    fn find_hold(&mut self, resource: &str, owner: &str, token: Token) -> Result<usize, Outcome> {
+        let Some(r) = self.resources.get(resource) else {
+            return Err(Outcome::NotHeld);
+        };
+        if let Some(i) = r
+            .holders
+            .iter()
+            .position(|h| h.owner == owner && h.token == token)
+        {
+            return Ok(i);
+        }
+        if r.holders.iter().any(|h| h.owner == owner) {
+            return Err(Outcome::TokenMismatch);
+        }
+        if r.holders.iter().any(|h| h.token == token) {
+            return Err(Outcome::OwnerMismatch);
+        }
+        Err(Outcome::NotHeld)
+    }
+
+    fn release(&mut self, rel: Release, now: u64, settled: &mut Vec<(WaitId, Outcome)>) -> Outcome {
+        if let Some(rid) = &rel.request_id {
+            if let Some(prev) = self.remembered(&rel.owner, rid) {
+                return prev.clone();
+            }
+        }
+        let outcome = match self.find_hold(&rel.resource, &rel.owner, rel.token) {
+            Ok(i) => {
+                if let Some(r) = self.resources.get_mut(&rel.resource) {
+                    r.holders.remove(i);
+                }
+                self.counters.releases += 1;
+                self.grant_from_queue(&rel.resource, now, settled);
+                self.break_deadlocks(now, settled);
+                Outcome::Released
+            }
+            Err(why) => why,
+        };
+        if let Some(rid) = &rel.request_id {
+            self.remember(&rel.owner, rid, outcome.clone(), now);
+        }
+        outcome
+    }
+
+    fn renew(&mut self, ren: Renew, now: u64) -> Outcome {
+        if let Some(rid) = &ren.request_id {
+            if let Some(prev) = self.remembered(&ren.owner, rid) {
+                return prev.clone();
+            }
+        }
+        let outcome = match self.find_hold(&ren.resource, &ren.owner, ren.token) {
+            Ok(i) => {
+                let expires_at_ms = now + ren.ttl_ms;
+                if let Some(r) = self.resources.get_mut(&ren.resource) {
+                    r.holders[i].expires_at_ms = expires_at_ms;
+                }
+                self.add_deadline(expires_at_ms, &ren.resource);
+                Outcome::Renewed { expires_at_ms }
+            }
+            Err(why) => why,
+        };
+        if let Some(rid) = &ren.request_id {
+            self.remember(&ren.owner, rid, outcome.clone(), now);
+        }
+        outcome
+    }
+
+    fn cancel(&mut self, c: Cancel, now: u64, settled: &mut Vec<(WaitId, Outcome)>) -> Outcome {
+        let Some(prev) = self.remembered(&c.owner, &c.request_id).cloned() else {
+            return Outcome::UnknownRequest;
+        };
+        let Outcome::Queued { wait_id, resource } = prev else {
+            // Already settled (granted, timed out, aborted): that is the answer.
+            return prev;
+        };
+        if let Some(r) = self.resources.get_mut(&resource) {
+            r.queue.retain(|w| w.wait_id != wait_id);
+        }
+        self.counters.wait_timeouts += 1;
+        self.remember(&c.owner, &c.request_id, Outcome::WaitTimeout, now);
+        // Removing a waiter can let the ones behind it go.
+        self.grant_from_queue(&resource, now, settled);
+        self.break_deadlocks(now, settled);
+        Outcome::WaitTimeout
+    }
+}

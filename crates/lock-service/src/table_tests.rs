@@ -1,0 +1,586 @@
+//! Table-driven tests of the pure lock table: each case is a script of
+//! commands at given times with the outcome each must produce and the
+//! settlements of other requests it must cause.
+
+use super::table::*;
+
+/// One step: (time, command, expected outcome, expected settlements).
+struct Step {
+    at: u64,
+    cmd: Command,
+    want: Want,
+    settled: Vec<(WaitId, Want)>,
+}
+
+/// Outcome patterns that ignore exact tokens and expiry unless given.
+#[derive(Debug, Clone)]
+enum Want {
+    Granted {
+        owner: &'static str,
+        token: Option<Token>,
+    },
+    Queued,
+    Held(usize),
+    Deadlock(&'static [&'static str]),
+    Exact(Outcome),
+}
+
+fn check(got: &Outcome, want: &Want) -> bool {
+    match (got, want) {
+        (Outcome::Granted(g), Want::Granted { owner, token }) => {
+            g.owner == *owner && token.is_none_or(|t| t == g.token)
+        }
+        (Outcome::Queued { .. }, Want::Queued) => true,
+        (Outcome::Held { holders }, Want::Held(n)) => holders.len() == *n,
+        (Outcome::Deadlock { cycle }, Want::Deadlock(c)) => {
+            cycle.iter().map(String::as_str).collect::<Vec<_>>() == *c
+        }
+        (o, Want::Exact(w)) => o == w,
+        _ => false,
+    }
+}
+
+fn acq(res: &str, owner: &str, mode: Mode, ttl: u64, wait: u64, rid: &str) -> Command {
+    Command::Acquire(Acquire {
+        resource: res.into(),
+        owner: owner.into(),
+        mode,
+        ttl_ms: ttl,
+        wait_ms: wait,
+        request_id: rid.into(),
+    })
+}
+
+/// A fresh request id per call: distinct requests unless a test replays
+/// one on purpose (with `acq` and an explicit id).
+fn rid() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "r{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+fn x(res: &str, owner: &str, wait: u64) -> Command {
+    acq(res, owner, Mode::Exclusive, 1_000, wait, &rid())
+}
+
+fn s(res: &str, owner: &str, wait: u64) -> Command {
+    acq(res, owner, Mode::Shared, 1_000, wait, &rid())
+}
+
+fn rel(res: &str, owner: &str, token: Token) -> Command {
+    Command::Release(Release {
+        resource: res.into(),
+        owner: owner.into(),
+        token,
+        request_id: None,
+    })
+}
+
+fn renew(res: &str, owner: &str, token: Token, ttl: u64) -> Command {
+    Command::Renew(Renew {
+        resource: res.into(),
+        owner: owner.into(),
+        token,
+        ttl_ms: ttl,
+        request_id: None,
+    })
+}
+
+fn step(at: u64, cmd: Command, want: Want) -> Step {
+    Step {
+        at,
+        cmd,
+        want,
+        settled: vec![],
+    }
+}
+
+fn step_s(at: u64, cmd: Command, want: Want, settled: Vec<(WaitId, Want)>) -> Step {
+    Step {
+        at,
+        cmd,
+        want,
+        settled,
+    }
+}
+
+fn granted(owner: &'static str, token: Token) -> Want {
+    Want::Granted {
+        owner,
+        token: Some(token),
+    }
+}
+
+/// Run a script; log indexes are the step numbers starting at 1.
+fn run(name: &str, steps: Vec<Step>) -> LockTable {
+    let mut t = LockTable::new();
+    for (i, st) in steps.into_iter().enumerate() {
+        let index = i as u64 + 1;
+        let got = t.apply(st.cmd.clone(), index, st.at);
+        assert!(
+            check(&got.outcome, &st.want),
+            "{name} step {index} {:?}: got {:?}, want {:?}",
+            st.cmd,
+            got.outcome,
+            st.want
+        );
+        assert_eq!(
+            got.settled.len(),
+            st.settled.len(),
+            "{name} step {index}: settled {:?}, want {:?}",
+            got.settled,
+            st.settled
+        );
+        for ((id, o), (wid, w)) in got.settled.iter().zip(&st.settled) {
+            assert!(
+                id == wid && check(o, w),
+                "{name} step {index}: settled {:?}, want {:?}",
+                got.settled,
+                st.settled
+            );
+        }
+    }
+    t
+}
+
+#[test]
+fn exclusive_and_shared_basics() {
+    run(
+        "basics",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(1, x("r", "b", 0), Want::Held(1)),
+            step(2, s("r", "c", 0), Want::Held(1)),
+            step(3, rel("r", "a", 1), Want::Exact(Outcome::Released)),
+            step(4, s("r", "b", 0), granted("b", 2)),
+            step(5, s("r", "c", 0), granted("c", 3)),
+            step(6, x("r", "d", 0), Want::Held(2)),
+            step(7, rel("r", "b", 2), Want::Exact(Outcome::Released)),
+            step(8, rel("r", "c", 3), Want::Exact(Outcome::Released)),
+            step(9, x("r", "d", 10), granted("d", 4)),
+        ],
+    );
+}
+
+#[test]
+fn release_and_renew_checks_owner_and_token() {
+    run(
+        "checks",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(1, rel("r", "b", 1), Want::Exact(Outcome::OwnerMismatch)),
+            step(2, rel("r", "a", 7), Want::Exact(Outcome::TokenMismatch)),
+            step(3, rel("nope", "a", 1), Want::Exact(Outcome::NotHeld)),
+            step(
+                4,
+                renew("r", "b", 1, 500),
+                Want::Exact(Outcome::OwnerMismatch),
+            ),
+            step(
+                5,
+                renew("r", "a", 1, 500),
+                Want::Exact(Outcome::Renewed { expires_at_ms: 505 }),
+            ),
+            step(
+                6,
+                x("r", "a", 0),
+                Want::Exact(Outcome::AlreadyHeld { token: 1 }),
+            ),
+            step(7, rel("r", "a", 1), Want::Exact(Outcome::Released)),
+            step(8, rel("r", "a", 1), Want::Exact(Outcome::NotHeld)),
+        ],
+    );
+}
+
+#[test]
+fn fifo_queue_and_no_writer_starvation() {
+    // s1 holds shared; w waits exclusive; later shared requests queue behind
+    // w instead of joining s1.
+    run(
+        "starvation",
+        vec![
+            step(0, s("r", "s1", 0), granted("s1", 1)),
+            step(1, x("r", "w", 1_000), Want::Queued),
+            step(2, s("r", "s2", 1_000), Want::Queued),
+            step(3, s("r", "s3", 0), Want::Held(1)),
+            step_s(
+                4,
+                rel("r", "s1", 1),
+                Want::Exact(Outcome::Released),
+                vec![(2, granted("w", 2))],
+            ),
+            step_s(
+                5,
+                rel("r", "w", 2),
+                Want::Exact(Outcome::Released),
+                vec![(3, granted("s2", 3))],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn consecutive_shared_waiters_are_granted_together() {
+    run(
+        "shared batch",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(1, s("r", "b", 1_000), Want::Queued),
+            step(2, s("r", "c", 1_000), Want::Queued),
+            step(3, x("r", "d", 1_000), Want::Queued),
+            step_s(
+                4,
+                rel("r", "a", 1),
+                Want::Exact(Outcome::Released),
+                vec![(2, granted("b", 2)), (3, granted("c", 3))],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn lease_expiry_hands_over_to_the_next_waiter() {
+    let t = run(
+        "expiry",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)), // expires at 1000
+            step(10, x("r", "b", 5_000), Want::Queued),
+            step(999, Command::Tick, Want::Exact(Outcome::Ticked)),
+            step_s(
+                1_000,
+                Command::Tick,
+                Want::Exact(Outcome::Ticked),
+                vec![(2, granted("b", 2))],
+            ),
+            // a's late release finds nothing.
+            step(1_001, rel("r", "a", 1), Want::Exact(Outcome::NotHeld)),
+        ],
+    );
+    assert_eq!(t.counters().expirations, 1);
+    assert_eq!(t.view("r").holders[0].expires_at_ms, 2_000);
+}
+
+#[test]
+fn renew_extends_the_lease() {
+    run(
+        "renew",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(
+                900,
+                renew("r", "a", 1, 1_000),
+                Want::Exact(Outcome::Renewed {
+                    expires_at_ms: 1_900,
+                }),
+            ),
+            step(1_500, x("r", "b", 0), Want::Held(1)),
+            step(1_900, x("r", "c", 0), granted("c", 2)),
+        ],
+    );
+}
+
+#[test]
+fn wait_deadlines_time_out_and_never_block_the_queue() {
+    run(
+        "wait deadline",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(0, x("r", "b", 100), Want::Queued), // deadline 100
+            step(0, x("r", "c", 5_000), Want::Queued),
+            step_s(
+                100,
+                Command::Tick,
+                Want::Exact(Outcome::Ticked),
+                vec![(2, Want::Exact(Outcome::WaitTimeout))],
+            ),
+            // Even without a tick, an ended wait never takes the grant.
+            step(150, x("r2", "z", 0), granted("z", 2)),
+            step_s(
+                200,
+                rel("r", "a", 1),
+                Want::Exact(Outcome::Released),
+                vec![(3, granted("c", 3))],
+            ),
+        ],
+    );
+    // Without the tick: the release itself first drops the ended waiter.
+    run(
+        "wait deadline without tick",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(0, x("r", "b", 100), Want::Queued),
+            step(0, x("r", "c", 5_000), Want::Queued),
+            step_s(
+                200,
+                rel("r", "a", 1),
+                Want::Exact(Outcome::Released),
+                vec![(2, Want::Exact(Outcome::WaitTimeout)), (3, granted("c", 2))],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn two_owner_cycle_aborts_the_youngest_waiter() {
+    let t = run(
+        "2-cycle",
+        vec![
+            step(0, x("r1", "a", 0), granted("a", 1)),
+            step(0, x("r2", "b", 0), granted("b", 2)),
+            step(1, x("r2", "a", 5_000), Want::Queued),
+            // b waits for r1 held by a, a waits for r2 held by b: b's request
+            // (index 4, the youngest) is the victim.
+            step(2, x("r1", "b", 5_000), Want::Deadlock(&["a", "b"])),
+        ],
+    );
+    assert_eq!(t.counters().deadlocks, 1);
+    assert_eq!(t.view("r1").waiters.len(), 0);
+    assert_eq!(t.view("r2").waiters.len(), 1);
+}
+
+#[test]
+fn three_owner_cycle() {
+    run(
+        "3-cycle",
+        vec![
+            step(0, x("r1", "a", 0), granted("a", 1)),
+            step(0, x("r2", "b", 0), granted("b", 2)),
+            step(0, x("r3", "c", 0), granted("c", 3)),
+            step(1, x("r2", "a", 5_000), Want::Queued),
+            step(2, x("r3", "b", 5_000), Want::Queued),
+            step(3, x("r1", "c", 5_000), Want::Deadlock(&["a", "b", "c"])),
+        ],
+    );
+}
+
+#[test]
+fn shared_holders_waiting_to_upgrade_elsewhere_form_a_cycle() {
+    // a and b share r; each then waits for an exclusive lock the other holds.
+    run(
+        "shared cycle",
+        vec![
+            step(0, s("r", "a", 0), granted("a", 1)),
+            step(0, x("q", "b", 0), granted("b", 2)),
+            step(1, x("r", "b", 5_000), Want::Queued), // b waits for a (shared holder)
+            step(2, x("q", "a", 5_000), Want::Deadlock(&["a", "b"])),
+        ],
+    );
+}
+
+/// With holder-only edges this cycle would appear only when a's release
+/// re-points c's wait from a to b. Our graph also has FIFO-order edges
+/// (c queued behind b really waits for b), so it is caught as soon as the
+/// last edge appears, and the grant that follows aborts nothing twice.
+#[test]
+fn a_cycle_that_a_grant_would_re_point_into_is_caught_when_it_forms() {
+    let t = run(
+        "grant cycle",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(0, x("q", "c", 0), granted("c", 2)),
+            step(1, x("r", "b", 5_000), Want::Queued), // 3: b→a
+            step(2, x("r", "c", 5_000), Want::Queued), // 4: c→a, c→b
+            // 5: b→c closes b→c→b; b's request (5) is the youngest.
+            step(3, x("q", "b", 5_000), Want::Deadlock(&["b", "c"])),
+            // a releases: b is granted r, c keeps waiting; no new abort.
+            step_s(
+                4,
+                rel("r", "a", 1),
+                Want::Exact(Outcome::Released),
+                vec![(3, granted("b", 3))],
+            ),
+        ],
+    );
+    assert_eq!(t.counters().deadlocks, 1);
+    assert_eq!(t.view("r").waiters.len(), 1);
+}
+
+/// The same through a lease expiry: the graph is re-checked after the
+/// expiry grants, and a cycle closed afterwards is caught at once.
+#[test]
+fn expiry_that_re_points_waiters_then_a_closing_edge() {
+    let t = run(
+        "expiry re-points",
+        vec![
+            step(
+                0,
+                acq("r", "a", Mode::Exclusive, 100, 0, "a1"),
+                granted("a", 1),
+            ),
+            step(0, x("q", "c", 0), granted("c", 2)),
+            step(1, x("r", "b", 5_000), Want::Queued),
+            step(2, x("r", "c", 5_000), Want::Queued),
+            step_s(
+                100,
+                Command::Tick,
+                Want::Exact(Outcome::Ticked),
+                vec![(3, granted("b", 3))],
+            ),
+            step(101, x("q", "b", 5_000), Want::Deadlock(&["b", "c"])),
+        ],
+    );
+    assert_eq!(t.counters().expirations, 1);
+}
+
+#[test]
+fn idempotent_replays_return_the_first_answer() {
+    let a = || acq("r", "a", Mode::Exclusive, 1_000, 0, "req-1");
+    let b = || acq("r", "b", Mode::Exclusive, 1_000, 5_000, "req-2");
+    let t = run(
+        "replay",
+        vec![
+            step(0, a(), granted("a", 1)),
+            // Same request again: same token, not a second grant.
+            step(1, a(), granted("a", 1)),
+            step(2, b(), Want::Queued),
+            step(3, b(), Want::Queued),
+            step_s(
+                4,
+                rel("r", "a", 1),
+                Want::Exact(Outcome::Released),
+                vec![(3, granted("b", 2))],
+            ),
+            // The retried waiter now learns its grant, not "queued".
+            step(5, b(), granted("b", 2)),
+            // A release with a request id, replayed, stays "released".
+            step(
+                6,
+                Command::Release(Release {
+                    resource: "r".into(),
+                    owner: "b".into(),
+                    token: 2,
+                    request_id: Some("rel-1".into()),
+                }),
+                Want::Exact(Outcome::Released),
+            ),
+            step(
+                7,
+                Command::Release(Release {
+                    resource: "r".into(),
+                    owner: "b".into(),
+                    token: 2,
+                    request_id: Some("rel-1".into()),
+                }),
+                Want::Exact(Outcome::Released),
+            ),
+        ],
+    );
+    assert_eq!(t.counters().grants, 2);
+    // Forgotten after the memory window: a replay then is a new request.
+    let mut t = t;
+    let later = REQUEST_MEMORY_MS + 10;
+    let again = t.apply(a(), 100, later);
+    assert!(matches!(again.outcome, Outcome::Granted(g) if g.token == 3));
+}
+
+#[test]
+fn cancel_withdraws_a_waiter_or_reports_its_fate() {
+    run(
+        "cancel",
+        vec![
+            step(0, x("r", "a", 0), granted("a", 1)),
+            step(
+                0,
+                acq("r", "b", Mode::Shared, 1_000, 5_000, "b1"),
+                Want::Queued,
+            ),
+            step(0, s("r", "c", 5_000), Want::Queued),
+            step(
+                0,
+                acq("r", "d", Mode::Exclusive, 1_000, 5_000, "d1"),
+                Want::Queued,
+            ),
+            step(
+                1,
+                Command::Cancel(Cancel {
+                    owner: "d".into(),
+                    request_id: "d1".into(),
+                }),
+                Want::Exact(Outcome::WaitTimeout),
+            ),
+            step_s(
+                2,
+                rel("r", "a", 1),
+                Want::Exact(Outcome::Released),
+                vec![(2, granted("b", 2)), (3, granted("c", 3))],
+            ),
+            step(
+                3,
+                Command::Cancel(Cancel {
+                    owner: "b".into(),
+                    request_id: "b1".into(),
+                }),
+                granted("b", 2),
+            ),
+            step(
+                4,
+                Command::Cancel(Cancel {
+                    owner: "zz".into(),
+                    request_id: "nope".into(),
+                }),
+                Want::Exact(Outcome::UnknownRequest),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn cancelling_a_blocking_exclusive_waiter_lets_shared_ones_behind_it_go() {
+    run(
+        "cancel unblocks",
+        vec![
+            step(0, s("r", "a", 0), granted("a", 1)),
+            step(
+                0,
+                acq("r", "w", Mode::Exclusive, 1_000, 5_000, "w1"),
+                Want::Queued,
+            ),
+            step(0, s("r", "b", 5_000), Want::Queued),
+            step_s(
+                1,
+                Command::Cancel(Cancel {
+                    owner: "w".into(),
+                    request_id: "w1".into(),
+                }),
+                Want::Exact(Outcome::WaitTimeout),
+                vec![(3, granted("b", 2))],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn tokens_strictly_increase_and_survive_a_snapshot() {
+    let mut t = LockTable::new();
+    let mut last = 0;
+    for i in 0..50u64 {
+        let o = t.apply(x("r", "a", 0), 2 * i + 1, i);
+        let Outcome::Granted(g) = o.outcome else {
+            panic!("not granted: {o:?}");
+        };
+        assert!(g.token > last);
+        last = g.token;
+        t.apply(rel("r", "a", g.token), 2 * i + 2, i);
+    }
+    let bytes = serde_json::to_vec(&t).unwrap();
+    let mut restored: LockTable = serde_json::from_slice(&bytes).unwrap();
+    let o = restored.apply(x("r", "b", 0), 1_000, 1_000);
+    assert!(matches!(o.outcome, Outcome::Granted(g) if g.token == last + 1));
+}
+
+#[test]
+fn next_deadline_tracks_leases_and_waits() {
+    let mut t = LockTable::new();
+    assert_eq!(t.next_deadline(), None);
+    t.apply(x("r", "a", 0), 1, 0); // lease to 1000
+    assert_eq!(t.next_deadline(), Some(1_000));
+    t.apply(x("r", "b", 300), 2, 0); // wait to 300
+    assert_eq!(t.next_deadline(), Some(300));
+    t.apply(Command::Tick, 3, 300);
+    assert_eq!(t.next_deadline(), Some(1_000));
+    t.apply(Command::Tick, 4, 1_000);
+    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.sizes(), (0, 0, 0));
+}
