@@ -79,7 +79,11 @@ mod tests {
 
     #[test]
     fn cases() {
-        let cases: &[(&[(&str, &str)], Option<&[&str]>)] = &[
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            Option<&'static [&'static str]>,
+        );
+        let cases: &[Case] = &[
             (&[], None),
             (&[("a", "b")], None),
             (&[("a", "b"), ("b", "c")], None),

@@ -198,6 +198,9 @@ pub struct ResourceView {
     pub waiters: Vec<Waiter>,
 }
 
+/// For each wait-for edge, the waiting requests (wait id, resource) behind it.
+type EdgeCauses = BTreeMap<(Owner, Owner), Vec<(WaitId, String)>>;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LockTable {
     resources: BTreeMap<String, Resource>,
@@ -401,9 +404,9 @@ impl LockTable {
     }
 
     /// The wait-for graph, with the waiters behind each edge.
-    fn wait_for_graph(&self) -> (Graph, BTreeMap<(Owner, Owner), Vec<(WaitId, String)>>) {
+    fn wait_for_graph(&self) -> (Graph, EdgeCauses) {
         let mut graph = Graph::new();
-        let mut why: BTreeMap<(Owner, Owner), Vec<(WaitId, String)>> = BTreeMap::new();
+        let mut why = EdgeCauses::new();
         for name in &self.contended {
             let Some(r) = self.resources.get(name) else {
                 continue;
