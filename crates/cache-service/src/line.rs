@@ -192,8 +192,11 @@ impl LineTable {
         home: &str,
     ) -> (bool, Evictions) {
         if let Some(p) = self.pending.get_mut(key) {
+            // A newer grant already arrived (its line may since have been
+            // evicted), or an invalidation covered this one: stale.
+            let stale = epoch <= p.floor || epoch < p.max_grant;
             p.max_grant = p.max_grant.max(epoch);
-            if epoch <= p.floor {
+            if stale {
                 return (false, Evictions::default());
             }
         }
@@ -445,6 +448,23 @@ mod tests {
         assert!(t.install("k", LineState::M, 9, data(2, 9), "h").0);
         assert!(!t.install("k", LineState::S, 7, data(1, 7), "h").0);
         assert_eq!(t.peek("k").unwrap().data, data(2, 9));
+    }
+
+    #[test]
+    fn a_late_fill_never_replaces_a_newer_line_even_after_its_eviction() {
+        // Found by the linearizability test with one-line caches: a read's
+        // E grant (epoch 5) arrives after a write's M grant (epoch 6) whose
+        // line was already evicted.
+        let mut t = LineTable::new(1, 1 << 20);
+        t.begin_request("k");
+        t.begin_request("k");
+        assert!(t.install("k", LineState::M, 6, data(2, 6), "h").0);
+        t.end_request("k");
+        let (_, ev) = t.install("other", LineState::S, 1, data(0, 1), "h");
+        assert_eq!(ev.puts.len(), 1);
+        assert!(!t.install("k", LineState::E, 5, data(1, 5), "h").0);
+        t.end_request("k");
+        assert_eq!(t.lookup("k", 0), Lookup::Miss);
     }
 
     #[test]
