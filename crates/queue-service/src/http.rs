@@ -565,6 +565,7 @@ async fn queue_stats(
     node.metrics.record(events);
     Ok(Json(json!({
         "queue": queue,
+        "node": node.advertise,
         "ready": st.ready,
         "delayed": st.delayed,
         "in_flight": st.in_flight,
