@@ -173,6 +173,13 @@ async fn killed_node_queues_are_served_by_the_next_owner_with_nothing_lost() {
     );
 }
 
+/// Ids that got 201 (with when), failed calls, the producer tasks.
+type Producers = (
+    Arc<Mutex<Vec<(Instant, String)>>>,
+    Arc<Mutex<u64>>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
 /// Enqueue from `clients` tasks until `stop`; returns the ids that got 201
 /// and how many calls failed.
 fn spawn_producers(
@@ -181,11 +188,7 @@ fn spawn_producers(
     q: &str,
     clients: usize,
     stop: Arc<AtomicBool>,
-) -> (
-    Arc<Mutex<Vec<(Instant, String)>>>,
-    Arc<Mutex<u64>>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
+) -> Producers {
     let ok = Arc::new(Mutex::new(Vec::new()));
     let failed = Arc::new(Mutex::new(0u64));
     let mut tasks = Vec::new();
