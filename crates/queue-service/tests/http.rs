@@ -351,3 +351,46 @@ async fn redis_down_answers_503_and_health_fails() {
     );
     assert_eq!(v["error"]["backend"], json!("redis"));
 }
+
+#[tokio::test]
+async fn depth_gauges_sum_owned_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = queue_service::Config::for_listen("127.0.0.1:7101");
+    config.data_dir = Some(dir.path().to_path_buf());
+    let store = queue_service::open_store(&config).unwrap();
+    let state = queue_service::build_state(&config, store).await;
+    let app = App {
+        router: queue_service::router(state.clone()),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": "a", "messages": [{"payload": 1}, {"payload": 2}]}),
+    )
+    .await;
+    post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": "b", "payload": 3, "delay_ms": 60000}),
+    )
+    .await;
+    post(&app, "/api/queue/dequeue", json!({"queue": "a"})).await;
+    let sum = state.node.refresh_depth().await.unwrap();
+    assert_eq!(
+        (sum.ready, sum.delayed, sum.in_flight, sum.dead_lettered),
+        (1, 1, 1, 0)
+    );
+    let (_, text) = call(&app, "GET", "/metrics", None).await;
+    let text = text.as_str().unwrap();
+    for want in [
+        "queue_depth{state=\"ready\"} 1",
+        "queue_depth{state=\"delayed\"} 1",
+        "queue_depth{state=\"in_flight\"} 1",
+        "queue_depth{state=\"dead_lettered\"} 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let (_, v) = call(&app, "GET", "/stats", None).await;
+    assert_eq!(v["depth_owned"]["ready"], json!(1));
+}
