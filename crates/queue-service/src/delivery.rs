@@ -414,20 +414,27 @@ impl Queue {
         default_max_attempts: u32,
         nonces: &[u64],
     ) -> (Vec<Delivery>, Events) {
-        let events = self.sweep(now_ms, default_max_attempts);
+        let mut events = self.sweep(now_ms, default_max_attempts);
         let deadline_ms = now_ms.saturating_add(visibility_ms);
-        let ready: Vec<Seq> = self
-            .pending
-            .range(..=(now_ms, Seq::MAX))
-            .take(nonces.len())
-            .map(|&(_, s)| s)
-            .collect();
-        let mut out = Vec::with_capacity(ready.len());
-        for (seq, nonce) in ready.into_iter().zip(nonces) {
+        let mut out = Vec::with_capacity(nonces.len());
+        while out.len() < nonces.len() {
+            let Some(&(visible_at, seq)) = self.pending.first() else {
+                break;
+            };
+            if visible_at > now_ms {
+                break;
+            }
+            // Past its TTL but beyond this sweep's bound: drop, don't deliver.
+            if self.messages.get(&seq).is_some_and(|m| m.expired(now_ms)) {
+                self.remove(seq);
+                self.count_expired(&mut events);
+                continue;
+            }
+            let nonce = nonces[out.len()];
             let mut delivery = None;
             self.update(seq, |m| {
                 m.attempts += 1;
-                let receipt = make_receipt(seq, m.attempts, *nonce);
+                let receipt = make_receipt(seq, m.attempts, nonce);
                 delivery = Some(Delivery {
                     id: format_id(seq),
                     receipt: receipt.clone(),
@@ -440,7 +447,13 @@ impl Queue {
                     receipt,
                 };
             });
-            out.extend(delivery);
+            match delivery {
+                Some(d) => out.push(d),
+                // Index without a message: cannot happen; never loop on it.
+                None => {
+                    self.pending.remove(&(visible_at, seq));
+                }
+            }
         }
         (out, events)
     }
@@ -574,20 +587,22 @@ impl Queue {
     /// TTL: the ones named in `ids` (others are ignored), or else the oldest
     /// `limit`. Returns the ids re-driven.
     pub fn redrive(&mut self, ids: Option<&[Seq]>, limit: usize, now_ms: u64) -> Vec<String> {
-        let chosen: Vec<Seq> = match ids {
-            Some(ids) => ids
-                .iter()
-                .copied()
-                .filter(|s| {
-                    self.messages
-                        .get(s)
-                        .is_some_and(|m| matches!(m.state, MessageState::Dead { .. }))
-                })
-                .take(limit)
-                .collect(),
+        let candidates: Vec<Seq> = match ids {
+            Some(ids) => ids.to_vec(),
             None => self.dead.iter().take(limit).map(|&(_, s)| s).collect(),
         };
-        for &seq in &chosen {
+        let mut chosen = Vec::new();
+        for seq in candidates {
+            if chosen.len() >= limit {
+                break;
+            }
+            let dead = self
+                .messages
+                .get(&seq)
+                .is_some_and(|m| matches!(m.state, MessageState::Dead { .. }));
+            if !dead {
+                continue;
+            }
             self.update(seq, |m| {
                 m.attempts = 0;
                 m.expires_at_ms = None;
@@ -595,6 +610,7 @@ impl Queue {
                     visible_at_ms: now_ms,
                 };
             });
+            chosen.push(seq);
         }
         chosen.into_iter().map(format_id).collect()
     }
@@ -737,7 +753,8 @@ mod tests {
             Ok(NackOutcome::DeadLettered)
         );
         let both = [parse_id(&ids[0]).unwrap(), parse_id(&ids[1]).unwrap()];
-        assert_eq!(q.redrive(Some(&both), 10, 2), vec![ids[0].clone()]);
+        let twice = [both[0], both[1], both[0]];
+        assert_eq!(q.redrive(Some(&twice), 10, 2), vec![ids[0].clone()]);
     }
 
     #[test]

@@ -180,6 +180,43 @@ pub struct DeadQuery {
     pub limit: u64,
 }
 
+/// A delivered message on the wire; the payload is the stored JSON text,
+/// sent verbatim.
+#[derive(Debug, Serialize)]
+struct DeliveryOut {
+    id: String,
+    receipt: String,
+    payload: Box<RawValue>,
+    attempts: u32,
+    enqueued_at_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct DequeueOut {
+    messages: Vec<DeliveryOut>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeadPage {
+    queue: String,
+    messages: Vec<DeadOut>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeadOut {
+    id: String,
+    payload: Box<RawValue>,
+    attempts: u32,
+    enqueued_at_ms: u64,
+    dead_lettered_at_ms: u64,
+}
+
+/// Stored payload text as raw JSON (it was validated on enqueue).
+fn raw(text: String) -> Box<RawValue> {
+    RawValue::from_string(text)
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
+}
+
 fn check_queue(queue: &str) -> Result<(), ApiError> {
     validate::name("queue", queue, validate::MAX_NAME_BYTES)
 }
@@ -358,20 +395,18 @@ async fn dequeue(
         .node
         .dequeue(&req.queue, req.max as usize, req.visibility_ms, wait)
         .await?;
-    let messages: Vec<Value> = got
+    let messages: Vec<DeliveryOut> = got
         .into_iter()
-        .map(|d| {
-            let payload: Value = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
-            json!({
-                "id": d.id,
-                "receipt": d.receipt,
-                "payload": payload,
-                "attempts": d.attempts,
-                "enqueued_at_ms": d.enqueued_at_ms,
-            })
+        .map(|d| DeliveryOut {
+            id: d.id,
+            receipt: d.receipt,
+            payload: raw(d.payload),
+            attempts: d.attempts,
+            enqueued_at_ms: d.enqueued_at_ms,
         })
         .collect();
-    Ok(Json(json!({ "messages": messages })).into_response())
+    // A struct, not `json!`: going through `Value` would re-encode payloads.
+    Ok(Json(DequeueOut { messages }).into_response())
 }
 
 async fn ack(
@@ -609,20 +644,17 @@ async fn dead_letters(
             node.store.dead_letters(&queue, q.limit as usize),
         )
         .await?;
-    let messages: Vec<Value> = dead
+    let messages: Vec<DeadOut> = dead
         .into_iter()
-        .map(|d| {
-            let payload: Value = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
-            json!({
-                "id": d.id,
-                "payload": payload,
-                "attempts": d.attempts,
-                "enqueued_at_ms": d.enqueued_at_ms,
-                "dead_lettered_at_ms": d.dead_lettered_at_ms,
-            })
+        .map(|d| DeadOut {
+            id: d.id,
+            payload: raw(d.payload),
+            attempts: d.attempts,
+            enqueued_at_ms: d.enqueued_at_ms,
+            dead_lettered_at_ms: d.dead_lettered_at_ms,
         })
         .collect();
-    Ok(Json(json!({ "queue": queue, "messages": messages })).into_response())
+    Ok(Json(DeadPage { queue, messages }).into_response())
 }
 
 async fn redrive(

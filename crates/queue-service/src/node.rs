@@ -49,6 +49,10 @@ pub const FORWARDED_HEADER: &str = "x-queue-forwarded-by";
 pub const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
 /// Shortest sleep between two checks of one long poll.
 const MIN_POLL_SLEEP: Duration = Duration::from_millis(5);
+/// After a connection to an owner fails, how long it is treated as down
+/// without trying again (so, on a network where connects to a dead host
+/// hang until the timeout, only one request per period pays that).
+pub const OWNER_DOWN_BACKOFF: Duration = Duration::from_secs(2);
 /// How often the depth gauges are recomputed.
 pub const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 /// Most queues summed into the depth gauges per refresh.
@@ -198,6 +202,8 @@ pub struct Node {
     pub store: Arc<dyn QueueStore>,
     pub metrics: QueueMetrics,
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Owners whose connection failed, until when they count as down.
+    down: Mutex<HashMap<String, Instant>>,
     pub http: reqwest::Client,
     pub token: common::server::ClusterToken,
     pub forward_timeout: Duration,
@@ -234,6 +240,7 @@ impl Node {
             store,
             metrics,
             notifiers: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
             http,
             token,
             forward_timeout,
@@ -372,6 +379,20 @@ impl Node {
         Ok(sum)
     }
 
+    /// The owner is known down: serve here when the store is shared, else
+    /// refuse.
+    fn owner_down(&self, owner: &str, reason: String) -> Result<Option<(u16, bytes::Bytes)>> {
+        if self.store.shared() {
+            self.metrics.owner_fallbacks.inc();
+            Ok(None)
+        } else {
+            Err(Error::OwnerUnavailable {
+                owner: owner.to_string(),
+                reason,
+            })
+        }
+    }
+
     /// Forward a request to `owner`. `Ok(None)` means "serve it here"
     /// (owner refused the connection and the store is shared).
     pub async fn forward(
@@ -382,6 +403,15 @@ impl Node {
         body: Option<Vec<u8>>,
         extra_timeout: Duration,
     ) -> Result<Option<(u16, bytes::Bytes)>> {
+        let down_until = self
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+            .copied();
+        if down_until.is_some_and(|t| t > Instant::now()) {
+            return self.owner_down(owner, "unreachable moments ago".into());
+        }
         let url = format!("http://{owner}{path_and_query}");
         let mut req = self
             .http
@@ -403,11 +433,20 @@ impl Node {
         }
         .await;
         match sent {
-            Ok(r) => Ok(Some(r)),
-            Err(e) if e.is_connect() && self.store.shared() => {
-                tracing::warn!(%owner, error = %e, "queue owner unreachable; serving from the shared store");
-                self.metrics.owner_fallbacks.inc();
-                Ok(None)
+            Ok(r) => {
+                self.down
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(owner);
+                Ok(Some(r))
+            }
+            Err(e) if e.is_connect() => {
+                tracing::warn!(%owner, error = %e, "queue owner unreachable");
+                self.down
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(owner.to_string(), Instant::now() + OWNER_DOWN_BACKOFF);
+                self.owner_down(owner, e.to_string())
             }
             Err(e) => Err(Error::OwnerUnavailable {
                 owner: owner.to_string(),

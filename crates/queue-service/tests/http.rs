@@ -394,3 +394,26 @@ async fn depth_gauges_sum_owned_queues() {
     let (_, v) = call(&app, "GET", "/stats", None).await;
     assert_eq!(v["depth_owned"]["ready"], json!(1));
 }
+
+#[tokio::test]
+async fn payload_json_text_is_returned_verbatim() {
+    let app = app().await;
+    let body = r#"{"queue": "v", "payload": {"price": 2.50, "big": 12345678901234567890123}}"#;
+    let (s, _) = call(&app, "POST", "/api/queue/enqueue", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/queue/dequeue")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"queue": "v"}"#))
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        text.contains(r#""payload":{"price": 2.50, "big": 12345678901234567890123}"#),
+        "{text}"
+    );
+}
