@@ -175,8 +175,8 @@ impl Client {
         self.post(&["api", "lock", "acquire"], req).await
     }
 
-    /// `POST /api/lock/release`; the answer body as the service sends it.
-    pub async fn release(&self, req: &ReleaseRequest) -> Result<Value, Error> {
+    /// `POST /api/lock/release`.
+    pub async fn release(&self, req: &ReleaseRequest) -> Result<ReleaseResponse, Error> {
         self.post(&["api", "lock", "release"], req).await
     }
 

@@ -15,14 +15,13 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::types::{LockGrant, ReleaseRequest, RenewRequest};
+use crate::types::{LockGrant, ReleaseRequest, ReleaseResponse, RenewRequest};
 
 /// Lease length the guard asks for when the caller sets none.
 pub const DEFAULT_TTL_MS: u64 = 30_000;
@@ -109,7 +108,7 @@ impl LockGuard {
     }
 
     /// Stop renewing and release the lock.
-    pub async fn release(mut self) -> Result<Value, Error> {
+    pub async fn release(mut self) -> Result<ReleaseResponse, Error> {
         if let Some(task) = self.renewer.take() {
             task.abort();
         }

@@ -110,11 +110,30 @@ pub struct RenewRequest {
     pub request_id: Option<String>,
 }
 
+/// 200 answer to a release.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ReleaseResponse {
+    pub released: bool,
+    #[serde(default)]
+    pub resource: String,
+    #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
+    pub token: FencingToken,
+}
+
 /// 200 answer to a renew.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RenewResponse {
     pub expires_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<FencingToken>,
 }
 
 /// One hold on a resource.
@@ -125,6 +144,8 @@ pub struct LockHolder {
     #[serde(default)]
     pub mode: LockMode,
     pub token: FencingToken,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_at_ms: Option<u64>,
     pub expires_at_ms: u64,
 }
 
@@ -135,7 +156,11 @@ pub struct LockWaiter {
     pub owner: String,
     #[serde(default)]
     pub mode: LockMode,
-    /// When the wait ends, if the service reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at_ms: Option<u64>,
+    /// When the wait ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
 }
@@ -147,9 +172,14 @@ pub struct LockState {
     #[serde(default)]
     pub resource: String,
     #[serde(default)]
+    pub held: bool,
+    #[serde(default)]
     pub holders: Vec<LockHolder>,
     #[serde(default)]
     pub waiters: Vec<LockWaiter>,
+    /// The replicated clock the answer was read at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_ms: Option<u64>,
 }
 
 // ---------------------------------------------------------------- queues
@@ -372,7 +402,7 @@ pub struct CacheValue {
     pub value: Value,
     /// Grows with every write of the key.
     #[serde(default)]
-    pub version: u64,
+    pub version: CacheVersion,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<u64>,
     /// Whether the answering node had the line cached (else it fetched it).
@@ -386,7 +416,17 @@ pub struct CacheValue {
 pub struct CacheSetResponse {
     #[serde(default)]
     pub key: String,
-    pub version: u64,
+    pub version: CacheVersion,
+}
+
+/// A value's version: ordered by `(epoch, seq)`; grows with every write.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CacheVersion {
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// 200 answer to a delete.

@@ -74,7 +74,7 @@ pub async fn lock_acquire(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
 #[utoipa::path(post, path = "/api/lock/release", tag = "lock",
     request_body = ReleaseRequest,
     responses(
-        (status = 200, description = "Released", body = serde_json::Value),
+        (status = 200, description = "Released", body = ReleaseResponse),
         (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "Not held", body = ErrorBody),

@@ -45,11 +45,11 @@ use crate::http;
     ),
     components(schemas(
         ErrorBody, ErrorDetail, LockMode, AcquireRequest, LockGrant, ReleaseRequest,
-        RenewRequest, RenewResponse, LockHolder, LockWaiter, LockState, NewMessage,
+        ReleaseResponse, RenewRequest, RenewResponse, LockHolder, LockWaiter, LockState, NewMessage,
         EnqueueRequest, EnqueueResponse, DequeueRequest, Message, DequeueResponse,
         AckRequest, AckResponse, NackRequest, NackResponse, ExtendRequest, ExtendResponse,
         QueueStats, DeadLetter, DeadLetters, RedriveRequest, RedriveResponse, QueueConfig,
-        CacheSetRequest, CacheSetResponse, CacheValue, CacheDeleteResponse,
+        CacheSetRequest, CacheSetResponse, CacheVersion, CacheValue, CacheDeleteResponse,
         NodeStatus, ServiceHealth, HealthReport, LockNodeView, LockClusterView,
         QueueClusterView, CachePeer, CacheClusterView, ClusterView, ServiceStats,
         GatewayStats,

@@ -150,6 +150,8 @@ async fn lock_calls_follow_the_leader_with_one_request_id() {
         vec![],
     );
 
+    // The gateway believes in a stale leader: the follower's 503 redirects it.
+    gw.set_leader(Some(a.clone()));
     let (status, body, _) = send(
         &gw,
         post("/api/lock/acquire", r#"{"resource":"r","owner":"o"}"#),
