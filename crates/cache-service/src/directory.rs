@@ -216,6 +216,13 @@ impl Directory {
                 }
             }
             HomeRequest::Delete => {
+                // The requester's own copies go too, before the delete
+                // completes: once the home records "uncached", nothing may
+                // still be served from them (its reply may be slow to land).
+                let mut others = others;
+                if holds(&entry.holders, requester) {
+                    others.insert(requester.to_string());
+                }
                 push_invalidations(&mut forwards, &others, entry.epoch);
                 Transient::Deleting {
                     requester: requester.to_string(),
@@ -279,9 +286,14 @@ impl Directory {
                         data = Some(d);
                     }
                 }
-                holders.remove(&requester);
+                let was_sharer = holders.remove(&requester);
                 match data.filter(|d| !d.is_expired(now_ms)) {
                     None => {
+                        // A sharer that asked again stays listed: an older
+                        // copy of its may still be valid or in flight.
+                        if was_sharer {
+                            holders.insert(requester.clone());
+                        }
                         entry.holders = shared_or_uncached(holders);
                         Outcome {
                             reply: HomeReply::Absent { epoch },
@@ -422,6 +434,14 @@ fn push_invalidations(forwards: &mut Vec<(NodeId, Forward)>, to: &BTreeSet<NodeI
                 force: false,
             },
         ));
+    }
+}
+
+fn holds(holders: &Holders, node: &str) -> bool {
+    match holders {
+        Holders::Uncached => false,
+        Holders::Shared { sharers } => sharers.contains(node),
+        Holders::Exclusive { owner } => owner == node,
     }
 }
 

@@ -110,13 +110,15 @@ pub async fn run(
         let mut watch = members.watch();
         let mut tick = tokio::time::interval(node.heartbeat_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A static member list never changes (its sender is gone at once).
+        let mut watching = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => node.heartbeat_round().await,
-                changed = watch.changed() => {
+                changed = watch.changed(), if watching => {
                     if changed.is_err() {
-                        // Static list: nothing more will change.
-                        std::future::pending::<()>().await;
+                        watching = false;
+                        continue;
                     }
                     let mut list: Vec<String> = watch.borrow_and_update().to_vec();
                     if !list.iter().any(|m| m == node.me()) {

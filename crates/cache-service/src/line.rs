@@ -275,8 +275,18 @@ impl LineTable {
             Some(p) if !granted_later && p.max_grant < epoch && p.floor < epoch => {
                 Surrender::Wait
             }
-            _ => Surrender::Nothing,
+            _ => {
+                self.give_up(key, epoch);
+                Surrender::Nothing
+            }
         }
+    }
+
+    /// Answer "nothing" for the grant at `epoch` (it never landed, or its
+    /// reply was lost): the home will treat this node as holding nothing up
+    /// to `epoch`, so make it so, and keep that grant out if it lands late.
+    pub fn give_up(&mut self, key: &str, epoch: Epoch) {
+        self.invalidate(key, epoch, false);
     }
 
     /// The home has processed the eviction notice for the grant at `epoch`.

@@ -517,6 +517,7 @@ impl Node {
                                 || tokio::time::timeout(left, fills.changed()).await.is_err()
                             {
                                 tracing::warn!(key, epoch, "grant never arrived; answering empty");
+                                lock(&self.inner.lines).give_up(key, epoch);
                                 return ForwardReply::ack();
                             }
                         }

@@ -71,10 +71,21 @@ async fn run_history(c: &Cluster, keys: usize, seed: u64) -> Vec<Vec<Event>> {
 }
 
 async fn linearizable(opts: Opts, keys: usize, seed: u64) {
-    let c = Cluster::start(opts).await;
+    // The promise holds while nodes are up: a generous failure timeout keeps
+    // a loaded test machine from suspecting a live node, and the check below
+    // makes sure no membership change happened during the run.
+    let c = Cluster::start(Opts {
+        failure_timeout_ms: 5_000,
+        ..opts
+    })
+    .await;
     let started = Instant::now();
     let histories = run_history(&c, keys, seed).await;
     let ran = started.elapsed();
+    for cl in &c.clients {
+        let s = cl.stats().await.unwrap();
+        assert_eq!(s["view_generation"], 0, "a node saw a membership change: {s}");
+    }
     for (k, h) in histories.iter().enumerate() {
         assert!(h.len() >= 50, "key {k} got {} ops", h.len());
         let t = Instant::now();

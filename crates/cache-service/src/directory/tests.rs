@@ -498,3 +498,21 @@ fn expired_values_read_as_absent_and_are_deleted_on_write_back() {
     assert_eq!(run(&mut sim, "r a; r b"), vec![None, None]);
     assert!(sim.memory.is_none(), "expired dirty value deleted from memory");
 }
+
+#[test]
+fn race_delete_reply_in_flight_while_another_node_writes() {
+    // Found by the linearizability test: b holds S and deletes; the home
+    // finishes the delete, then c writes before b has seen the delete's
+    // reply. b's old copy must already be gone (the delete invalidates the
+    // requester too), or b would serve it after c's write completed.
+    let mut sim = Sim::new(WritePolicy::WriteThrough);
+    run(&mut sim, "w a 1; r b");
+    assert_eq!(sim.states(), "SSI");
+    sim.lines.get_mut("b").unwrap().begin_request("k");
+    let del = sim.transact("b", HomeRequest::Delete);
+    assert_eq!(sim.states(), "III", "every copy gone before the reply");
+    run(&mut sim, "w c 2");
+    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
+    sim.receive("b", &del);
+    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
+}

@@ -4,6 +4,8 @@
 
 pub mod lincheck;
 
+pub use ::common::Ring;
+
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ pub struct Opts {
     pub max_entries: usize,
     pub redis_url: Option<String>,
     pub token: Option<String>,
+    pub failure_timeout_ms: u64,
 }
 
 impl Default for Opts {
@@ -35,6 +38,7 @@ impl Default for Opts {
             max_entries: 10_000,
             redis_url: None,
             token: Some("test-token".into()),
+            failure_timeout_ms: 400,
         }
     }
 }
@@ -56,6 +60,7 @@ impl Cluster {
             cfg.max_entries = opts.max_entries;
             cfg.redis_url = opts.redis_url.clone();
             cfg.cluster_token = opts.token.clone();
+            cfg.failure_timeout_ms = opts.failure_timeout_ms;
             tasks.push(Some(tokio::spawn(async move {
                 if let Err(e) = cache_service::run(cfg, l, std::future::pending()).await {
                     panic!("node failed: {e:#}");
