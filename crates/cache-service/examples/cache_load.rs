@@ -55,7 +55,10 @@ async fn start_cluster() -> Vec<String> {
     for _ in 0..3 {
         ls.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let addrs: Vec<String> = ls.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let addrs: Vec<String> = ls
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
     for (l, a) in ls.into_iter().zip(&addrs) {
         let mut cfg = Config::for_test(a, &addrs);
         cfg.heartbeat_ms = 200;
@@ -99,7 +102,9 @@ async fn main() {
     // Misses. Keys written on B (B holds them in M); A's first read is a
     // miss whose home fetches the value from B (downgrade); C's first read
     // then is a miss served by the home from memory (B and A hold S).
-    let keys: Vec<String> = (0..args.samples).map(|i| format!("load-{run}-m{i}")).collect();
+    let keys: Vec<String> = (0..args.samples)
+        .map(|i| format!("load-{run}-m{i}"))
+        .collect();
     for k in &keys {
         b.set(k, json!({"v": k}), None).await.unwrap();
     }
@@ -107,7 +112,9 @@ async fn main() {
     for k in &keys {
         let t = Instant::now();
         let g = a.get(k).await.unwrap().unwrap();
-        miss_downgrade.record(t.elapsed().as_micros() as u64).unwrap();
+        miss_downgrade
+            .record(t.elapsed().as_micros() as u64)
+            .unwrap();
         assert!(!g.hit);
     }
     let mut miss_memory = Histogram::<u64>::new(3).unwrap();

@@ -50,7 +50,12 @@ impl CacheClient {
         }
     }
 
-    pub async fn set(&self, key: &str, value: Value, ttl_ms: Option<u64>) -> Result<Value, ClientError> {
+    pub async fn set(
+        &self,
+        key: &str,
+        value: Value,
+        ttl_ms: Option<u64>,
+    ) -> Result<Value, ClientError> {
         let mut body = json!({ "key": key, "value": value });
         if let Some(t) = ttl_ms {
             body["ttl_ms"] = json!(t);
@@ -75,7 +80,10 @@ impl CacheClient {
         match json_or_err(r).await {
             Ok(v) => serde_json::from_value(v.clone())
                 .map(Some)
-                .map_err(|_| ClientError { status: 200, body: v }),
+                .map_err(|_| ClientError {
+                    status: 200,
+                    body: v,
+                }),
             Err(e) if e.status == 404 && e.body["error"]["code"] == "not_found" => Ok(None),
             Err(e) => Err(e),
         }

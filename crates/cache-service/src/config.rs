@@ -6,7 +6,10 @@ use clap::Parser;
 use crate::directory::WritePolicy;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "cache-service", about = "Coherent near cache node (directory MESI)")]
+#[command(
+    name = "cache-service",
+    about = "Coherent near cache node (directory MESI)"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:7201")]

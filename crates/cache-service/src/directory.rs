@@ -158,13 +158,7 @@ impl Directory {
             None => {
                 let epoch = next_epoch(0, now_ms);
                 for n in live {
-                    forwards.push((
-                        n.clone(),
-                        Forward::Invalidate {
-                            epoch,
-                            force: true,
-                        },
-                    ));
+                    forwards.push((n.clone(), Forward::Invalidate { epoch, force: true }));
                 }
                 self.entries.entry(key.to_string()).or_insert(Entry {
                     holders: Holders::Uncached,
@@ -270,7 +264,8 @@ impl Directory {
                 let mut memory_op = MemoryOp::None;
                 let mut data = memory;
                 if let Some(owner) = &owner {
-                    if let Some((_, r)) = replies.iter().find(|(n, r)| n == owner && r.data.is_some())
+                    if let Some((_, r)) =
+                        replies.iter().find(|(n, r)| n == owner && r.data.is_some())
                     {
                         let d = r.data.clone().expect("filtered");
                         if r.dirty && policy == WritePolicy::WriteBack {
@@ -420,8 +415,7 @@ impl Directory {
     /// Keep only entries for which `keep` holds (keys still homed here) and
     /// that have no transaction in flight.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.entries
-            .retain(|k, e| e.transient.is_some() || keep(k));
+        self.entries.retain(|k, e| e.transient.is_some() || keep(k));
     }
 }
 

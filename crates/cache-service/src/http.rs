@@ -102,7 +102,10 @@ struct SetBody {
     ttl_ms: Option<u64>,
 }
 
-async fn set(State(s): State<AppState>, ApiJson(body): ApiJson<SetBody>) -> Result<Response, ApiError> {
+async fn set(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<SetBody>,
+) -> Result<Response, ApiError> {
     let key = check_key(Some(&body.key))?;
     let size = serde_json::to_vec(&body.value).map_or(0, |v| v.len());
     if size > MAX_VALUE_BYTES {

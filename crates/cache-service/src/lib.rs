@@ -44,9 +44,11 @@ const FORWARD_WAIT: Duration = Duration::from_secs(2);
 /// must be known: pass the bound address when listening on port 0).
 pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Members)> {
     let token = ClusterToken(config.cluster_token.clone().filter(|t| !t.is_empty()));
-    let memory = store::Memory::connect(config.redis_url.as_deref().filter(|u| !u.is_empty())).await?;
+    let memory =
+        store::Memory::connect(config.redis_url.as_deref().filter(|u| !u.is_empty())).await?;
     let heartbeat = Duration::from_millis(config.heartbeat_ms.max(10));
-    let failure_timeout = Duration::from_millis(config.failure_timeout_ms.max(config.heartbeat_ms * 2));
+    let failure_timeout =
+        Duration::from_millis(config.failure_timeout_ms.max(config.heartbeat_ms * 2));
     let peers = peer::Peers::new(
         token.clone(),
         failure_timeout * 3 + FORWARD_WAIT * 2 + Duration::from_secs(2),

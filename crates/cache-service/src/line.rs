@@ -263,7 +263,11 @@ impl LineTable {
                 dirty,
             };
         }
-        if self.evicting.get(key).is_some_and(|l| l.grant_epoch == epoch) {
+        if self
+            .evicting
+            .get(key)
+            .is_some_and(|l| l.grant_epoch == epoch)
+        {
             let line = self.evicting.remove(key).expect("checked");
             return Surrender::Data {
                 dirty: line.state == LineState::M,
@@ -272,9 +276,7 @@ impl LineTable {
         }
         let granted_later = self.lru.peek(key).is_some_and(|l| l.grant_epoch > epoch);
         match self.pending.get(key) {
-            Some(p) if !granted_later && p.max_grant < epoch && p.floor < epoch => {
-                Surrender::Wait
-            }
+            Some(p) if !granted_later && p.max_grant < epoch && p.floor < epoch => Surrender::Wait,
             _ => {
                 self.give_up(key, epoch);
                 Surrender::Nothing
@@ -291,7 +293,11 @@ impl LineTable {
 
     /// The home has processed the eviction notice for the grant at `epoch`.
     pub fn put_done(&mut self, key: &str, epoch: Epoch) {
-        if self.evicting.get(key).is_some_and(|l| l.grant_epoch == epoch) {
+        if self
+            .evicting
+            .get(key)
+            .is_some_and(|l| l.grant_epoch == epoch)
+        {
             self.evicting.remove(key);
         }
     }

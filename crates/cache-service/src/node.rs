@@ -84,9 +84,21 @@ pub struct StateLabel {
 
 impl Stats {
     pub fn register(&self, r: &mut Registry) {
-        r.register("cache_hits", "Gets answered from this node's cache", self.hits.clone());
-        r.register("cache_misses", "Gets that went to the key's home", self.misses.clone());
-        r.register("cache_evictions", "Lines evicted by the LRU", self.evictions.clone());
+        r.register(
+            "cache_hits",
+            "Gets answered from this node's cache",
+            self.hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Gets that went to the key's home",
+            self.misses.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Lines evicted by the LRU",
+            self.evictions.clone(),
+        );
         r.register(
             "cache_invalidations_sent",
             "Invalidations this node sent as a home",
@@ -102,7 +114,11 @@ impl Stats {
             "Dirty values written to the backing memory",
             self.write_backs.clone(),
         );
-        r.register("cache_lines", "Lines held per MESI state", self.lines.clone());
+        r.register(
+            "cache_lines",
+            "Lines held per MESI state",
+            self.lines.clone(),
+        );
     }
 }
 
@@ -139,7 +155,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("me", &self.inner.cfg.me).finish()
+        f.debug_struct("Node")
+            .field("me", &self.inner.cfg.me)
+            .finish()
     }
 }
 
@@ -149,7 +167,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Node {
     pub fn new(cfg: NodeConfig, memory: Memory, peers: Peers, members: &[NodeId]) -> Self {
-        let mut membership = Membership::new(cfg.me.clone(), cfg.failure_timeout.as_millis() as u64);
+        let mut membership =
+            Membership::new(cfg.me.clone(), cfg.failure_timeout.as_millis() as u64);
         membership.set_members(members, 0);
         let live = membership.live();
         let view = View {
@@ -258,7 +277,9 @@ impl Node {
             match self.request(key, req).await {
                 Ok(HomeReply::Line { data, .. }) => return Ok(data.version),
                 Ok(other) => {
-                    return Err(Error::Unavailable(format!("unexpected home reply {other:?}")))
+                    return Err(Error::Unavailable(format!(
+                        "unexpected home reply {other:?}"
+                    )))
                 }
                 Err(e) => self.backoff(attempt, e).await?,
             }
@@ -667,7 +688,11 @@ impl Node {
     /// One heartbeat round: ping every configured peer, then declare the
     /// silent ones dead.
     pub async fn heartbeat_round(&self) {
-        let peers: Vec<NodeId> = lock(&self.inner.membership).peers().keys().cloned().collect();
+        let peers: Vec<NodeId> = lock(&self.inner.membership)
+            .peers()
+            .keys()
+            .cloned()
+            .collect();
         let me = self.ping_reply();
         let pings = peers.iter().map(|p| {
             let me = me.clone();

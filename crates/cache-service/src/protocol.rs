@@ -104,7 +104,10 @@ pub enum HomeRequest {
     /// Write from S or I: invalidate every other copy, then own it. The new
     /// value rides along so the home can stamp its version (and store it under
     /// write-through) in the same round trip.
-    GetM { value: serde_json::Value, expires_at_ms: Option<u64> },
+    GetM {
+        value: serde_json::Value,
+        expires_at_ms: Option<u64>,
+    },
     /// Delete: every copy to I, the backing memory cleared.
     Delete,
     /// Eviction of an E or M line granted at `epoch` (`data` for M: the

@@ -142,9 +142,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn redis_call<T>(
-    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T> {
+async fn redis_call<T>(fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T> {
     match tokio::time::timeout(REDIS_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),

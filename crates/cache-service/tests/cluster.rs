@@ -19,7 +19,9 @@ fn states(line: &Value, addrs: &[String]) -> String {
                 .unwrap()
                 .iter()
                 .find(|n| n["node"] == a.as_str())
-                .map_or("?".to_string(), |n| n["state"].as_str().unwrap().to_string())
+                .map_or("?".to_string(), |n| {
+                    n["state"].as_str().unwrap().to_string()
+                })
         })
         .collect()
 }
@@ -27,10 +29,19 @@ fn states(line: &Value, addrs: &[String]) -> String {
 async fn write_read_everywhere(c: &Cluster, policy: WritePolicy) {
     let [a, b, cc] = [&c.clients[0], &c.clients[1], &c.clients[2]];
     let key = "user:42";
-    let m = if policy == WritePolicy::WriteBack { "M" } else { "E" };
+    let m = if policy == WritePolicy::WriteBack {
+        "M"
+    } else {
+        "E"
+    };
 
-    a.set(key, json!({"name": "ada", "n": 1}), None).await.unwrap();
-    assert_eq!(states(&a.line(key).await.unwrap(), &c.addrs), format!("{m}II"));
+    a.set(key, json!({"name": "ada", "n": 1}), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&a.line(key).await.unwrap(), &c.addrs),
+        format!("{m}II")
+    );
 
     let got = b.get(key).await.unwrap().unwrap();
     assert_eq!(got.value, json!({"name": "ada", "n": 1}));
@@ -45,7 +56,9 @@ async fn write_read_everywhere(c: &Cluster, policy: WritePolicy) {
         assert!(cl.get(key).await.unwrap().unwrap().hit);
     }
 
-    cc.set(key, json!({"name": "ada", "n": 2}), None).await.unwrap();
+    cc.set(key, json!({"name": "ada", "n": 2}), None)
+        .await
+        .unwrap();
     let line = a.line(key).await.unwrap();
     assert_eq!(states(&line, &c.addrs), format!("II{m}"), "{line}");
     assert_eq!(line["directory"]["holders"]["state"], "exclusive");
@@ -67,7 +80,10 @@ async fn write_read_everywhere(c: &Cluster, policy: WritePolicy) {
     b.get(key).await.unwrap();
     // Write on A from S: B is invalidated.
     a.set(key, json!(4), None).await.unwrap();
-    assert_eq!(states(&a.line(key).await.unwrap(), &c.addrs), format!("{m}II"));
+    assert_eq!(
+        states(&a.line(key).await.unwrap(), &c.addrs),
+        format!("{m}II")
+    );
     // Write hit on E (write-back: silently to M).
     let k2 = "solo";
     a.set(k2, json!(1), None).await.unwrap();
@@ -85,7 +101,9 @@ async fn write_read_everywhere(c: &Cluster, policy: WritePolicy) {
     let sent: u64 = {
         let mut n = 0;
         for cl in &c.clients {
-            n += cl.stats().await.unwrap()["invalidations_sent"].as_u64().unwrap();
+            n += cl.stats().await.unwrap()["invalidations_sent"]
+                .as_u64()
+                .unwrap();
         }
         n
     };
@@ -126,7 +144,9 @@ async fn three_nodes_with_redis_memory() {
         .await
         .unwrap();
     assert!(raw.is_some(), "value written back to redis");
-    let h = reqwest::get(format!("http://{}/health", c.addrs[0])).await.unwrap();
+    let h = reqwest::get(format!("http://{}/health", c.addrs[0]))
+        .await
+        .unwrap();
     assert_eq!(h.status(), 200);
 }
 
@@ -159,7 +179,10 @@ async fn evictions_write_back_and_values_survive() {
         write_backs += s["write_backs"].as_u64().unwrap();
         assert!(s["entries"].as_u64().unwrap() <= 2, "{s}");
     }
-    assert!(evictions > 0 && write_backs > 0, "{evictions} {write_backs}");
+    assert!(
+        evictions > 0 && write_backs > 0,
+        "{evictions} {write_backs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -36,7 +36,12 @@ fn free_port() -> u16 {
 fn spawn(addr: &str, peers: &str, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_cache-service"))
         .args(["--listen", addr, "--peers", peers])
-        .args(["--heartbeat-ms", HEARTBEAT_MS, "--failure-timeout-ms", FAILURE_TIMEOUT_MS])
+        .args([
+            "--heartbeat-ms",
+            HEARTBEAT_MS,
+            "--failure-timeout-ms",
+            FAILURE_TIMEOUT_MS,
+        ])
         .args(extra)
         .env("CLUSTER_TOKEN", "proc-token")
         .env("RUST_LOG", "warn")
@@ -59,7 +64,10 @@ async fn alive_in_view(client: &CacheClient, addr: &str) -> Option<bool> {
 
 async fn start(addrs: &[String], extra: &[&str]) -> Vec<Option<Proc>> {
     let peers = addrs.join(",");
-    let procs: Vec<Option<Proc>> = addrs.iter().map(|a| Some(spawn(a, &peers, extra))).collect();
+    let procs: Vec<Option<Proc>> = addrs
+        .iter()
+        .map(|a| Some(spawn(a, &peers, extra)))
+        .collect();
     for a in addrs {
         let c = CacheClient::new(a);
         wait_until("process answers", Duration::from_secs(20), || async {
@@ -72,13 +80,15 @@ async fn start(addrs: &[String], extra: &[&str]) -> Vec<Option<Proc>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
-    let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
     let mut procs = start(&addrs, &[]).await;
     let clients: Vec<CacheClient> = addrs.iter().map(|a| CacheClient::new(a)).collect();
     let (a, b, c) = (&clients[0], &clients[1], &clients[2]);
 
     // k lives on B; other keys live elsewhere.
-    let ring = common::Ring::new(addrs.clone());
+    let ring = ::common::Ring::new(addrs.clone());
     let k = (0..10_000)
         .map(|n| format!("fo-{n}"))
         .find(|k| ring.owner(k) == Some(addrs[1].as_str()))
@@ -144,7 +154,9 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_through_with_redis_loses_nothing_when_a_node_dies() {
     let redis = common::Redis::start().await;
-    let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
     let mut procs = start(
         &addrs,
         &["--redis-url", &redis.url, "--write-policy", "write-through"],

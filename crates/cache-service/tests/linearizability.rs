@@ -84,7 +84,10 @@ async fn linearizable(opts: Opts, keys: usize, seed: u64) {
     let ran = started.elapsed();
     for cl in &c.clients {
         let s = cl.stats().await.unwrap();
-        assert_eq!(s["view_generation"], 0, "a node saw a membership change: {s}");
+        assert_eq!(
+            s["view_generation"], 0,
+            "a node saw a membership change: {s}"
+        );
     }
     for (k, h) in histories.iter().enumerate() {
         assert!(h.len() >= 50, "key {k} got {} ops", h.len());

@@ -205,13 +205,23 @@ fn textbook_transitions_write_back() {
         // a deleted key reads as absent everywhere
         ("w a 1; r b; d c; r a; r b", "III", "-", "[1,null,null]"),
         // E granted when nobody else holds; write hit on E -> M silently
-        ("w a 1; r b; d c; w c 9; r c; r a; w a 5", "MII", "Xa", "[1,9,9]"),
+        (
+            "w a 1; r b; d c; w c 9; r c; r a; w a 5",
+            "MII",
+            "Xa",
+            "[1,9,9]",
+        ),
         // delete -> I everywhere
         ("w a 1; r b; r c; d b", "III", "-", "[1,1]"),
         // delete of an M line held elsewhere
         ("w a 1; d c", "III", "-", "[]"),
         // write on C after reads on B: everyone then reads the newest
-        ("w a 1; r b; r c; w c 2; r a; r b; r c", "SSS", "Sabc", "[1,1,2,2,2]"),
+        (
+            "w a 1; r b; r c; w c 2; r a; r b; r c",
+            "SSS",
+            "Sabc",
+            "[1,1,2,2,2]",
+        ),
     ];
     for (script, states, holders, reads) in cases {
         let mut sim = Sim::new(WritePolicy::WriteBack);
@@ -383,7 +393,10 @@ fn race_two_writers_on_two_nodes_at_once() {
     sim.receive("a", &ra);
     assert_eq!(sim.states(), "IMI", "a's late grant must not land");
     assert_eq!(sim.holders(), "Xb");
-    assert_eq!(run(&mut sim, "r a; r c"), vec![Some(json!(2)), Some(json!(2))]);
+    assert_eq!(
+        run(&mut sim, "r a; r c"),
+        vec![Some(json!(2)), Some(json!(2))]
+    );
     // And in the other delivery order the outcome is the same.
     let mut sim = Sim::new(WritePolicy::WriteBack);
     run(&mut sim, "w c 0; r a; r b");
@@ -496,7 +509,10 @@ fn expired_values_read_as_absent_and_are_deleted_on_write_back() {
     });
     sim.now = 100;
     assert_eq!(run(&mut sim, "r a; r b"), vec![None, None]);
-    assert!(sim.memory.is_none(), "expired dirty value deleted from memory");
+    assert!(
+        sim.memory.is_none(),
+        "expired dirty value deleted from memory"
+    );
 }
 
 #[test]

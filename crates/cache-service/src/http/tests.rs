@@ -16,7 +16,9 @@ async fn app(token: Option<&str>) -> Router {
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 4 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), 4 << 20)
+        .await
+        .unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, body)
 }
@@ -35,7 +37,11 @@ fn get(path: &str) -> Request<Body> {
 #[tokio::test]
 async fn set_get_delete_round_trip() {
     let app = app(None).await;
-    let (s, b) = call(&app, post_json("/api/cache/set", r#"{"key":"k","value":{"a":[1,2]}}"#)).await;
+    let (s, b) = call(
+        &app,
+        post_json("/api/cache/set", r#"{"key":"k","value":{"a":[1,2]}}"#),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["key"], "k");
     let (s, b) = call(&app, get("/api/cache/get?key=k")).await;
@@ -48,7 +54,9 @@ async fn set_get_delete_round_trip() {
     assert_eq!(b["directory"]["holders"]["state"], "exclusive", "{b}");
     let (s, _) = call(
         &app,
-        Request::delete("/api/cache/delete?key=k").body(Body::empty()).unwrap(),
+        Request::delete("/api/cache/delete?key=k")
+            .body(Body::empty())
+            .unwrap(),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
@@ -62,27 +70,91 @@ async fn bad_input_gets_json_4xx() {
     let app = app(None).await;
     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
     let big = format!(r#"{{"key":"k","value":"{}"}}"#, "x".repeat(MAX_VALUE_BYTES));
-    let huge = format!(r#"{{"key":"k","value":"{}"}}"#, "x".repeat(BODY_LIMIT_BYTES + 10));
+    let huge = format!(
+        r#"{{"key":"k","value":"{}"}}"#,
+        "x".repeat(BODY_LIMIT_BYTES + 10)
+    );
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
-        (post_json("/api/cache/set", "{not json"), StatusCode::BAD_REQUEST, "malformed_json"),
-        (post_json("/api/cache/set", r#"{"value":1}"#), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-        (post_json("/api/cache/set", r#"{"key":"k"}"#), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-        (post_json("/api/cache/set", r#"{"key":"","value":1}"#), StatusCode::BAD_REQUEST, "invalid_input"),
         (
-            post_json("/api/cache/set", format!(r#"{{"key":"{long_key}","value":1}}"#)),
+            post_json("/api/cache/set", "{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            post_json("/api/cache/set", r#"{"value":1}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            post_json("/api/cache/set", r#"{"key":"k"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            post_json("/api/cache/set", r#"{"key":"","value":1}"#),
             StatusCode::BAD_REQUEST,
             "invalid_input",
         ),
-        (post_json("/api/cache/set", r#"{"key":"k","value":1,"ttl_ms":0}"#), StatusCode::BAD_REQUEST, "invalid_input"),
-        (post_json("/api/cache/set", r#"{"key":"k","value":1,"ttl_ms":-5}"#), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-        (post_json("/api/cache/set", big), StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
-        (post_json("/api/cache/set", huge), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-        (get("/api/cache/get"), StatusCode::BAD_REQUEST, "invalid_input"),
-        (get("/api/cache/get?key="), StatusCode::BAD_REQUEST, "invalid_input"),
-        (get(&format!("/api/cache/get?key={long_key}")), StatusCode::BAD_REQUEST, "invalid_input"),
-        (get("/api/cache/get?key=missing"), StatusCode::NOT_FOUND, "not_found"),
-        (get("/api/cache/line"), StatusCode::BAD_REQUEST, "invalid_input"),
-        (Request::delete("/api/cache/delete").body(Body::empty()).unwrap(), StatusCode::BAD_REQUEST, "invalid_input"),
+        (
+            post_json(
+                "/api/cache/set",
+                format!(r#"{{"key":"{long_key}","value":1}}"#),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            post_json("/api/cache/set", r#"{"key":"k","value":1,"ttl_ms":0}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            post_json("/api/cache/set", r#"{"key":"k","value":1,"ttl_ms":-5}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            post_json("/api/cache/set", big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+        ),
+        (
+            post_json("/api/cache/set", huge),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            get("/api/cache/get"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/cache/get?key="),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get(&format!("/api/cache/get?key={long_key}")),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/cache/get?key=missing"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            get("/api/cache/line"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            Request::delete("/api/cache/delete")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
         (get("/nope"), StatusCode::NOT_FOUND, "not_found"),
     ];
     for (req, status, code) in cases {
@@ -96,7 +168,11 @@ async fn bad_input_gets_json_4xx() {
 #[tokio::test]
 async fn service_routes_answer() {
     let app = app(None).await;
-    call(&app, post_json("/api/cache/set", r#"{"key":"k","value":1}"#)).await;
+    call(
+        &app,
+        post_json("/api/cache/set", r#"{"key":"k","value":1}"#),
+    )
+    .await;
     call(&app, get("/api/cache/get?key=k")).await;
     call(&app, get("/api/cache/get?key=absent")).await;
     let (s, b) = call(&app, get("/health")).await;
@@ -107,7 +183,12 @@ async fn service_routes_answer() {
     assert_eq!(b["misses"], 1);
     assert_eq!(b["hit_rate"], 0.5);
     assert_eq!(b["lines"]["M"], 1);
-    for field in ["evictions", "invalidations_sent", "invalidations_received", "write_backs"] {
+    for field in [
+        "evictions",
+        "invalidations_sent",
+        "invalidations_received",
+        "write_backs",
+    ] {
         assert!(b[field].is_u64(), "{field} in {b}");
     }
     let (s, b) = call(&app, get("/stats")).await;
@@ -119,7 +200,10 @@ async fn service_routes_answer() {
     let resp = app.clone().oneshot(get("/metrics")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let text = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec(),
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
     )
     .unwrap();
     assert!(text.contains("cache_hits_total 1"), "{text}");
@@ -135,8 +219,10 @@ async fn internal_routes_need_the_token() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(b["error"]["code"], "unauthorized");
     let mut r = req();
-    r.headers_mut()
-        .insert(common::server::CLUSTER_TOKEN_HEADER, "s3cret".parse().unwrap());
+    r.headers_mut().insert(
+        common::server::CLUSTER_TOKEN_HEADER,
+        "s3cret".parse().unwrap(),
+    );
     let (s, b) = call(&app, r).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["node"], "127.0.0.1:1");
@@ -148,7 +234,11 @@ async fn internal_routes_need_the_token() {
 #[tokio::test]
 async fn ttl_expires_values() {
     let app = app(None).await;
-    call(&app, post_json("/api/cache/set", r#"{"key":"t","value":1,"ttl_ms":30}"#)).await;
+    call(
+        &app,
+        post_json("/api/cache/set", r#"{"key":"t","value":1,"ttl_ms":30}"#),
+    )
+    .await;
     let (s, _) = call(&app, get("/api/cache/get?key=t")).await;
     assert_eq!(s, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;

@@ -155,7 +155,11 @@ mod tests {
             ev(4, 5, Read(Some(1)))
         ]));
         // Concurrent write: either value may be read.
-        assert!(check(&[ev(0, 10, Write(1)), ev(2, 3, Read(None)), ev(4, 5, Read(Some(1)))]));
+        assert!(check(&[
+            ev(0, 10, Write(1)),
+            ev(2, 3, Read(None)),
+            ev(4, 5, Read(Some(1)))
+        ]));
         // New-then-old reads during one write are not linearizable.
         assert!(!check(&[
             ev(0, 1, Write(1)),
@@ -166,7 +170,15 @@ mod tests {
         // Reading a value never written.
         assert!(!check(&[ev(0, 1, Read(Some(9)))]));
         // Delete makes the key absent.
-        assert!(check(&[ev(0, 1, Write(1)), ev(2, 3, Delete), ev(4, 5, Read(None))]));
-        assert!(!check(&[ev(0, 1, Write(1)), ev(2, 3, Delete), ev(4, 5, Read(Some(1)))]));
+        assert!(check(&[
+            ev(0, 1, Write(1)),
+            ev(2, 3, Delete),
+            ev(4, 5, Read(None))
+        ]));
+        assert!(!check(&[
+            ev(0, 1, Write(1)),
+            ev(2, 3, Delete),
+            ev(4, 5, Read(Some(1)))
+        ]));
     }
 }

@@ -4,8 +4,6 @@
 
 pub mod lincheck;
 
-pub use ::common::Ring;
-
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,7 +90,7 @@ impl Cluster {
 
     /// A key whose home (over all nodes) is node `i`.
     pub fn key_homed_on(&self, i: usize, prefix: &str) -> String {
-        let ring = common::Ring::new(self.addrs.clone());
+        let ring = ::common::Ring::new(self.addrs.clone());
         (0..10_000)
             .map(|n| format!("{prefix}-{n}"))
             .find(|k| ring.owner(k) == Some(self.addrs[i].as_str()))
@@ -142,14 +140,27 @@ impl Redis {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(if std::path::Path::new(bin).exists() { bin } else { "redis-server" })
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let child = Command::new(if std::path::Path::new(bin).exists() {
+            bin
+        } else {
+            "redis-server"
+        })
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
         let url = format!("redis://127.0.0.1:{port}/");
         let r = Self {
             child,
@@ -177,9 +188,8 @@ impl Redis {
 }
 
 fn which(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(name).exists())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
 }
 
 impl Drop for Redis {
