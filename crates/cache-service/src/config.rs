@@ -53,8 +53,9 @@ impl Config {
         c.listen = advertise.to_string();
         c.advertise = Some(advertise.to_string());
         c.peers = peers.join(",");
-        c.heartbeat_ms = 50;
-        c.failure_timeout_ms = 400;
+        c.heartbeat_ms = 100;
+        // Generous: a loaded test machine must not suspect a live node.
+        c.failure_timeout_ms = 3000;
         c
     }
 }

@@ -36,7 +36,7 @@ impl Default for Opts {
             max_entries: 10_000,
             redis_url: None,
             token: Some("test-token".into()),
-            failure_timeout_ms: 400,
+            failure_timeout_ms: 3000,
         }
     }
 }
