@@ -35,14 +35,15 @@ pub enum Choice {
     Spread(Vec<String>),
 }
 
-/// Pick the node(s) for one request. Pure apart from the inputs: `members`
-/// sorted, `rr` the round-robin ticket for this request.
+/// Pick the node(s) for one request. Pure: `ring` is over the current cache
+/// members, `rr` the round-robin ticket for this request.
 pub fn choose(
-    members: &[String],
+    ring: &common::Ring,
     named: Option<&str>,
     client_id: Option<&str>,
     rr: usize,
 ) -> Result<Choice, Error> {
+    let members = ring.members();
     if let Some(node) = named {
         if members.iter().any(|m| m == node) {
             return Ok(Choice::Named(node.to_string()));
@@ -56,7 +57,6 @@ pub fn choose(
         return Err(Error::NoBackends { service: "cache" });
     }
     if let Some(id) = client_id.filter(|s| !s.is_empty()) {
-        let ring = common::Ring::new(members.iter().cloned());
         return Ok(Choice::Spread(
             ring.owners(id, members.len())
                 .into_iter()
@@ -77,7 +77,8 @@ pub fn named_node(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             return Some(v.trim().to_string());
         }
     }
-    query.and_then(|q| {
+    // Most calls name no node: skip parsing the query then.
+    query.filter(|q| q.contains("node=")).and_then(|q| {
         url_pairs(q)
             .into_iter()
             .find(|(k, _)| k == "node")
@@ -124,11 +125,11 @@ pub async fn forward(
     query: Option<&str>,
     body: Option<Bytes>,
 ) -> Result<Reply, Error> {
-    let members = gw.members(Service::Cache);
+    let ring = gw.ring(Service::Cache);
     let named = named_node(headers, query);
     let client_id = headers.get(CLIENT_ID_HEADER).and_then(|v| v.to_str().ok());
     let rr = gw.0.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let choice = choose(&members, named.as_deref(), client_id, rr)?;
+    let choice = choose(&ring, named.as_deref(), client_id, rr)?;
     gw.count_request(Service::Cache);
     let pq = strip_node_param(path, query);
     let out = Outbound {
@@ -174,12 +175,12 @@ pub async fn forward(
 mod tests {
     use super::*;
 
-    fn members() -> Vec<String> {
-        vec![
-            "10.0.0.1:7201".into(),
-            "10.0.0.2:7201".into(),
-            "10.0.0.3:7201".into(),
-        ]
+    fn members() -> common::Ring {
+        common::Ring::new(vec![
+            "10.0.0.1:7201".to_string(),
+            "10.0.0.2:7201".to_string(),
+            "10.0.0.3:7201".to_string(),
+        ])
     }
 
     #[test]
@@ -226,7 +227,10 @@ mod tests {
         assert_ne!(firsts[0], firsts[1]);
         assert_ne!(firsts[1], firsts[2]);
         assert_eq!(
-            choose(&[], None, None, 0).unwrap_err().to_api().code,
+            choose(&common::Ring::new(Vec::<String>::new()), None, None, 0)
+                .unwrap_err()
+                .to_api()
+                .code,
             "unavailable"
         );
     }
