@@ -127,12 +127,23 @@ impl LineTable {
 
     /// Read `key`; a hit refreshes its LRU position.
     pub fn lookup(&mut self, key: &str, now_ms: u64) -> Lookup {
+        self.lookup_if(key, now_ms, |_| true)
+    }
+
+    /// Read `key`, counting a line as a hit only if `home_ok` vouches for its
+    /// home (the node's lease with that home is current).
+    pub fn lookup_if(
+        &mut self,
+        key: &str,
+        now_ms: u64,
+        home_ok: impl FnOnce(&str) -> bool,
+    ) -> Lookup {
         match self.lru.get(key) {
-            Some(line) => {
+            Some(line) if home_ok(&line.home) => {
                 let data = (!line.data.is_expired(now_ms)).then(|| line.data.clone());
                 Lookup::Hit(line.state, data)
             }
-            None => Lookup::Miss,
+            _ => Lookup::Miss,
         }
     }
 
@@ -149,8 +160,19 @@ impl LineTable {
         value: serde_json::Value,
         expires_at_ms: Option<u64>,
     ) -> Option<(Version, Evictions)> {
+        self.write_owned_if(key, value, expires_at_ms, |_| true)
+    }
+
+    /// [`LineTable::write_owned`], only if `home_ok` vouches for the home.
+    pub fn write_owned_if(
+        &mut self,
+        key: &str,
+        value: serde_json::Value,
+        expires_at_ms: Option<u64>,
+        home_ok: impl FnOnce(&str) -> bool,
+    ) -> Option<(Version, Evictions)> {
         let line = self.lru.get_mut(key)?;
-        if !matches!(line.state, LineState::E | LineState::M) {
+        if !matches!(line.state, LineState::E | LineState::M) || !home_ok(&line.home) {
             return None;
         }
         let version = line.data.version.next_local(line.grant_epoch);
@@ -388,6 +410,17 @@ mod tests {
             assert!(t.install("k", state, 5, data(1, 5), "h").0);
             assert_eq!(t.lookup("k", 0), Lookup::Hit(state, Some(data(1, 5))));
         }
+    }
+
+    #[test]
+    fn no_hit_without_a_lease_on_the_home() {
+        let mut t = table();
+        t.install("k", LineState::M, 5, data(1, 5), "h");
+        assert_eq!(t.lookup_if("k", 0, |h| h != "h"), Lookup::Miss);
+        assert!(t
+            .write_owned_if("k", json!(2), None, |h| h != "h")
+            .is_none());
+        assert!(matches!(t.lookup_if("k", 0, |h| h == "h"), Lookup::Hit(..)));
     }
 
     #[test]

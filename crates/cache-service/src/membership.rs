@@ -7,7 +7,12 @@
 //! - a peer is dead once `timeout_ms` passed since its last answer, and live
 //!   again on its next answer;
 //! - peers start live (optimistic), so a cluster that starts together routes
-//!   at once; one that never answers is dropped after the timeout.
+//!   at once; one that never answers is dropped after the timeout;
+//! - a **lease**: this node serves cached lines of a home only until
+//!   `lease_ms` after it *sent* the last ping that home answered. The home saw
+//!   that ping after it was sent, so it cannot have declared this node dead
+//!   (and forgotten its copies) before `sent + timeout_ms`; the lease ends a
+//!   quarter of the timeout earlier, a margin for scheduling and clock rate.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +26,8 @@ pub struct PeerState {
     #[serde(skip)]
     last_ok_ms: u64,
     pub incarnation: Option<u64>,
+    #[serde(skip)]
+    lease_from_ms: u64,
 }
 
 /// What changed in the view of live nodes.
@@ -66,6 +73,7 @@ impl Membership {
                         alive: true,
                         last_ok_ms: now_ms,
                         incarnation: None,
+                        lease_from_ms: now_ms,
                     },
                 );
                 change.revived.push(m.clone());
@@ -101,6 +109,30 @@ impl Membership {
         }
         p.incarnation = Some(incarnation);
         change
+    }
+
+    /// `peer` answered, as incarnation `incarnation`, a ping this node sent
+    /// at `sent_ms`: alive, and the lease on its lines runs from `sent_ms`.
+    pub fn observe_reply(
+        &mut self,
+        peer: &str,
+        incarnation: u64,
+        sent_ms: u64,
+        now_ms: u64,
+    ) -> Change {
+        let change = self.observe(peer, incarnation, now_ms);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.lease_from_ms = p.lease_from_ms.max(sent_ms);
+        }
+        change
+    }
+
+    /// Whether lines homed on `node` may be served at `now_ms`.
+    pub fn lease_valid(&self, node: &str, now_ms: u64) -> bool {
+        node == self.me
+            || self.peers.get(node).is_some_and(|p| {
+                p.alive && now_ms < p.lease_from_ms + self.timeout_ms - self.timeout_ms / 4
+            })
     }
 
     /// Declare dead every peer silent for longer than the timeout.
@@ -160,6 +192,23 @@ mod tests {
         let c = m.observe("c", 7, 200);
         assert_eq!(c.revived, ids(&["c"]));
         assert!(m.is_alive("c") && !m.is_alive("b") && m.is_alive("a"));
+    }
+
+    #[test]
+    fn leases_run_from_the_send_time_of_answered_pings() {
+        let mut m = Membership::new("a".into(), 100);
+        m.set_members(&ids(&["a", "b"]), 0);
+        assert!(m.lease_valid("a", 10_000), "own lines always");
+        assert!(m.lease_valid("b", 74));
+        assert!(!m.lease_valid("b", 75));
+        // A ping sent at 60 and answered at 90: lease until 60 + 75.
+        m.observe_reply("b", 1, 60, 90);
+        assert!(m.lease_valid("b", 134));
+        assert!(!m.lease_valid("b", 135));
+        // An incoming ping proves b is up but extends no lease.
+        m.observe("b", 1, 140);
+        assert!(!m.lease_valid("b", 140));
+        assert!(!m.lease_valid("zz", 0));
     }
 
     #[test]

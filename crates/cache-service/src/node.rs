@@ -237,7 +237,9 @@ impl Node {
     pub async fn get(&self, key: &str) -> Result<(Option<Data>, bool)> {
         let mut counted = false;
         for attempt in 0..MAX_ROUTE_ATTEMPTS {
-            if let Lookup::Hit(_, data) = lock(&self.inner.lines).lookup(key, self.now_ms()) {
+            let (now, mono) = (self.now_ms(), self.mono_ms());
+            let hit = lock(&self.inner.lines).lookup_if(key, now, |h| self.lease_ok(h, mono));
+            if let Lookup::Hit(_, data) = hit {
                 self.inner.stats.hits.inc();
                 return Ok((data, true));
             }
@@ -263,7 +265,11 @@ impl Node {
     ) -> Result<crate::protocol::Version> {
         let expires_at_ms = ttl_ms.map(|t| self.now_ms().saturating_add(t));
         if self.inner.cfg.policy == WritePolicy::WriteBack {
-            let local = lock(&self.inner.lines).write_owned(key, value.clone(), expires_at_ms);
+            let mono = self.mono_ms();
+            let local =
+                lock(&self.inner.lines).write_owned_if(key, value.clone(), expires_at_ms, |h| {
+                    self.lease_ok(h, mono)
+                });
             if let Some((version, ev)) = local {
                 self.after_evictions(ev);
                 return Ok(version);
@@ -660,6 +666,12 @@ impl Node {
 
     // ----- failure detection ---------------------------------------------
 
+    /// Whether this node may serve lines homed on `home` (see
+    /// [`Membership::lease_valid`]).
+    fn lease_ok(&self, home: &str, mono_ms: u64) -> bool {
+        lock(&self.inner.membership).lease_valid(home, mono_ms)
+    }
+
     fn mono_ms(&self) -> u64 {
         self.inner.started.elapsed().as_millis() as u64
     }
@@ -694,6 +706,7 @@ impl Node {
             .cloned()
             .collect();
         let me = self.ping_reply();
+        let sent = self.mono_ms();
         let pings = peers.iter().map(|p| {
             let me = me.clone();
             async move { (p, self.inner.peers.ping(p, &me).await) }
@@ -701,7 +714,14 @@ impl Node {
         for (peer, res) in join_all(pings).await {
             if let Ok(reply) = res {
                 if &reply.node == peer {
-                    self.observe_ping(&reply);
+                    let now = self.mono_ms();
+                    let change = lock(&self.inner.membership).observe_reply(
+                        peer,
+                        reply.incarnation,
+                        sent,
+                        now,
+                    );
+                    self.apply_change(change);
                 }
             }
         }
