@@ -268,8 +268,20 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
                 _ => 0,
             })
             .sum();
-        let result = write_batch(&db, &batch).map_err(|e| e.to_string());
-        if result.is_ok() {
+        // Only the committed-index hint needs no fsync of its own (see
+        // `save_committed`); anything else someone waits on, or openraft
+        // relies on after a crash, is made durable.
+        let durable = batch.iter().any(|op| {
+            !matches!(
+                op,
+                Op::Meta {
+                    key: KEY_COMMITTED,
+                    ..
+                }
+            )
+        });
+        let result = write_batch(&db, &batch, durable).map_err(|e| e.to_string());
+        if result.is_ok() && durable {
             stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             stats.entries.fetch_add(entries, Ordering::Relaxed);
             stats
@@ -297,8 +309,16 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
     }
 }
 
-fn write_batch(db: &Database, batch: &[Op]) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let txn = db.begin_write()?;
+fn write_batch(
+    db: &Database,
+    batch: &[Op],
+    durable: bool,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let mut txn = db.begin_write()?;
+    if !durable {
+        // Persisted with the next durable commit (redb orders commits).
+        txn.set_durability(redb::Durability::None);
+    }
     {
         let mut logs = txn.open_table(LOGS)?;
         let mut meta = txn.open_table(META)?;
@@ -326,7 +346,7 @@ fn write_batch(db: &Database, batch: &[Op]) -> std::result::Result<(), Box<dyn s
             }
         }
     }
-    // Durability::Immediate is redb's default: commit returns after fsync.
+    // Durability::Immediate (redb's default) returns only after fsync.
     txn.commit()?;
     Ok(())
 }

@@ -26,12 +26,12 @@ use common::server::ClusterToken;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log_store::{LogStats, LogStatsView};
 use crate::network::{http_client, Faults, Network};
 use crate::state_machine::{Applied, SmStore};
-use crate::{Error, NodeId, Request, StateMachine, TypeConfig};
+use crate::{Error, NodeId, Request, StateMachine, TypeConfig, MAX_BATCH};
 
 /// How long a write or read barrier keeps retrying while there is no
 /// reachable leader (covers one or two elections).
@@ -122,6 +122,7 @@ struct Inner<SM> {
     token: ClusterToken,
     faults: Faults,
     log_stats: Arc<LogStats>,
+    proposals: mpsc::UnboundedSender<Proposal>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -182,9 +183,12 @@ impl<SM: StateMachine> RaftNode<SM> {
             }
             Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
         }
+        let (proposals, proposal_rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_proposals(raft.clone(), proposal_rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: config.id,
+                proposals,
                 raft,
                 state,
                 client,
@@ -301,32 +305,18 @@ impl<SM: StateMachine> RaftNode<SM> {
         }
     }
 
-    /// Propose on this node only. Used by [`Self::write`] and by the leader's
-    /// forwarded-write route.
+    /// Propose on this node only (batched with concurrent proposals). Used
+    /// by [`Self::write`] and by the leader's forwarded-write route.
     pub(crate) async fn propose_local(
         &self,
         cmd: serde_json::Value,
     ) -> ForwardReply<serde_json::Value> {
-        let req = Request {
-            ts_ms: common::now_ms(),
-            cmd,
-        };
-        // A leader cut off from its quorum never commits; bound the wait so
-        // the caller can retry elsewhere (the command may still commit if
-        // this node keeps its leadership, hence idempotent commands).
-        let res = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(req)).await;
-        let Ok(res) = res else {
-            return ForwardReply::Unavailable(format!(
-                "not committed within {COMMIT_TIMEOUT:?}; outcome unknown"
-            ));
-        };
-        match res {
-            Ok(resp) => ForwardReply::Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                ForwardReply::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
-            }
-            Err(e) => ForwardReply::Unavailable(e.to_string()),
+        let (tx, rx) = oneshot::channel();
+        if self.inner.proposals.send((cmd, tx)).is_err() {
+            return ForwardReply::Unavailable("node is shutting down".into());
         }
+        rx.await
+            .unwrap_or_else(|_| ForwardReply::Unavailable("node is shutting down".into()))
     }
 
     async fn forward<T: serde::de::DeserializeOwned>(
@@ -418,6 +408,72 @@ impl<SM: StateMachine> RaftNode<SM> {
             )
             .await;
         }
+    }
+}
+
+type Proposal = (serde_json::Value, oneshot::Sender<ForwardReply<serde_json::Value>>);
+
+/// Proposals allowed in flight at once. openraft appends (and fsyncs) them
+/// one after the other, so a second one overlaps the first's replication;
+/// more only make batches smaller.
+const PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// Pack commands that queue up while earlier proposals are in flight into
+/// one log entry each, and hand every caller its own command's answer.
+async fn batch_proposals(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Take everything that queued while we waited for a slot.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (cmds, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let req = Request {
+                ts_ms: common::now_ms(),
+                cmds,
+            };
+            // A leader cut off from its quorum never commits; bound the wait
+            // so callers can retry elsewhere (the batch may still commit if
+            // this node keeps its leadership, hence idempotent commands).
+            let res = tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(req)).await;
+            drop(slot);
+            match res {
+                Ok(Ok(resp)) => {
+                    let mut answers = resp.data.into_iter();
+                    for w in waiters {
+                        let a = answers.next().unwrap_or(serde_json::Value::Null);
+                        let _ = w.send(ForwardReply::Ok(a));
+                    }
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    let leader = f.leader_id.zip(f.leader_node.map(|n| n.addr));
+                    for w in waiters {
+                        let _ = w.send(ForwardReply::NotLeader(leader.clone()));
+                    }
+                }
+                Ok(Err(e)) => {
+                    for w in waiters {
+                        let _ = w.send(ForwardReply::Unavailable(e.to_string()));
+                    }
+                }
+                Err(_) => {
+                    for w in waiters {
+                        let _ = w.send(ForwardReply::Unavailable(format!(
+                            "not committed within {COMMIT_TIMEOUT:?}; outcome unknown"
+                        )));
+                    }
+                }
+            }
+        });
     }
 }
 

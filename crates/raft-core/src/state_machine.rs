@@ -22,7 +22,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::log_store::SnapshotWriter;
-use crate::{NodeId, StateMachine, TypeConfig};
+use crate::{NodeId, StateMachine, TypeConfig, MAX_BATCH};
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -177,7 +177,7 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
         Ok((st.last_applied, st.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<serde_json::Value>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<serde_json::Value>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -187,27 +187,33 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
         for entry in entries {
             st.last_applied = Some(entry.log_id);
             let resp = match entry.payload {
-                EntryPayload::Blank => serde_json::Value::Null,
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m);
-                    serde_json::Value::Null
+                    Vec::new()
                 }
                 EntryPayload::Normal(req) => {
                     let now = st.clock_ms.max(req.ts_ms);
                     st.clock_ms = now;
-                    match serde_json::from_value::<SM::Command>(req.cmd) {
-                        Ok(cmd) => {
-                            let resp = st.app.apply(cmd, entry.log_id.index, now);
-                            serde_json::to_value(resp).unwrap_or(serde_json::Value::Null)
-                        }
-                        // Commands are encoded by this binary's own types, so
-                        // this only happens across incompatible versions;
-                        // every replica skips the entry alike.
-                        Err(e) => {
-                            tracing::error!(index = entry.log_id.index, error = %e, "undecodable command skipped");
-                            serde_json::Value::Null
-                        }
+                    let base = entry.log_id.index * MAX_BATCH as u64;
+                    let mut resps = Vec::with_capacity(req.cmds.len());
+                    for (pos, cmd) in req.cmds.into_iter().enumerate() {
+                        let resp = match serde_json::from_value::<SM::Command>(cmd) {
+                            Ok(cmd) => {
+                                let resp = st.app.apply(cmd, base + pos as u64, now);
+                                serde_json::to_value(resp).unwrap_or(serde_json::Value::Null)
+                            }
+                            // Commands are encoded by this binary's own types,
+                            // so this only happens across incompatible
+                            // versions; every replica skips the command alike.
+                            Err(e) => {
+                                tracing::error!(index = entry.log_id.index, pos, error = %e, "undecodable command skipped");
+                                serde_json::Value::Null
+                            }
+                        };
+                        resps.push(resp);
                     }
+                    resps
                 }
             };
             out.push(resp);

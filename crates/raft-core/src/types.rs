@@ -12,21 +12,24 @@ use serde::{Deserialize, Serialize};
 /// Raft node id. Ids are small positive integers from configuration.
 pub type NodeId = u64;
 
-/// One log entry's payload: the command plus the leader's clock when it was
-/// proposed.
+/// Most commands carried by one log entry (see [`crate::node`] on batching).
+pub const MAX_BATCH: usize = 1000;
+
+/// One log entry's payload: a batch of commands proposed together, plus the
+/// leader's clock when they were proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Leader wall-clock milliseconds at proposal.
     pub ts_ms: u64,
-    /// The application's command, as JSON.
-    pub cmd: serde_json::Value,
+    /// The application's commands, as JSON, applied in order.
+    pub cmds: Vec<serde_json::Value>,
 }
 
 openraft::declare_raft_types!(
     /// The type config of every raft-core cluster.
     pub TypeConfig:
         D = Request,
-        R = serde_json::Value,
+        R = Vec<serde_json::Value>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -40,12 +43,14 @@ openraft::declare_raft_types!(
 /// its arguments — no clock reads, no randomness, no I/O — so that every
 /// replica that applies the same log reaches the same state and answers.
 /// `now_ms` is the leader's stamp, never smaller than the previous entry's.
+/// `seq` is unique to the command and grows with log order: the entry's log
+/// index × [`MAX_BATCH`] + the command's position in the entry.
 pub trait StateMachine: Send + Sync + 'static {
     type Command: Serialize + DeserializeOwned + Send + 'static;
     type Response: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Apply one committed command at log `index`.
-    fn apply(&mut self, cmd: Self::Command, index: u64, now_ms: u64) -> Self::Response;
+    /// Apply one committed command.
+    fn apply(&mut self, cmd: Self::Command, seq: u64, now_ms: u64) -> Self::Response;
 
     /// Serialize the whole state.
     fn snapshot(&self) -> Vec<u8>;

@@ -1,0 +1,329 @@
+//! Load loop for the lock service: starts its own three-node cluster of
+//! `lock-service` processes (fsync on, as in production) in a temp dir and
+//! measures
+//!
+//! - `pairs`: uncontended acquire+release pairs per second, each client on
+//!   its own resources, requests sent to the leader (as the gateway does);
+//! - `handoff`: contended hand-offs per second on one resource, and the
+//!   release → next grant latency;
+//! - `failover`: time from SIGKILL of the leader to the first write that
+//!   succeeds again (each round restarts the killed node).
+//!
+//! Every loop is bounded by `--seconds` (or `--rounds`). Numbers go to
+//! stdout as one JSON object per run.
+//!
+//! Build and run: `cargo build --release -p lock-service --examples` then
+//! `target/release/examples/lock_load --scenario pairs --clients 16`
+//! (scripts/bench-lock.sh runs the whole set with repeats).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+struct Args {
+    scenario: String,
+    clients: usize,
+    seconds: u64,
+    rounds: usize,
+    bin: PathBuf,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        scenario: "pairs".into(),
+        clients: 16,
+        seconds: 10,
+        rounds: 5,
+        bin: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent()?.parent().map(|d| d.join("lock-service")))
+            .unwrap_or_else(|| PathBuf::from("target/release/lock-service")),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let val = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--scenario" => a.scenario = val,
+            "--clients" => a.clients = val.parse().expect("--clients N"),
+            "--seconds" => a.seconds = val.parse().expect("--seconds N"),
+            "--rounds" => a.rounds = val.parse().expect("--rounds N"),
+            "--bin" => a.bin = PathBuf::from(val),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+struct Cluster {
+    ports: BTreeMap<u64, u16>,
+    procs: BTreeMap<u64, Child>,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start(bin: PathBuf) -> Self {
+        let ports = (1..=3)
+            .map(|id| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                (id, l.local_addr().unwrap().port())
+            })
+            .collect();
+        let mut c = Cluster {
+            ports,
+            procs: BTreeMap::new(),
+            dir: tempfile::tempdir().unwrap(),
+            bin,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .tcp_nodelay(true)
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+        };
+        for id in 1..=3 {
+            c.spawn(id);
+        }
+        c.leader(None).await;
+        c
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let peers = self
+            .ports
+            .iter()
+            .map(|(i, p)| format!("{i}=127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let child = Command::new(&self.bin)
+            .args(["--id", &id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.ports[&id])])
+            .args(["--peers", &peers])
+            .args(["--data-dir", self.dir.path().join(format!("n{id}")).to_str().unwrap()])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        self.procs.insert(id, child);
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.procs.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[&id])
+    }
+
+    /// Raft log write counters of every node (entries, fsyncs, appends).
+    async fn log_stats(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for id in self.procs.keys() {
+            let url = format!("http://{}/stats", self.addr(*id));
+            if let Ok(r) = self.http.get(url).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    let log = &v["log"];
+                    let per = log["entries"].as_f64().unwrap_or(0.0)
+                        / log["fsyncs"].as_f64().unwrap_or(1.0).max(1.0);
+                    out.insert(
+                        id.to_string(),
+                        json!({"entries": log["entries"], "fsyncs": log["fsyncs"],
+                               "entries_per_fsync": per,
+                               "max_entries_per_fsync": log["max_entries_per_fsync"]}),
+                    );
+                }
+            }
+        }
+        Value::Object(out)
+    }
+
+    async fn leader(&self, not: Option<u64>) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            for id in self.procs.keys() {
+                let url = format!("http://{}/cluster", self.addr(*id));
+                if let Ok(r) = self.http.get(url).send().await {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if let Some(l) = v["leader_id"].as_u64() {
+                            if Some(l) != not && self.procs.contains_key(&l) {
+                                return l;
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.procs) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn post(http: &reqwest::Client, addr: &str, path: &str, body: &Value) -> Result<(u16, Value), String> {
+    let r = http
+        .post(format!("http://{addr}{path}"))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let s = r.status().as_u16();
+    Ok((s, r.json().await.map_err(|e| e.to_string())?))
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn pairs(args: &Args) -> Value {
+    let c = Cluster::start(args.bin.clone()).await;
+    let leader = c.addr(c.leader(None).await);
+    let stop = Instant::now() + Duration::from_secs(args.seconds);
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let (http, leader, hist) = (c.http.clone(), leader.clone(), hist.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                n += 1;
+                let t0 = Instant::now();
+                let owner = format!("c{client}");
+                let res = format!("r-{client}-{}", n % 64);
+                let (s, g) = post(&http, &leader, "/api/lock/acquire", &json!({"resource": res, "owner": owner})).await.unwrap();
+                assert_eq!(s, 200, "{g}");
+                let body = json!({"resource": res, "owner": owner, "token": g["token"]});
+                let (s, v) = post(&http, &leader, "/api/lock/release", &body).await.unwrap();
+                assert_eq!(s, 200, "{v}");
+                hist.lock().unwrap().record(t0.elapsed().as_micros() as u64).unwrap();
+            }
+            n
+        }));
+    }
+    let started = Instant::now();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let h = hist.lock().unwrap();
+    json!({"scenario": "pairs", "clients": args.clients, "pairs": total,
+           "pairs_per_s": total as f64 / secs,
+           "pair_ms_p50": pct(&h, 0.5), "pair_ms_p99": pct(&h, 0.99),
+           "log": c.log_stats().await})
+}
+
+async fn handoff(args: &Args) -> Value {
+    let c = Cluster::start(args.bin.clone()).await;
+    let leader = c.addr(c.leader(None).await);
+    let stop = Instant::now() + Duration::from_secs(args.seconds);
+    let base = Instant::now();
+    // token → when its holder's release completed / when it was granted.
+    let released = Arc::new(Mutex::new(BTreeMap::<u64, u64>::new()));
+    let granted = Arc::new(Mutex::new(BTreeMap::<u64, u64>::new()));
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let (http, leader) = (c.http.clone(), leader.clone());
+        let (released, granted) = (released.clone(), granted.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                n += 1;
+                let owner = format!("c{client}");
+                let body = json!({"resource": "hot", "owner": owner, "wait_ms": 20_000,
+                                  "request_id": format!("{owner}-{n}")});
+                let (s, g) = post(&http, &leader, "/api/lock/acquire", &body).await.unwrap();
+                assert_eq!(s, 200, "{g}");
+                let token = g["token"].as_u64().unwrap();
+                granted.lock().unwrap().insert(token, base.elapsed().as_micros() as u64);
+                let body = json!({"resource": "hot", "owner": owner, "token": token});
+                let (s, v) = post(&http, &leader, "/api/lock/release", &body).await.unwrap();
+                assert_eq!(s, 200, "{v}");
+                released.lock().unwrap().insert(token, base.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let granted = granted.lock().unwrap();
+    let released = released.lock().unwrap();
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for (token, at) in granted.iter() {
+        if let Some(rel) = released.get(&(token - 1)) {
+            // A grant can be applied before the releaser hears "released".
+            h.record(at.saturating_sub(*rel)).unwrap();
+        }
+    }
+    json!({"scenario": "handoff", "clients": args.clients, "handoffs": granted.len(),
+           "handoffs_per_s": granted.len() as f64 / secs,
+           "release_to_grant_ms_p50": pct(&h, 0.5), "release_to_grant_ms_p99": pct(&h, 0.99),
+           "log": c.log_stats().await})
+}
+
+async fn failover(args: &Args) -> Value {
+    let mut c = Cluster::start(args.bin.clone()).await;
+    let mut gaps = Vec::new();
+    for round in 0..args.rounds {
+        let leader = c.leader(None).await;
+        let survivors: Vec<String> = (1..=3).filter(|i| *i != leader).map(|i| c.addr(i)).collect();
+        // Warm the connections to the survivors, then kill the leader.
+        for s in &survivors {
+            let _ = c.http.get(format!("http://{s}/health")).send().await;
+        }
+        c.kill(leader);
+        let killed = Instant::now();
+        let mut n = 0u64;
+        let gap = loop {
+            n += 1;
+            let body = json!({"resource": format!("f{round}-{n}"), "owner": "probe", "ttl_ms": 1_000,
+                              "request_id": format!("f{round}-{n}")});
+            let addr = &survivors[(n as usize) % 2];
+            match post(&c.http, addr, "/api/lock/acquire", &body).await {
+                Ok((200, _)) => break killed.elapsed(),
+                _ => {
+                    assert!(killed.elapsed() < Duration::from_secs(10), "writes never resumed");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        gaps.push(gap.as_secs_f64() * 1000.0);
+        c.spawn(leader);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    json!({"scenario": "failover", "rounds": args.rounds, "resume_ms": gaps,
+           "resume_ms_median": sorted[sorted.len() / 2]})
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let out = match args.scenario.as_str() {
+        "pairs" => pairs(&args).await,
+        "handoff" => handoff(&args).await,
+        "failover" => failover(&args).await,
+        other => panic!("unknown scenario {other} (pairs|handoff|failover)"),
+    };
+    println!("{out}");
+}
