@@ -258,9 +258,9 @@ async fn main() {
     println!("  latency direct  p50 {dp50:.0} us  p99 {dp99:.0} us");
     println!("  latency gateway p50 {gp50:.0} us  p99 {gp99:.0} us");
     println!(
-        "  added by the hop p50 {:.0} us  p99 {:.0} us",
-        gp50 - dp50,
-        gp99 - dp99
+        "  added by the hop (median of per-run differences) p50 {:.0} us  p99 {:.0} us",
+        median(runs.iter().map(|r| r.gw_p50 - r.direct_p50).collect()),
+        median(runs.iter().map(|r| r.gw_p99 - r.direct_p99).collect())
     );
     println!(
         "  throughput direct {drps:.0}/s  gateway {grps:.0}/s  ratio {:.2}",
