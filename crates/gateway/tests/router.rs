@@ -847,3 +847,35 @@ async fn metrics_and_stats_count_per_route_and_backend() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn dns_names_become_ring_members() {
+    use common::discovery::Members;
+    let log = Log::default();
+    let node = fake(&log, ok_echo()).await;
+    let port = node.rsplit(':').next().unwrap();
+    // A name, as compose gives for a scaled service; resolved to addresses.
+    let queue = Members::spawn(
+        vec![format!("localhost:{port}")],
+        Duration::from_millis(100),
+    )
+    .await;
+    let none = Members::fixed(Vec::<String>::new());
+    let gw = Gateway::new(
+        Settings::default(),
+        Backends::from_members(&none, &queue, &none),
+    )
+    .unwrap();
+    assert!(
+        gw.members(Service::Queue).contains(&node),
+        "{:?}",
+        gw.members(Service::Queue)
+    );
+    let (status, body, _) = send(
+        &gw,
+        post("/api/queue/enqueue", r#"{"queue":"q","payload":1}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["node"], node);
+}
