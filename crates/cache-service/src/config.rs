@@ -14,8 +14,9 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:7201")]
     pub listen: String,
-    /// This node's name in the ring and in peers' lists (default: the
-    /// listen address, or the bound address when listening on port 0).
+    /// This node's name in the ring and in peers' lists (default: the bound
+    /// address; when listening on 0.0.0.0, the local address that routes to
+    /// the first peer).
     #[arg(long, env = "ADVERTISE_ADDR")]
     pub advertise: Option<String>,
     /// Every cache node, this one included, comma-separated `host:port`

@@ -95,14 +95,12 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let bound = listener.local_addr()?.to_string();
-    let me = config.advertise.clone().unwrap_or_else(|| {
-        if config.listen.ends_with(":0") {
-            bound.clone()
-        } else {
-            config.listen.clone()
-        }
-    });
+    let bound_addr = listener.local_addr()?;
+    let bound = bound_addr.to_string();
+    let me = match config.advertise.clone().filter(|a| !a.is_empty()) {
+        Some(a) => a,
+        None => default_advertise(&config, bound_addr).await,
+    };
     let (state, members) = build(&config, me).await?;
     let node = state.node.clone();
     tracing::info!(node = node.me(), %bound, memory = node.memory().backend(), policy = ?node.policy(), "cache node up");
@@ -136,4 +134,32 @@ pub async fn run(
         _ = heartbeats => {}
     }
     Ok(())
+}
+
+/// The name this node goes by when `--advertise` is not given: the bound
+/// address when listening on a specific address (port 0 resolved); when
+/// listening on all interfaces (`0.0.0.0`, as in containers), the local
+/// address that routes to the first peer, so that it matches what the peers'
+/// DNS lookups return.
+async fn default_advertise(config: &Config, bound: std::net::SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let first = common::discovery::parse_list(&config.peers)
+        .into_iter()
+        .next();
+    if let Some(spec) = first {
+        if let Ok(mut addrs) = tokio::net::lookup_host(spec.as_str()).await {
+            if let Some(peer) = addrs.find(|a| a.is_ipv4()) {
+                if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+                    if sock.connect(peer).is_ok() {
+                        if let Ok(local) = sock.local_addr() {
+                            return format!("{}:{}", local.ip(), bound.port());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    bound.to_string()
 }
