@@ -31,6 +31,8 @@ struct Args {
     seconds: u64,
     rounds: usize,
     bin: PathBuf,
+    /// Extra flags for every node, e.g. tuned Raft timing.
+    node_args: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +45,7 @@ fn parse_args() -> Args {
             .ok()
             .and_then(|p| p.parent()?.parent().map(|d| d.join("lock-service")))
             .unwrap_or_else(|| PathBuf::from("target/release/lock-service")),
+        node_args: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +56,7 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = val.parse().expect("--seconds N"),
             "--rounds" => a.rounds = val.parse().expect("--rounds N"),
             "--bin" => a.bin = PathBuf::from(val),
+            "--node-args" => a.node_args = val.split_whitespace().map(String::from).collect(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -64,11 +68,13 @@ struct Cluster {
     procs: BTreeMap<u64, Child>,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    node_args: Vec<String>,
     http: reqwest::Client,
 }
 
 impl Cluster {
-    async fn start(bin: PathBuf) -> Self {
+    async fn start(args: &Args) -> Self {
+        let bin = args.bin.clone();
         let ports = (1..=3)
             .map(|id| {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -80,6 +86,7 @@ impl Cluster {
             procs: BTreeMap::new(),
             dir: tempfile::tempdir().unwrap(),
             bin,
+            node_args: args.node_args.clone(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .tcp_nodelay(true)
@@ -106,6 +113,7 @@ impl Cluster {
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[&id])])
             .args(["--peers", &peers])
             .args(["--data-dir", self.dir.path().join(format!("n{id}")).to_str().unwrap()])
+            .args(&self.node_args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -193,7 +201,7 @@ fn pct(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 async fn pairs(args: &Args) -> Value {
-    let c = Cluster::start(args.bin.clone()).await;
+    let c = Cluster::start(args).await;
     let leader = c.addr(c.leader(None).await);
     let stop = Instant::now() + Duration::from_secs(args.seconds);
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
@@ -231,7 +239,7 @@ async fn pairs(args: &Args) -> Value {
 }
 
 async fn handoff(args: &Args) -> Value {
-    let c = Cluster::start(args.bin.clone()).await;
+    let c = Cluster::start(args).await;
     let leader = c.addr(c.leader(None).await);
     let stop = Instant::now() + Duration::from_secs(args.seconds);
     let base = Instant::now();
@@ -281,7 +289,7 @@ async fn handoff(args: &Args) -> Value {
 }
 
 async fn failover(args: &Args) -> Value {
-    let mut c = Cluster::start(args.bin.clone()).await;
+    let mut c = Cluster::start(args).await;
     let mut gaps = Vec::new();
     for round in 0..args.rounds {
         let leader = c.leader(None).await;
@@ -312,7 +320,7 @@ async fn failover(args: &Args) -> Value {
     }
     let mut sorted = gaps.clone();
     sorted.sort_by(f64::total_cmp);
-    json!({"scenario": "failover", "rounds": args.rounds, "resume_ms": gaps,
+    json!({"scenario": "failover", "rounds": args.rounds, "node_args": args.node_args, "resume_ms": gaps,
            "resume_ms_median": sorted[sorted.len() / 2]})
 }
 
