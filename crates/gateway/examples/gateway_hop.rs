@@ -2,20 +2,26 @@
 //! service node and through the gateway, in the same run, on this machine.
 //!
 //! Setup (all on 127.0.0.1, release binaries from this workspace's
-//! target/release): one `cache-service` node and one `gateway` process in
-//! front of it. The call is `GET /api/cache/get?key=…` on a key cached on
-//! that node — the cheapest call in the system, so the gateway's share of
-//! the time is as large as it gets (a worst case for the overhead ratio).
-//! Both paths use the typed `client::Client` with keep-alive connections.
+//! target/release) and the call measured, by `--op`:
+//! - `cache` (default): one `cache-service` node; `GET /api/cache/get?key=…`
+//!   on a key cached on that node — the cheapest call in the system, so the
+//!   gateway's share of the time is as large as it gets (the worst case);
+//! - `lock`: three `lock-service` nodes; an acquire + release pair (two
+//!   replicated, fsynced writes) sent to the leader directly vs through the
+//!   gateway, each worker on its own resource.
 //!
-//! Per run: a latency phase (sequential calls, alternating direct/gateway
+//! One `gateway` process sits in front. Both paths use the typed
+//! `client::Client` with keep-alive connections.
+//!
+//! Per run (calls before measuring warm up connections and caches): a latency phase (sequential calls, alternating direct/gateway
 //! in blocks so drift hits both alike; p50/p99 from HdrHistogram) and a
 //! throughput phase (`--concurrency` workers, a fixed number of calls each
 //! way). Bounded by call counts; prints each run and the medians.
 //!
 //! ```text
-//! cargo build --release -p cache-service -p gateway
-//! cargo run --release -p gateway --example gateway_hop -- --runs 3
+//! cargo build --release -p cache-service -p lock-service -p gateway --examples
+//! target/release/examples/gateway_hop --runs 3
+//! target/release/examples/gateway_hop --runs 3 --op lock
 //! ```
 
 use std::path::PathBuf;
@@ -23,35 +29,43 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{CacheSetRequest, Client};
+use client::{AcquireRequest, CacheSetRequest, Client, ReleaseRequest};
 use hdrhistogram::Histogram;
 
 /// Sequential calls per path per run in the latency phase.
 const LATENCY_CALLS: usize = 3_000;
 /// Calls per path per run in the throughput phase.
 const THROUGHPUT_CALLS: usize = 12_000;
-/// Calls before measuring (connection set-up, caches warm).
-const WARMUP_CALLS: usize = 300;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Cache,
+    Lock,
+}
 
 struct Args {
     runs: usize,
     concurrency: usize,
+    op: Op,
 }
 
 fn args() -> Args {
     let mut a = Args {
         runs: 3,
         concurrency: 16,
+        op: Op::Cache,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
         let val = argv.get(i + 1).and_then(|v| v.parse().ok());
-        match (argv[i].as_str(), val) {
-            ("--runs", Some(v)) => a.runs = v,
-            ("--concurrency", Some(v)) => a.concurrency = v,
+        match (argv[i].as_str(), val, argv.get(i + 1).map(String::as_str)) {
+            ("--runs", Some(v), _) => a.runs = v,
+            ("--concurrency", Some(v), _) => a.concurrency = v,
+            ("--op", _, Some("cache")) => a.op = Op::Cache,
+            ("--op", _, Some("lock")) => a.op = Op::Lock,
             _ => {
-                eprintln!("usage: gateway_hop [--runs N] [--concurrency N]");
+                eprintln!("usage: gateway_hop [--runs N] [--concurrency N] [--op cache|lock]");
                 std::process::exit(2);
             }
         }
@@ -104,26 +118,57 @@ async fn wait_ok(url: &str) {
     panic!("{url} never answered");
 }
 
-async fn sequential(c: &Client, key: &str, n: usize, h: &mut Histogram<u64>) {
+/// One measured call: a cache hit, or a lock acquire + release on the
+/// worker's own resource.
+async fn call(c: &Client, op: Op, key: &str, worker: usize) {
+    match op {
+        Op::Cache => {
+            c.cache_get(key).await.unwrap().expect("hit");
+        }
+        Op::Lock => {
+            let resource = format!("bench-{worker}");
+            let owner = format!("bench-owner-{worker}");
+            let g = c
+                .acquire(&AcquireRequest {
+                    resource: resource.clone(),
+                    owner: owner.clone(),
+                    ttl_ms: Some(10_000),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            c.release(&ReleaseRequest {
+                resource,
+                owner,
+                token: g.token,
+                request_id: None,
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn sequential(c: &Client, op: Op, key: &str, n: usize, h: &mut Histogram<u64>) {
     for _ in 0..n {
         let t = Instant::now();
-        c.cache_get(key).await.unwrap().expect("hit");
+        call(c, op, key, 0).await;
         h.record(t.elapsed().as_micros() as u64).unwrap();
     }
 }
 
 /// Calls per second with `workers` concurrent callers sharing `total` calls.
-async fn throughput(c: &Client, key: &str, total: usize, workers: usize) -> f64 {
+async fn throughput(c: &Client, op: Op, key: &str, total: usize, workers: usize) -> f64 {
     let start = Instant::now();
     let per = total / workers;
     let key: Arc<str> = key.into();
     let tasks: Vec<_> = (0..workers)
-        .map(|_| {
+        .map(|w| {
             let c = c.clone();
             let key = key.clone();
             tokio::spawn(async move {
                 for _ in 0..per {
-                    c.cache_get(&key).await.unwrap().expect("hit");
+                    call(&c, op, &key, w).await;
                 }
             })
         })
@@ -152,55 +197,120 @@ struct Run {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let cache_addr = free_addr();
     let gw_addr = free_addr();
-    let _cache = Proc(
-        Command::new(bin("cache-service"))
-            .args(["--listen", &cache_addr, "--peers", &cache_addr])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start cache-service"),
-    );
     let unused = free_addr();
-    let _gw = Proc(
+    let tmp = std::env::temp_dir().join(format!("gateway-hop-{}", std::process::id()));
+    let mut procs = Vec::new();
+    let (backend, gw_flags) = match a.op {
+        Op::Cache => {
+            let cache_addr = free_addr();
+            procs.push(Proc(
+                Command::new(bin("cache-service"))
+                    .args(["--listen", &cache_addr, "--peers", &cache_addr])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start cache-service"),
+            ));
+            wait_ok(&format!("http://{cache_addr}/health")).await;
+            let flags = vec![
+                "--cache-nodes".to_string(),
+                cache_addr.clone(),
+                "--lock-nodes".into(),
+                unused.clone(),
+            ];
+            (cache_addr, flags)
+        }
+        Op::Lock => {
+            let dir = tmp.clone();
+            let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
+            let peers = addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{}={a}", i + 1))
+                .collect::<Vec<_>>()
+                .join(",");
+            for (i, addr) in addrs.iter().enumerate() {
+                procs.push(Proc(
+                    Command::new(bin("lock-service"))
+                        .args([
+                            "--id",
+                            &(i + 1).to_string(),
+                            "--listen",
+                            addr,
+                            "--peers",
+                            &peers,
+                        ])
+                        .arg("--data-dir")
+                        .arg(dir.join(format!("n{}", i + 1)))
+                        .env("RUST_LOG", "warn")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("start lock-service"),
+                ));
+            }
+            for addr in &addrs {
+                wait_ok(&format!("http://{addr}/health")).await;
+            }
+            let status: serde_json::Value = reqwest::get(format!("http://{}/cluster", addrs[0]))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let leader = status["leader_addr"].as_str().expect("leader").to_string();
+            let flags = vec![
+                "--lock-nodes".to_string(),
+                addrs.join(","),
+                "--cache-nodes".into(),
+                unused.clone(),
+            ];
+            (leader, flags)
+        }
+    };
+    procs.push(Proc(
         Command::new(bin("gateway"))
-            .args([
-                "--listen",
-                &gw_addr,
-                "--cache-nodes",
-                &cache_addr,
-                "--lock-nodes",
-                &unused,
-                "--queue-nodes",
-                &unused,
-            ])
+            .args(["--listen", &gw_addr, "--queue-nodes", &unused])
+            .args(&gw_flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start gateway"),
-    );
-    wait_ok(&format!("http://{cache_addr}/health")).await;
+    ));
     wait_ok(&format!("http://{gw_addr}/stats")).await;
 
-    let direct = Client::new(cache_addr.clone()).unwrap();
+    let direct = Client::new(backend.clone()).unwrap();
     let via_gw = Client::new(gw_addr.clone()).unwrap();
     let key = "bench-hot-key";
-    direct
-        .cache_set(&CacheSetRequest {
-            key: key.into(),
-            value: serde_json::json!({"payload": "x".repeat(64)}),
-            ttl_ms: None,
-        })
-        .await
-        .unwrap();
+    if a.op == Op::Cache {
+        direct
+            .cache_set(&CacheSetRequest {
+                key: key.into(),
+                value: serde_json::json!({"payload": "x".repeat(64)}),
+                ttl_ms: None,
+            })
+            .await
+            .unwrap();
+    }
+    let (latency_calls, throughput_calls) = match a.op {
+        Op::Cache => (LATENCY_CALLS, THROUGHPUT_CALLS),
+        // Each lock call is two fsynced Raft writes: fewer calls, same bound.
+        Op::Lock => (LATENCY_CALLS / 10, THROUGHPUT_CALLS / 10),
+    };
     let mut warm = Histogram::<u64>::new(3).unwrap();
-    sequential(&direct, key, WARMUP_CALLS, &mut warm).await;
-    sequential(&via_gw, key, WARMUP_CALLS, &mut warm).await;
+    sequential(&direct, a.op, key, latency_calls / 10, &mut warm).await;
+    sequential(&via_gw, a.op, key, latency_calls / 10, &mut warm).await;
 
     println!(
-        "gateway hop: GET /api/cache/get (cache hit), {LATENCY_CALLS} sequential calls and \
-         {THROUGHPUT_CALLS} calls at concurrency {} per path per run",
+        "gateway hop: {}, {latency_calls} sequential calls and {throughput_calls} calls at \
+         concurrency {} per path per run",
+        match a.op {
+            Op::Cache => "GET /api/cache/get (cache hit)",
+            Op::Lock => "lock acquire + release (to the leader)",
+        },
         a.concurrency
     );
     println!(
@@ -211,18 +321,18 @@ async fn main() {
     for r in 0..a.runs {
         let mut hd = Histogram::<u64>::new(3).unwrap();
         let mut hg = Histogram::<u64>::new(3).unwrap();
-        let block = 100;
-        for _ in 0..LATENCY_CALLS / block {
-            sequential(&direct, key, block, &mut hd).await;
-            sequential(&via_gw, key, block, &mut hg).await;
+        let block = latency_calls / 30;
+        for _ in 0..30 {
+            sequential(&direct, a.op, key, block, &mut hd).await;
+            sequential(&via_gw, a.op, key, block, &mut hg).await;
         }
         let (direct_rps, gw_rps) = if r % 2 == 0 {
-            let d = throughput(&direct, key, THROUGHPUT_CALLS, a.concurrency).await;
-            let g = throughput(&via_gw, key, THROUGHPUT_CALLS, a.concurrency).await;
+            let d = throughput(&direct, a.op, key, throughput_calls, a.concurrency).await;
+            let g = throughput(&via_gw, a.op, key, throughput_calls, a.concurrency).await;
             (d, g)
         } else {
-            let g = throughput(&via_gw, key, THROUGHPUT_CALLS, a.concurrency).await;
-            let d = throughput(&direct, key, THROUGHPUT_CALLS, a.concurrency).await;
+            let g = throughput(&via_gw, a.op, key, throughput_calls, a.concurrency).await;
+            let d = throughput(&direct, a.op, key, throughput_calls, a.concurrency).await;
             (d, g)
         };
         let run = Run {
@@ -266,4 +376,6 @@ async fn main() {
         "  throughput direct {drps:.0}/s  gateway {grps:.0}/s  ratio {:.2}",
         median(runs.iter().map(|r| r.gw_rps / r.direct_rps).collect())
     );
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&tmp);
 }
