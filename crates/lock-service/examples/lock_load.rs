@@ -112,7 +112,10 @@ impl Cluster {
             .args(["--id", &id.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[&id])])
             .args(["--peers", &peers])
-            .args(["--data-dir", self.dir.path().join(format!("n{id}")).to_str().unwrap()])
+            .args([
+                "--data-dir",
+                self.dir.path().join(format!("n{id}")).to_str().unwrap(),
+            ])
             .args(&self.node_args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -185,7 +188,12 @@ impl Drop for Cluster {
     }
 }
 
-async fn post(http: &reqwest::Client, addr: &str, path: &str, body: &Value) -> Result<(u16, Value), String> {
+async fn post(
+    http: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value), String> {
     let r = http
         .post(format!("http://{addr}{path}"))
         .json(body)
@@ -215,12 +223,24 @@ async fn pairs(args: &Args) -> Value {
                 let t0 = Instant::now();
                 let owner = format!("c{client}");
                 let res = format!("r-{client}-{}", n % 64);
-                let (s, g) = post(&http, &leader, "/api/lock/acquire", &json!({"resource": res, "owner": owner})).await.unwrap();
+                let (s, g) = post(
+                    &http,
+                    &leader,
+                    "/api/lock/acquire",
+                    &json!({"resource": res, "owner": owner}),
+                )
+                .await
+                .unwrap();
                 assert_eq!(s, 200, "{g}");
                 let body = json!({"resource": res, "owner": owner, "token": g["token"]});
-                let (s, v) = post(&http, &leader, "/api/lock/release", &body).await.unwrap();
+                let (s, v) = post(&http, &leader, "/api/lock/release", &body)
+                    .await
+                    .unwrap();
                 assert_eq!(s, 200, "{v}");
-                hist.lock().unwrap().record(t0.elapsed().as_micros() as u64).unwrap();
+                hist.lock()
+                    .unwrap()
+                    .record(t0.elapsed().as_micros() as u64)
+                    .unwrap();
             }
             n
         }));
@@ -231,10 +251,13 @@ async fn pairs(args: &Args) -> Value {
         total += t.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    let h = hist.lock().unwrap();
+    let (p50, p99) = {
+        let h = hist.lock().unwrap();
+        (pct(&h, 0.5), pct(&h, 0.99))
+    };
     json!({"scenario": "pairs", "clients": args.clients, "pairs": total,
            "pairs_per_s": total as f64 / secs,
-           "pair_ms_p50": pct(&h, 0.5), "pair_ms_p99": pct(&h, 0.99),
+           "pair_ms_p50": p50, "pair_ms_p99": p99,
            "log": c.log_stats().await})
 }
 
@@ -257,14 +280,24 @@ async fn handoff(args: &Args) -> Value {
                 let owner = format!("c{client}");
                 let body = json!({"resource": "hot", "owner": owner, "wait_ms": 20_000,
                                   "request_id": format!("{owner}-{n}")});
-                let (s, g) = post(&http, &leader, "/api/lock/acquire", &body).await.unwrap();
+                let (s, g) = post(&http, &leader, "/api/lock/acquire", &body)
+                    .await
+                    .unwrap();
                 assert_eq!(s, 200, "{g}");
                 let token = g["token"].as_u64().unwrap();
-                granted.lock().unwrap().insert(token, base.elapsed().as_micros() as u64);
+                granted
+                    .lock()
+                    .unwrap()
+                    .insert(token, base.elapsed().as_micros() as u64);
                 let body = json!({"resource": "hot", "owner": owner, "token": token});
-                let (s, v) = post(&http, &leader, "/api/lock/release", &body).await.unwrap();
+                let (s, v) = post(&http, &leader, "/api/lock/release", &body)
+                    .await
+                    .unwrap();
                 assert_eq!(s, 200, "{v}");
-                released.lock().unwrap().insert(token, base.elapsed().as_micros() as u64);
+                released
+                    .lock()
+                    .unwrap()
+                    .insert(token, base.elapsed().as_micros() as u64);
             }
         }));
     }
@@ -273,17 +306,20 @@ async fn handoff(args: &Args) -> Value {
         t.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    let granted = granted.lock().unwrap();
-    let released = released.lock().unwrap();
-    let mut h = Histogram::<u64>::new(3).unwrap();
-    for (token, at) in granted.iter() {
-        if let Some(rel) = released.get(&(token - 1)) {
-            // A grant can be applied before the releaser hears "released".
-            h.record(at.saturating_sub(*rel)).unwrap();
+    let (count, h) = {
+        let granted = granted.lock().unwrap();
+        let released = released.lock().unwrap();
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for (token, at) in granted.iter() {
+            if let Some(rel) = released.get(&(token - 1)) {
+                // A grant can be applied before the releaser hears "released".
+                h.record(at.saturating_sub(*rel)).unwrap();
+            }
         }
-    }
-    json!({"scenario": "handoff", "clients": args.clients, "handoffs": granted.len(),
-           "handoffs_per_s": granted.len() as f64 / secs,
+        (granted.len(), h)
+    };
+    json!({"scenario": "handoff", "clients": args.clients, "handoffs": count,
+           "handoffs_per_s": count as f64 / secs,
            "release_to_grant_ms_p50": pct(&h, 0.5), "release_to_grant_ms_p99": pct(&h, 0.99),
            "log": c.log_stats().await})
 }
@@ -293,7 +329,10 @@ async fn failover(args: &Args) -> Value {
     let mut gaps = Vec::new();
     for round in 0..args.rounds {
         let leader = c.leader(None).await;
-        let survivors: Vec<String> = (1..=3).filter(|i| *i != leader).map(|i| c.addr(i)).collect();
+        let survivors: Vec<String> = (1..=3)
+            .filter(|i| *i != leader)
+            .map(|i| c.addr(i))
+            .collect();
         // Warm the connections to the survivors, then kill the leader.
         for s in &survivors {
             let _ = c.http.get(format!("http://{s}/health")).send().await;
@@ -309,7 +348,10 @@ async fn failover(args: &Args) -> Value {
             match post(&c.http, addr, "/api/lock/acquire", &body).await {
                 Ok((200, _)) => break killed.elapsed(),
                 _ => {
-                    assert!(killed.elapsed() < Duration::from_secs(10), "writes never resumed");
+                    assert!(
+                        killed.elapsed() < Duration::from_secs(10),
+                        "writes never resumed"
+                    );
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }
