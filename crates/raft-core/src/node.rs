@@ -411,7 +411,10 @@ impl<SM: StateMachine> RaftNode<SM> {
     }
 }
 
-type Proposal = (serde_json::Value, oneshot::Sender<ForwardReply<serde_json::Value>>);
+type Proposal = (
+    serde_json::Value,
+    oneshot::Sender<ForwardReply<serde_json::Value>>,
+);
 
 /// Proposals allowed in flight at once. openraft appends (and fsyncs) them
 /// one after the other, so a second one overlaps the first's replication;
