@@ -4,9 +4,10 @@
 # A scaled compose service (queue-service, cache-service) has no fixed name
 # per replica: its peers learn the replicas from DNS (the service name
 # resolves to one address per container). A node's name in the ring must be
-# exactly what DNS returns for it, so when ADVERTISE_ADDR is not set and the
-# node listens on a wildcard address, this sets ADVERTISE_ADDR to the
-# container's own IPv4 address plus the listen port, then runs the command.
+# exactly what DNS returns for it, so for those two commands, when
+# ADVERTISE_ADDR is not set and the node listens on a wildcard address, this
+# sets ADVERTISE_ADDR to the container's own IPv4 address plus the listen
+# port. Then it runs the command.
 set -eu
 
 container_ip() {
@@ -18,7 +19,12 @@ container_ip() {
   printf '%s' "$ip"
 }
 
-if [ -z "${ADVERTISE_ADDR:-}" ] && [ -n "${LISTEN_ADDR:-}" ]; then
+case "${1:-}" in
+  queue-service|cache-service|*/queue-service|*/cache-service) wants_advertise=1 ;;
+  *) wants_advertise="" ;;
+esac
+
+if [ -n "$wants_advertise" ] && [ -z "${ADVERTISE_ADDR:-}" ] && [ -n "${LISTEN_ADDR:-}" ]; then
   case "$LISTEN_ADDR" in
     0.0.0.0:*|\[::\]:*)
       ip=$(container_ip)
