@@ -3,7 +3,8 @@
 #
 #   1. release binaries (cargo build --release --bins);
 #   2. distributed-sync/base:bookworm — a minimal Debian root file system made
-#      with debootstrap from the mirror this machine's apt uses, with
+#      with debootstrap from the mirror this machine's apt uses (upgraded from
+#      bookworm-updates and bookworm-security), with
 #      redis-server, curl (healthchecks) and iproute2 (the entrypoint reads the
 #      container IP), loaded with `docker import`;
 #   3. distributed-sync/services:local — FROM that base (docker build
@@ -18,7 +19,8 @@
 #   FORCE=1 scripts/build-images.sh          # re-import the base, rebuild the service image
 #   REBOOTSTRAP=1 scripts/build-images.sh    # also re-run debootstrap (implies FORCE)
 #   SKIP_CARGO=1 scripts/build-images.sh     # use target/release as it is
-#   DEBIAN_MIRROR=http://… SUITE=bookworm    # override what is read from /etc/apt
+#   DEBIAN_MIRROR=http://… DEBIAN_SECURITY_MIRROR=http://… SUITE=bookworm
+#                                            # override what is read from /etc/apt
 #
 # Needs root (debootstrap, chroot) or sudo, and a Docker engine.
 set -euo pipefail
@@ -63,8 +65,8 @@ host_suite() {
   echo "${s:-bookworm}"
 }
 
-host_mirror() {
-  local suite="$1" f uri
+host_mirror() { # SUITE DEFAULT
+  local suite="$1" fallback="$2" f uri
   shopt -s nullglob
   for f in /etc/apt/sources.list.d/*.sources; do
     # First stanza whose Suites include "$suite" itself (not -security/-updates only).
@@ -91,16 +93,17 @@ host_mirror() {
     if [ -n "$uri" ]; then echo "$uri"; return; fi
   done
   shopt -u nullglob
-  echo "http://deb.debian.org/debian"
+  echo "$fallback"
 }
 
 SUITE="${SUITE:-$(host_suite)}"
-MIRROR="${DEBIAN_MIRROR:-$(host_mirror "$SUITE")}"
+MIRROR="${DEBIAN_MIRROR:-$(host_mirror "$SUITE" http://deb.debian.org/debian)}"
+SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-$(host_mirror "$SUITE-security" http://deb.debian.org/debian-security)}"
 ROOTFS_TAR="$IMAGES_DIR/rootfs-$SUITE.tar"
 ROOTFS_KEY_FILE="$ROOTFS_TAR.key"
 BASE_KEY_FILE="$IMAGES_DIR/base-$SUITE.imported"
 # Changing the recipe (this line's inputs) rebuilds the rootfs and the base.
-ROOTFS_KEY="v1 suite=$SUITE mirror=$MIRROR packages=$PACKAGES"
+ROOTFS_KEY="v2 suite=$SUITE mirror=$MIRROR security=$SECURITY_MIRROR packages=$PACKAGES"
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 # drop_replaced OLD_ID NAME: remove the image NAME pointed to before a rebuild
@@ -127,6 +130,27 @@ make_rootfs() {
     tail -n 30 "$IMAGES_DIR/debootstrap.log" >&2
     exit 1
   }
+  # debootstrap installs the release as published; add $SUITE-updates and
+  # $SUITE-security and upgrade, so the base carries the current fixes (the
+  # same point the host's apt follows). policy-rc.d keeps package scripts
+  # from starting services (redis) inside the chroot.
+  log "apt-get upgrade in the rootfs ($SUITE-updates, $SUITE-security)"
+  $SUDO sh -c "cat > '$dir/etc/apt/sources.list'" <<SOURCES
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb $SECURITY_MIRROR $SUITE-security main
+SOURCES
+  $SUDO sh -c "printf '#!/bin/sh\nexit 101\n' > '$dir/usr/sbin/policy-rc.d' && chmod 755 '$dir/usr/sbin/policy-rc.d'"
+  {
+    $SUDO chroot "$dir" apt-get update -qq &&
+      $SUDO chroot "$dir" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq \
+        -o Dpkg::Options::=--force-confold upgrade
+  } >>"$IMAGES_DIR/debootstrap.log" 2>&1 || {
+    log "apt-get upgrade in the rootfs failed; last lines of $IMAGES_DIR/debootstrap.log:"
+    tail -n 30 "$IMAGES_DIR/debootstrap.log" >&2
+    exit 1
+  }
+  $SUDO rm -f "$dir/usr/sbin/policy-rc.d"
   # Slim it down: package caches, indexes, docs, logs.
   $SUDO chroot "$dir" apt-get clean
   $SUDO rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin \
