@@ -62,6 +62,7 @@ dc() { "${COMPOSE[@]}" -p "$PROJECT" -f compose.yaml "$@"; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  rm -f "${OUT:-}"
   if [ "$rc" -ne 0 ]; then
     log "failed (exit $rc); container states and the last log lines:"
     dc ps >&2 || true
@@ -121,8 +122,9 @@ phase "build images"
 
 # --------------------------------------------------------------------- up --
 trap cleanup EXIT INT TERM
+OUT=$(mktemp)
 log "compose up -d (project $PROJECT, gateway on $GW)"
-dc up -d >/dev/null 2>&1 || { dc up -d; fail "compose up"; }
+dc up -d >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose up"; }
 phase "compose up -d"
 wait_for 120 "gateway /health 200" gateway_healthy
 phase "until gateway healthy"
@@ -179,7 +181,7 @@ phase "smoke test"
 
 # ------------------------------------------------------------------ scale --
 log "compose up -d --scale queue-service=5"
-dc up -d --scale queue-service=5 >/dev/null 2>&1 || { dc up -d --scale queue-service=5; fail "compose scale"; }
+dc up -d --scale queue-service=5 >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose up --scale"; }
 phase "compose up --scale queue=5"
 wait_for 60 "gateway /cluster showing 5 queue members (has $(queue_members))" has_queue_members 5
 # Every replica must be in the ring under the name DNS gives it, and see the
