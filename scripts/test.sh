@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The project's one test command (README, CI): format, lints, every test.
+# The project's one test command (README, CI): format, lints, every Rust
+# test, then the compose topology in real containers.
 #
 # Tests need a real `redis-server` on PATH (the queue and cache suites start
-# throwaway servers on free ports); scripts/install-deps.sh installs it.
+# throwaway servers on free ports); scripts/install-deps.sh installs it. The
+# compose test builds its images itself (scripts/build-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +23,15 @@ echo "== cargo nextest"
 # Cluster tests start several nodes each; on a 2-core machine running too
 # many at once only produces election timeouts, not coverage.
 cargo nextest run --workspace --no-fail-fast --test-threads "${TEST_THREADS:-2}" "$@"
+
+# The compose topology in real containers (images built locally, no
+# registry): on machines with a Docker engine, which this project's CI
+# machines have. SKIP_COMPOSE=1 leaves it out of a quick local run.
+if [ -n "${SKIP_COMPOSE:-}" ]; then
+  echo "== compose test skipped (SKIP_COMPOSE set)"
+elif docker info >/dev/null 2>&1; then
+  echo "== compose test"
+  bash scripts/compose-test.sh
+else
+  echo "== compose test NOT RUN: no reachable Docker engine on this machine" >&2
+fi
