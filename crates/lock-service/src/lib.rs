@@ -90,10 +90,15 @@ pub async fn run(
 ) -> Result<(), Error> {
     let service = Service::start(&config).await?;
     tracing::info!(id = config.id, addr = %config.listen, "lock node serving");
-    axum::serve(listener, service.router.clone())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Unavailable(format!("server: {e}")))?;
+    axum::serve(
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        service.router.clone(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| Error::Unavailable(format!("server: {e}")))?;
     service.stop().await;
     Ok(())
 }

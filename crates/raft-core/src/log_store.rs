@@ -49,7 +49,7 @@ const MAX_BATCH_OPS: usize = 4096;
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
 /// Counters that show how well fsyncs are shared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LogStats {
     /// `append` calls from openraft.
     pub appends: AtomicU64,
@@ -59,6 +59,22 @@ pub struct LogStats {
     pub fsyncs: AtomicU64,
     /// Largest number of entries that shared one fsync.
     pub max_entries_per_fsync: AtomicU64,
+    /// `append` calls made durable so far; the proposal batcher watches it
+    /// to hand the leader its next entry the moment the previous one is on
+    /// disk (see `node::batch_proposals`).
+    flushed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for LogStats {
+    fn default() -> Self {
+        Self {
+            appends: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            max_entries_per_fsync: AtomicU64::new(0),
+            flushed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// A snapshot of [`LogStats`] for reporting.
@@ -71,6 +87,11 @@ pub struct LogStatsView {
 }
 
 impl LogStats {
+    /// Follow the number of appends made durable.
+    pub fn flushed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.flushed.subscribe()
+    }
+
     pub fn view(&self) -> LogStatsView {
         LogStatsView {
             appends: self.appends.load(Ordering::Relaxed),
@@ -252,7 +273,12 @@ fn load(db: &Database) -> std::result::Result<Loaded, Box<dyn std::error::Error>
 
 /// The group-commit loop: block for one op, take everything else already
 /// queued, write it all in one transaction, fsync once, then acknowledge.
+///
+/// The committed-index hint never costs a transaction of its own: the
+/// newest one waits in `hint` and rides along with the next durable batch
+/// (or is written when the store closes).
 fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
+    let mut hint: Option<Vec<u8>> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_OPS {
@@ -261,34 +287,34 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
                 Err(_) => break,
             }
         }
-        let entries: u64 = batch
-            .iter()
-            .map(|op| match op {
-                Op::Append { entries, .. } => entries.len() as u64,
-                _ => 0,
-            })
-            .sum();
-        // Only the committed-index hint needs no fsync of its own (see
-        // `save_committed`); anything else someone waits on, or openraft
-        // relies on after a crash, is made durable.
-        let durable = batch.iter().any(|op| {
-            !matches!(
-                op,
-                Op::Meta {
-                    key: KEY_COMMITTED,
-                    ..
-                }
-            )
+        batch.retain_mut(|op| match op {
+            Op::Meta {
+                key: KEY_COMMITTED,
+                value,
+                ..
+            } => {
+                hint = Some(std::mem::take(value));
+                false
+            }
+            _ => true,
         });
-        let result = write_batch(&db, &batch, durable).map_err(|e| e.to_string());
-        if result.is_ok() && durable {
-            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            stats.entries.fetch_add(entries, Ordering::Relaxed);
-            stats
-                .max_entries_per_fsync
-                .fetch_max(entries, Ordering::Relaxed);
-        } else {
-            tracing::error!(error = ?result, "raft log write failed");
+        if batch.is_empty() {
+            continue;
+        }
+        let (appends, entries) = batch.iter().fold((0u64, 0u64), |(a, e), op| match op {
+            Op::Append { entries, .. } => (a + 1, e + entries.len() as u64),
+            _ => (a, e),
+        });
+        let result = write_batch(&db, &batch, hint.take()).map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                stats.entries.fetch_add(entries, Ordering::Relaxed);
+                stats
+                    .max_entries_per_fsync
+                    .fetch_max(entries, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "raft log write failed"),
         }
         for op in batch {
             match op {
@@ -306,23 +332,30 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
                 _ => {}
             }
         }
+        if result.is_ok() && appends > 0 {
+            stats.flushed.send_modify(|n| *n += appends);
+        }
+    }
+    if hint.is_some() {
+        if let Err(e) = write_batch(&db, &[], hint) {
+            tracing::warn!(error = %e, "committed-index hint not written at close");
+        }
     }
 }
 
 fn write_batch(
     db: &Database,
     batch: &[Op],
-    durable: bool,
+    committed_hint: Option<Vec<u8>>,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let mut txn = db.begin_write()?;
-    if !durable {
-        // Persisted with the next durable commit (redb orders commits).
-        txn.set_durability(redb::Durability::None);
-    }
+    let txn = db.begin_write()?;
     {
         let mut logs = txn.open_table(LOGS)?;
         let mut meta = txn.open_table(META)?;
         let mut snapshot = txn.open_table(SNAPSHOT)?;
+        if let Some(hint) = &committed_hint {
+            meta.insert(KEY_COMMITTED, hint.as_slice())?;
+        }
         for op in batch {
             match op {
                 Op::Append { entries, .. } => {

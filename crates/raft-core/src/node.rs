@@ -184,7 +184,11 @@ impl<SM: StateMachine> RaftNode<SM> {
             Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
         }
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_proposals(raft.clone(), proposal_rx));
+        tokio::spawn(batch_proposals(
+            raft.clone(),
+            log_stats.flushed(),
+            proposal_rx,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: config.id,
@@ -416,20 +420,30 @@ type Proposal = (
     oneshot::Sender<ForwardReply<serde_json::Value>>,
 );
 
-/// Proposals allowed in flight at once. openraft appends (and fsyncs) them
-/// one after the other, so a second one overlaps the first's replication;
-/// more only make batches smaller.
-const PROPOSALS_IN_FLIGHT: usize = 2;
+/// Most proposals in flight at once (appended or waiting for commit); a
+/// memory bound under overload, not a tuning knob: the flush gate below
+/// decides when the next entry goes out.
+const MAX_PROPOSALS_IN_FLIGHT: usize = 64;
 
-/// Pack commands that queue up while earlier proposals are in flight into
-/// one log entry each, and hand every caller its own command's answer.
-async fn batch_proposals(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+/// Pack commands into log entries, group-commit style.
+///
+/// openraft 0.9 appends each entry with its own fsync while its core loop
+/// waits, so the leader's disk is the serial stage. The batcher keeps one
+/// entry at that stage: it hands openraft the next entry as soon as the
+/// previous one is flushed locally (or has failed), carrying every command
+/// that arrived meanwhile, and lets entries overlap in replication as deep as
+/// the round trip needs. Each caller gets its own command's answer.
+async fn batch_proposals(
+    raft: Raft<TypeConfig>,
+    mut flushed: watch::Receiver<u64>,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // Take everything that queued while we waited for a slot.
+        // Take everything that queued while the previous entry was flushed.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -437,6 +451,8 @@ async fn batch_proposals(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver
                 Err(_) => break,
             }
         }
+        let flushed_before = *flushed.borrow_and_update();
+        let (settled_tx, settled_rx) = oneshot::channel::<()>();
         let raft = raft.clone();
         tokio::spawn(async move {
             let (cmds, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -449,6 +465,7 @@ async fn batch_proposals(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver
             // this node keeps its leadership, hence idempotent commands).
             let res = tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(req)).await;
             drop(slot);
+            drop(settled_tx);
             match res {
                 Ok(Ok(resp)) => {
                     let mut answers = resp.data.into_iter();
@@ -477,6 +494,14 @@ async fn batch_proposals(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver
                 }
             }
         });
+        // Gate: the next entry waits until this one is on the local disk
+        // (an append after `flushed_before` completed) or was settled
+        // without one (this node is not the leader, or it failed).
+        let on_disk = flushed.wait_for(|n| *n > flushed_before);
+        tokio::select! {
+            _ = on_disk => {}
+            _ = settled_rx => {}
+        }
     }
 }
 
