@@ -35,15 +35,16 @@ pub struct Config {
     pub cluster_token: Option<String>,
 
     /// Raft heartbeat interval in milliseconds.
-    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 50)]
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 30)]
     pub heartbeat_ms: u64,
 
     /// Lower bound of the randomized election timeout in milliseconds.
-    #[arg(long, env = "ELECTION_MIN_MS", default_value_t = 150)]
+    #[arg(long, env = "ELECTION_MIN_MS", default_value_t = 100)]
     pub election_min_ms: u64,
 
-    /// Upper bound of the randomized election timeout in milliseconds.
-    #[arg(long, env = "ELECTION_MAX_MS", default_value_t = 300)]
+    /// Upper bound of the randomized election timeout in milliseconds; also
+    /// the leader lease, after which a silent leader is replaced.
+    #[arg(long, env = "ELECTION_MAX_MS", default_value_t = 200)]
     pub election_max_ms: u64,
 
     /// Build a snapshot after this many log entries.

@@ -40,7 +40,13 @@ async fn append<SM: StateMachine>(
     State(node): State<RaftNode<SM>>,
     ApiJson(req): ApiJson<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(node.raft().append_entries(req).await)
+    let res = node.raft().append_entries(req).await;
+    // Anything but a refusal by vote means the sender is our leader and
+    // openraft renewed its lease.
+    if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        node.heard_from_leader();
+    }
+    Json(res)
 }
 
 async fn vote<SM: StateMachine>(

@@ -16,6 +16,8 @@
 //!   a fault-injection switch that drops traffic to chosen peers.
 //! - [`http`]: the inbound `/internal/raft/*` routes (append, vote, snapshot,
 //!   forwarded writes, read index), all behind the cluster token.
+//! - [`election`]: prompt, ranked elections once the leader falls silent
+//!   past its lease (instead of waiting out a random timeout on a tick).
 //! - [`node`]: the handle a service holds: start from a data dir, bootstrap,
 //!   write (a follower forwards to the leader), linearizable read barrier,
 //!   status.
@@ -29,6 +31,7 @@
 //! the leader's wall clock when it is proposed, and the state machine sees
 //! `max(stamp, previous stamp)`, so every replica applies the same clock.
 
+pub mod election;
 mod error;
 pub mod http;
 pub mod log_store;

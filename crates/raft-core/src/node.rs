@@ -28,6 +28,7 @@ use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::election::Heard;
 use crate::log_store::{LogStats, LogStatsView};
 use crate::network::{http_client, Faults, Network};
 use crate::state_machine::{Applied, SmStore};
@@ -43,8 +44,15 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Timeout of one forwarded write or read-index call to the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Raft timing. Defaults: heartbeat 50 ms, election timeout 150–300 ms,
-/// which on a LAN elects a new leader within a few hundred ms of a crash.
+/// Raft timing. Defaults: heartbeat 30 ms, election timeout 100–200 ms.
+///
+/// `election_max_ms` is also openraft's leader lease: a voter refuses to
+/// elect anyone else until it has heard nothing from its leader for that
+/// long, and [`crate::election`] campaigns right after it (the random timeout
+/// on top is only the fallback). So a crashed leader is replaced about
+/// `election_max_ms` after its last heartbeat. openraft ticks every 1.5 ×
+/// heartbeat (45 ms), so the lease spans four heartbeats: a loaded node that
+/// misses one or two does not start an election.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub heartbeat_ms: u64,
@@ -55,9 +63,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 50,
-            election_min_ms: 150,
-            election_max_ms: 300,
+            heartbeat_ms: 30,
+            election_min_ms: 100,
+            election_max_ms: 200,
         }
     }
 }
@@ -123,6 +131,7 @@ struct Inner<SM> {
     faults: Faults,
     log_stats: Arc<LogStats>,
     proposals: mpsc::UnboundedSender<Proposal>,
+    heard: Heard,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -183,6 +192,13 @@ impl<SM: StateMachine> RaftNode<SM> {
             }
             Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
         }
+        let heard = Heard::default();
+        tokio::spawn(crate::election::run(
+            raft.clone(),
+            config.id,
+            heard.clone(),
+            Duration::from_millis(config.timing.election_max_ms),
+        ));
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(
             raft.clone(),
@@ -193,6 +209,7 @@ impl<SM: StateMachine> RaftNode<SM> {
             inner: Arc::new(Inner {
                 id: config.id,
                 proposals,
+                heard,
                 raft,
                 state,
                 client,
@@ -211,6 +228,12 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// The underlying openraft handle (for the inbound RPC routes).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft
+    }
+
+    /// Record that an append from a leader was accepted (see
+    /// [`crate::election`]).
+    pub(crate) fn heard_from_leader(&self) {
+        self.inner.heard.now();
     }
 
     pub(crate) fn token(&self) -> &ClusterToken {
