@@ -10,7 +10,10 @@
 //!   succeeds again (each round restarts the killed node).
 //!
 //! Every loop is bounded by `--seconds` (or `--rounds`). Numbers go to
-//! stdout as one JSON object per run.
+//! stdout as one JSON object per run. `--runs N` repeats the scenario and
+//! ends with a summary line of medians; `--baseline-bin PATH` runs another
+//! build of `lock-service` alternately with this one (same invocation, same
+//! machine noise) and reports the ratio of the medians.
 //!
 //! Build and run: `cargo build --release -p lock-service --examples` then
 //! `target/release/examples/lock_load --scenario pairs --clients 16`
@@ -33,6 +36,8 @@ struct Args {
     bin: PathBuf,
     /// Extra flags for every node, e.g. tuned Raft timing.
     node_args: Vec<String>,
+    runs: usize,
+    baseline: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +51,8 @@ fn parse_args() -> Args {
             .and_then(|p| p.parent()?.parent().map(|d| d.join("lock-service")))
             .unwrap_or_else(|| PathBuf::from("target/release/lock-service")),
         node_args: Vec::new(),
+        runs: 1,
+        baseline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +64,8 @@ fn parse_args() -> Args {
             "--rounds" => a.rounds = val.parse().expect("--rounds N"),
             "--bin" => a.bin = PathBuf::from(val),
             "--node-args" => a.node_args = val.split_whitespace().map(String::from).collect(),
+            "--runs" => a.runs = val.parse().expect("--runs N"),
+            "--baseline-bin" => a.baseline = Some(PathBuf::from(val)),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -366,14 +375,62 @@ async fn failover(args: &Args) -> Value {
            "resume_ms_median": sorted[sorted.len() / 2]})
 }
 
+/// The number a scenario is judged by, and whether larger is better.
+fn headline(scenario: &str) -> (&'static str, bool) {
+    match scenario {
+        "pairs" => ("pairs_per_s", true),
+        "handoff" => ("handoffs_per_s", true),
+        _ => ("resume_ms_median", false),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
-    let out = match args.scenario.as_str() {
-        "pairs" => pairs(&args).await,
-        "handoff" => handoff(&args).await,
-        "failover" => failover(&args).await,
-        other => panic!("unknown scenario {other} (pairs|handoff|failover)"),
-    };
-    println!("{out}");
+    let mut args = parse_args();
+    let (metric, higher_is_better) = headline(&args.scenario);
+    let mut builds = vec![("this", args.bin.clone())];
+    if let Some(base) = args.baseline.clone() {
+        builds.push(("baseline", base));
+    }
+    let mut seen: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in 0..args.runs {
+        // Alternate the order so neither build always runs on a warmer machine.
+        let mut order = builds.clone();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (label, bin) in order {
+            args.bin = bin;
+            let mut out = match args.scenario.as_str() {
+                "pairs" => pairs(&args).await,
+                "handoff" => handoff(&args).await,
+                "failover" => failover(&args).await,
+                other => panic!("unknown scenario {other} (pairs|handoff|failover)"),
+            };
+            out["build"] = json!(label);
+            println!("{out}");
+            if let Some(v) = out[metric].as_f64() {
+                seen.entry(label).or_default().push(v);
+            }
+        }
+    }
+    if args.runs > 1 || builds.len() > 1 {
+        let medians: BTreeMap<&str, f64> = seen.into_iter().map(|(k, v)| (k, median(v))).collect();
+        let ratio = match (medians.get("this"), medians.get("baseline")) {
+            (Some(t), Some(b)) if *b > 0.0 => json!(t / b),
+            _ => Value::Null,
+        };
+        println!(
+            "{}",
+            json!({"summary": args.scenario, "clients": args.clients, "runs": args.runs,
+                   "node_args": args.node_args, "metric": metric,
+                   "higher_is_better": higher_is_better,
+                   "median": medians, "ratio_this_to_baseline": ratio})
+        );
+    }
 }
