@@ -158,7 +158,7 @@ impl Cluster {
                     out.insert(
                         id.to_string(),
                         json!({"entries": log["entries"], "fsyncs": log["fsyncs"],
-                               "entries_per_fsync": per,
+                               "entries_per_fsync": per, "mean_write_ms": log["mean_write_ms"],
                                "max_entries_per_fsync": log["max_entries_per_fsync"]}),
                     );
                 }

@@ -5,10 +5,11 @@
 //! bytes and restore. raft-core owns everything else, on openraft 0.9
 //! (`storage-v2`):
 //!
-//! - [`log_store`]: the durable Raft log, vote and committed index in a redb
-//!   file. Appends are group-committed by one writer thread: everything that
-//!   queued while the previous fsync ran is written in one transaction and
-//!   shares one fsync, and openraft hears "flushed" only after that fsync.
+//! - [`log_store`]: the durable Raft log, vote and committed index on
+//!   [`wal`], a segmented write-ahead log of checksummed records. Appends are
+//!   group-committed by one writer thread: everything that queued while the
+//!   previous fsync ran is written in one batch and shares one fsync, and
+//!   openraft hears "flushed" only after that fsync.
 //! - [`state_machine`]: the adapter that feeds committed entries to the
 //!   application, builds and persists snapshots, and restores from them.
 //! - [`network`]: the outbound HTTP transport (pooled reqwest client, per-RPC
@@ -39,6 +40,7 @@ pub mod network;
 pub mod node;
 pub mod state_machine;
 mod types;
+pub mod wal;
 
 pub use error::Error;
 pub use node::{NodeConfig, RaftNode, Status, Timing};

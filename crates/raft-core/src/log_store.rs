@@ -1,15 +1,19 @@
 //! The durable Raft log: entries, vote, committed index and purge point in
-//! one redb file, written by a single group-commit thread.
+//! a segmented write-ahead log ([`crate::wal`]) under `dir/log/`, and the
+//! newest snapshot in `dir/snapshot.bin`, all written by one group-commit
+//! thread.
 //!
 //! Invariants:
-//! - openraft is told an append is flushed only after the transaction that
-//!   holds it committed with `Durability::Immediate` (redb fsyncs);
+//! - openraft is told an append is flushed only after the batch that holds
+//!   it was written and `fdatasync`ed;
 //! - writes reach disk in the order openraft issued them, because one thread
 //!   takes them from one FIFO channel; a batch is a prefix of that order;
 //! - everything queued while the previous fsync ran goes into the next
-//!   transaction, so concurrent appends share one fsync;
+//!   batch, so concurrent appends share one fsync;
 //! - `save_vote` returns only once the vote is on disk (a node must never
 //!   vote twice in a term after a crash);
+//! - a snapshot is written to a temporary file, synced and renamed over the
+//!   old one, so a crash leaves the old or the new snapshot, never a mix;
 //! - reads are served from an in-memory mirror of the unpurged log, which is
 //!   updated before the write is queued, so openraft can replicate an entry
 //!   the moment it appended it.
@@ -20,27 +24,23 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use crate::wal::{Record, Wal};
+use crate::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     AnyError, Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError,
     Vote,
 };
-use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::{NodeId, TypeConfig};
-
-pub(crate) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
-const KEY_SNAPSHOT: &str = "current";
-
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_PURGED: &str = "last_purged";
+const LOG_DIR: &str = "log";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// The file of the format before the segmented log; refused rather than
+/// silently ignored.
+const OLD_FORMAT_FILE: &str = "raft.redb";
 
 /// Most operations folded into one transaction; bounds the latency of the
 /// first writer in a very long queue.
@@ -55,10 +55,12 @@ pub struct LogStats {
     pub appends: AtomicU64,
     /// Entries written to disk.
     pub entries: AtomicU64,
-    /// Transactions committed (each is one fsync).
+    /// Batches made durable (each is one fsync).
     pub fsyncs: AtomicU64,
     /// Largest number of entries that shared one fsync.
     pub max_entries_per_fsync: AtomicU64,
+    /// Time spent writing and syncing batches, in microseconds.
+    pub write_us: AtomicU64,
     /// `append` calls made durable so far; the proposal batcher watches it
     /// to hand the leader its next entry the moment the previous one is on
     /// disk (see `node::batch_proposals`).
@@ -72,6 +74,7 @@ impl Default for LogStats {
             entries: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             max_entries_per_fsync: AtomicU64::new(0),
+            write_us: AtomicU64::new(0),
             flushed: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -84,6 +87,8 @@ pub struct LogStatsView {
     pub entries: u64,
     pub fsyncs: u64,
     pub max_entries_per_fsync: u64,
+    /// Mean time of one durable batch (write + fsync), in ms.
+    pub mean_write_ms: f64,
 }
 
 impl LogStats {
@@ -98,6 +103,9 @@ impl LogStats {
             entries: self.entries.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             max_entries_per_fsync: self.max_entries_per_fsync.load(Ordering::Relaxed),
+            mean_write_ms: self.write_us.load(Ordering::Relaxed) as f64
+                / 1000.0
+                / self.fsyncs.load(Ordering::Relaxed).max(1) as f64,
         }
     }
 }
@@ -112,19 +120,17 @@ struct LogMem {
 
 enum Op {
     Append {
-        entries: Vec<(u64, Vec<u8>)>,
+        entries: Vec<Entry<TypeConfig>>,
         done: LogFlushed<TypeConfig>,
     },
     TruncateFrom(u64),
-    PurgeUpto {
-        index: u64,
-        log_id: Vec<u8>,
+    PurgeUpto(LogId<NodeId>),
+    Vote {
+        vote: Vote<NodeId>,
+        done: Done,
     },
-    Meta {
-        key: &'static str,
-        value: Vec<u8>,
-        done: Option<Done>,
-    },
+    /// The committed-index hint: no fsync of its own (see `save_committed`).
+    Committed(Option<LogId<NodeId>>),
     Snapshot {
         bytes: Vec<u8>,
         done: Done,
@@ -141,12 +147,12 @@ pub struct Opened {
     pub snapshot: Option<Vec<u8>>,
     /// The writer thread; it ends once every `LogStore` and
     /// `SnapshotWriter` clone is gone (after openraft shut down), closing
-    /// the file.
+    /// the files.
     pub writer: std::thread::JoinHandle<()>,
 }
 
-/// Persists snapshots through the same writer thread (the only owner of the
-/// database file), so they are ordered with log writes.
+/// Persists snapshots through the same writer thread (the only writer of
+/// the data dir), so they are ordered with log writes.
 #[derive(Clone)]
 pub struct SnapshotWriter {
     tx: mpsc::Sender<Op>,
@@ -171,19 +177,34 @@ pub struct LogStore {
     stats: Arc<LogStats>,
 }
 
-/// Open (or create) `dir/raft.redb`, load the log and the snapshot, and
-/// start the writer thread that owns the file from then on.
+/// Open (or create) the log and snapshot in `dir`, load them, and start the
+/// writer thread that owns the files from then on.
 pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join("raft.redb");
-    let db = Database::create(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let (mem, snapshot) = load(&db).map_err(|e| format!("loading raft log: {e}"))?;
+    if dir.join(OLD_FORMAT_FILE).exists() && !dir.join(LOG_DIR).exists() {
+        return Err(format!(
+            "{} holds a Raft log in the old single-file format ({OLD_FORMAT_FILE}); \
+             this version keeps it under {LOG_DIR}/ — start this node with an empty data dir \
+             (it catches up from the other members)",
+            dir.display()
+        ));
+    }
+    let mut mem = LogMem::default();
+    let wal = Wal::open(&dir.join(LOG_DIR), |r| mem.replay(r))
+        .map_err(|e| format!("opening the raft log in {}: {e}", dir.display()))?;
+    let snapshot_path = dir.join(SNAPSHOT_FILE);
+    let snapshot = match std::fs::read(&snapshot_path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("reading {}: {e}", snapshot_path.display())),
+    };
     let stats = Arc::new(LogStats::default());
     let (tx, rx) = mpsc::channel();
     let writer_stats = stats.clone();
+    let dir = dir.to_path_buf();
     let writer = std::thread::Builder::new()
         .name("raft-log-writer".into())
-        .spawn(move || writer(db, rx, writer_stats))
+        .spawn(move || writer(wal, dir, rx, writer_stats))
         .map_err(|e| format!("spawning log writer: {e}"))?;
     Ok(Opened {
         log: LogStore {
@@ -195,6 +216,41 @@ pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
         snapshot,
         writer,
     })
+}
+
+impl LogMem {
+    /// Rebuild the mirror from one replayed record.
+    fn replay(&mut self, r: Record) {
+        match r {
+            Record::Header {
+                vote,
+                committed,
+                purged,
+            } => {
+                self.vote = vote;
+                self.committed = committed;
+                if let Some(p) = purged {
+                    self.purge(p);
+                }
+            }
+            Record::Entries(es) => {
+                for e in es {
+                    self.entries.insert(e.log_id.index, e);
+                }
+            }
+            Record::Truncate(from) => {
+                self.entries.split_off(&from);
+            }
+            Record::Purge(p) => self.purge(p),
+            Record::Vote(v) => self.vote = Some(v),
+            Record::Committed(c) => self.committed = c,
+        }
+    }
+
+    fn purge(&mut self, upto: LogId<NodeId>) {
+        self.entries = self.entries.split_off(&(upto.index + 1));
+        self.last_purged = Some(upto);
+    }
 }
 
 impl LogStore {
@@ -211,74 +267,22 @@ impl LogStore {
             .send(op)
             .map_err(|_| StorageIOError::write_logs(AnyError::error("log writer stopped")).into())
     }
-
-    async fn write_meta(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        self.send(Op::Meta {
-            key,
-            value,
-            done: Some(done),
-        })?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StorageIOError::write(AnyError::error(e)).into()),
-            Err(_) => Err(StorageIOError::write(AnyError::error("log writer stopped")).into()),
-        }
-    }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Serializing our own plain data types cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
-}
-
-type Loaded = (LogMem, Option<Vec<u8>>);
-
-fn load(db: &Database) -> std::result::Result<Loaded, Box<dyn std::error::Error>> {
-    let txn = db.begin_write()?;
-    {
-        // Make sure every table exists so read transactions never fail.
-        txn.open_table(LOGS)?;
-        txn.open_table(META)?;
-        txn.open_table(SNAPSHOT)?;
-    }
-    txn.commit()?;
-    let txn = db.begin_read()?;
-    let meta = txn.open_table(META)?;
-    let get = |k: &str| -> std::result::Result<Option<Vec<u8>>, redb::StorageError> {
-        Ok(meta.get(k)?.map(|v| v.value().to_vec()))
-    };
-    let mut mem = LogMem::default();
-    if let Some(v) = get(KEY_VOTE)? {
-        mem.vote = serde_json::from_slice(&v)?;
-    }
-    if let Some(v) = get(KEY_COMMITTED)? {
-        mem.committed = serde_json::from_slice(&v)?;
-    }
-    if let Some(v) = get(KEY_PURGED)? {
-        mem.last_purged = serde_json::from_slice(&v)?;
-    }
-    let logs = txn.open_table(LOGS)?;
-    for row in logs.iter()? {
-        let (k, v) = row?;
-        let entry: Entry<TypeConfig> = serde_json::from_slice(v.value())?;
-        mem.entries.insert(k.value(), entry);
-    }
-    let snapshot = txn
-        .open_table(SNAPSHOT)?
-        .get(KEY_SNAPSHOT)?
-        .map(|v| v.value().to_vec());
-    Ok((mem, snapshot))
+/// Who waits for a batch, and how to tell them.
+enum Ack {
+    Flushed(LogFlushed<TypeConfig>),
+    Done(Done),
 }
 
 /// The group-commit loop: block for one op, take everything else already
-/// queued, write it all in one transaction, fsync once, then acknowledge.
+/// queued, write it all as one batch with one fsync, then acknowledge.
 ///
-/// The committed-index hint never costs a transaction of its own: the
-/// newest one waits in `hint` and rides along with the next durable batch
-/// (or is written when the store closes).
-fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
-    let mut hint: Option<Vec<u8>> = None;
+/// The committed-index hint never costs a batch of its own: the newest one
+/// waits in `hint` and rides along with the next durable batch (or is
+/// written when the store closes).
+fn writer(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
+    let mut hint: Option<Option<LogId<NodeId>>> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_OPS {
@@ -287,25 +291,48 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
                 Err(_) => break,
             }
         }
-        batch.retain_mut(|op| match op {
-            Op::Meta {
-                key: KEY_COMMITTED,
-                value,
-                ..
-            } => {
-                hint = Some(std::mem::take(value));
-                false
+        let mut records = Vec::with_capacity(batch.len() + 1);
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut snapshot = None;
+        let mut purged = None;
+        let (mut appends, mut entries) = (0u64, 0u64);
+        for op in batch {
+            match op {
+                Op::Append { entries: es, done } => {
+                    appends += 1;
+                    entries += es.len() as u64;
+                    records.push(Record::Entries(es));
+                    acks.push(Ack::Flushed(done));
+                }
+                Op::TruncateFrom(from) => records.push(Record::Truncate(from)),
+                Op::PurgeUpto(id) => {
+                    records.push(Record::Purge(id));
+                    purged = Some(id.index);
+                }
+                Op::Vote { vote, done } => {
+                    records.push(Record::Vote(vote));
+                    acks.push(Ack::Done(done));
+                }
+                Op::Committed(c) => hint = Some(c),
+                Op::Snapshot { bytes, done } => {
+                    // Only the newest matters; each waiter hears the outcome.
+                    snapshot = Some(bytes);
+                    acks.push(Ack::Done(done));
+                }
             }
-            _ => true,
-        });
-        if batch.is_empty() {
-            continue;
         }
-        let (appends, entries) = batch.iter().fold((0u64, 0u64), |(a, e), op| match op {
-            Op::Append { entries, .. } => (a + 1, e + entries.len() as u64),
-            _ => (a, e),
-        });
-        let result = write_batch(&db, &batch, hint.take()).map_err(|e| e.to_string());
+        if records.is_empty() && snapshot.is_none() {
+            continue; // only a hint: it waits for the next durable batch
+        }
+        if let Some(c) = hint.take() {
+            records.push(Record::Committed(c));
+        }
+        let started = std::time::Instant::now();
+        let result = write_batch(&mut wal, &dir, snapshot.as_deref(), &records, purged)
+            .map_err(|e| e.to_string());
+        stats
+            .write_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match &result {
             Ok(()) => {
                 stats.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -316,72 +343,58 @@ fn writer(db: Database, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
             }
             Err(e) => tracing::error!(error = %e, "raft log write failed"),
         }
-        for op in batch {
-            match op {
-                Op::Append { done, .. } => done.log_io_completed(
-                    result
-                        .clone()
-                        .map_err(|e| std::io::Error::other(e.to_string())),
-                ),
-                Op::Meta {
-                    done: Some(done), ..
+        for ack in acks {
+            match ack {
+                Ack::Flushed(done) => {
+                    done.log_io_completed(result.clone().map_err(std::io::Error::other))
                 }
-                | Op::Snapshot { done, .. } => {
+                Ack::Done(done) => {
                     let _ = done.send(result.clone());
                 }
-                _ => {}
             }
         }
         if result.is_ok() && appends > 0 {
             stats.flushed.send_modify(|n| *n += appends);
         }
     }
-    if hint.is_some() {
-        if let Err(e) = write_batch(&db, &[], hint) {
+    if let Some(c) = hint {
+        if let Err(e) = wal.append(&[Record::Committed(c)]) {
             tracing::warn!(error = %e, "committed-index hint not written at close");
         }
     }
 }
 
+/// Make one batch durable: the snapshot (if any) first, in its own file,
+/// then every log record in one append; old segments go once their entries
+/// are purged.
 fn write_batch(
-    db: &Database,
-    batch: &[Op],
-    committed_hint: Option<Vec<u8>>,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let txn = db.begin_write()?;
-    {
-        let mut logs = txn.open_table(LOGS)?;
-        let mut meta = txn.open_table(META)?;
-        let mut snapshot = txn.open_table(SNAPSHOT)?;
-        if let Some(hint) = &committed_hint {
-            meta.insert(KEY_COMMITTED, hint.as_slice())?;
-        }
-        for op in batch {
-            match op {
-                Op::Append { entries, .. } => {
-                    for (index, bytes) in entries {
-                        logs.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                Op::TruncateFrom(from) => {
-                    logs.retain_in(*from.., |_, _| false)?;
-                }
-                Op::PurgeUpto { index, log_id } => {
-                    logs.retain_in(..=*index, |_, _| false)?;
-                    meta.insert(KEY_PURGED, log_id.as_slice())?;
-                }
-                Op::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice())?;
-                }
-                Op::Snapshot { bytes, .. } => {
-                    snapshot.insert(KEY_SNAPSHOT, bytes.as_slice())?;
-                }
-            }
-        }
+    wal: &mut Wal,
+    dir: &Path,
+    snapshot: Option<&[u8]>,
+    records: &[Record],
+    purged: Option<u64>,
+) -> std::io::Result<()> {
+    if let Some(bytes) = snapshot {
+        write_snapshot(dir, bytes)?;
     }
-    // Durability::Immediate (redb's default) returns only after fsync.
-    txn.commit()?;
+    if !records.is_empty() {
+        wal.append(records)?;
+    }
+    if let Some(index) = purged {
+        wal.drop_purged(index)?;
+    }
     Ok(())
+}
+
+fn write_snapshot(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -420,7 +433,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
         self.mem().vote = Some(*vote);
-        self.write_meta(KEY_VOTE, to_json(vote)).await
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(Op::Vote { vote: *vote, done })?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageIOError::write_vote(AnyError::error(e)).into()),
+            Err(_) => Err(StorageIOError::write_vote(AnyError::error("log writer stopped")).into()),
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
@@ -432,11 +451,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The committed index is a hint that speeds up restart (entries up to
         // it are re-applied without waiting for a leader); it need not be
         // fsynced on its own, it rides along with the next batch.
-        self.send(Op::Meta {
-            key: KEY_COMMITTED,
-            value: to_json(&committed),
-            done: None,
-        })
+        self.send(Op::Committed(committed))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
@@ -448,17 +463,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
+        // The mirror keeps one copy, the writer encodes the other off this
+        // (openraft core's) task.
+        let entries: Vec<_> = entries.into_iter().collect();
         {
             let mut mem = self.mem();
-            for entry in entries {
-                encoded.push((entry.log_id.index, to_json(&entry)));
-                mem.entries.insert(entry.log_id.index, entry);
+            for entry in &entries {
+                mem.entries.insert(entry.log_id.index, entry.clone());
             }
         }
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         self.send(Op::Append {
-            entries: encoded,
+            entries,
             done: callback,
         })
     }
@@ -469,15 +485,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        {
-            let mut mem = self.mem();
-            let keep = mem.entries.split_off(&(log_id.index + 1));
-            mem.entries = keep;
-            mem.last_purged = Some(log_id);
-        }
-        self.send(Op::PurgeUpto {
-            index: log_id.index,
-            log_id: to_json(&Some(log_id)),
-        })
+        self.mem().purge(log_id);
+        self.send(Op::PurgeUpto(log_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_data_dir_in_the_old_single_file_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(super::OLD_FORMAT_FILE), b"old").unwrap();
+        let err = super::open(dir.path()).err().unwrap();
+        assert!(err.contains("old single-file format"), "{err}");
+        assert!(!dir.path().join(super::LOG_DIR).exists(), "nothing created");
     }
 }

@@ -4,7 +4,7 @@
 //! It decodes each committed command, hands it to the application with the
 //! entry's index and the leader's stamp, and keeps the bookkeeping openraft
 //! needs (last applied log id, membership). Snapshots are the application's
-//! bytes plus the stamp clock, persisted in the node's redb file so a node
+//! bytes plus the stamp clock, persisted in the node's data dir so a node
 //! restarts from its newest snapshot and replays only the log after it.
 //!
 //! Determinism: the clock passed to `apply` is `max(stamp, previous clock)`,
