@@ -47,7 +47,7 @@ CACHE_PEERS="127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
 
 for i in 1 2 3; do
   start "lock-$i" "$BIN/lock-service" --id "$i" --listen "127.0.0.1:700$i" \
-    --peers "$LOCK_PEERS" --data-dir "$RUN_DIR/lock-$i"
+    --peers "$LOCK_PEERS" --data-dir "$RUN_DIR/lock-$i" --worker-threads 1
 done
 for i in 1 2 3; do
   start "queue-$i" "$BIN/queue-service" --listen "127.0.0.1:710$i" \

@@ -127,6 +127,9 @@ impl Cluster {
             ])
             .args(&self.node_args)
             .env("RUST_LOG", "error")
+            // Three nodes share this machine's cores, as with run-local.sh
+            // (a `--worker-threads` in --node-args overrides it).
+            .env("WORKER_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -50,6 +50,13 @@ pub struct Config {
     /// Build a snapshot after this many log entries.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+
+    /// Runtime worker threads; 0 means one per core. Nodes that share a
+    /// machine's cores (run-local.sh, one-host compose) do better with 1:
+    /// Raft's core loop is one task, and fewer threads mean fewer wake-ups
+    /// handed across cores.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 impl Config {

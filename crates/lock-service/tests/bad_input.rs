@@ -19,10 +19,11 @@ async fn service() -> (Service, tempfile::TempDir) {
         peers: format!("1={addr}"),
         data_dir: dir.path().to_path_buf(),
         cluster_token: None,
-        heartbeat_ms: 50,
-        election_min_ms: 150,
-        election_max_ms: 300,
+        heartbeat_ms: 30,
+        election_min_ms: 100,
+        election_max_ms: 200,
         snapshot_every: 10_000,
+        worker_threads: 0,
     };
     let svc = Service::start(&config).await.unwrap();
     // A single node elects itself; wait for it so writes can commit.
