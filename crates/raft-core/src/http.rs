@@ -60,7 +60,14 @@ async fn snapshot<SM: StateMachine>(
     State(node): State<RaftNode<SM>>,
     ApiJson(req): ApiJson<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(node.raft().install_snapshot(req).await)
+    let leader_vote = req.vote;
+    let res = node.raft().install_snapshot(req).await;
+    // A snapshot stream is the leader talking too (it sends no appends to
+    // this node meanwhile): our vote equal to its vote means accepted.
+    if matches!(&res, Ok(r) if r.vote == leader_vote) {
+        node.heard_from_leader();
+    }
+    Json(res)
 }
 
 async fn write<SM: StateMachine>(

@@ -24,9 +24,10 @@
 //!   status.
 //!
 //! Proposals are batched: openraft 0.9 appends each client entry with its
-//! own fsync while its core loop waits, so commands that arrive while a
-//! proposal is in flight are packed into the next log entry together. A
-//! batch costs one entry, one fsync per replica, one round trip.
+//! own fsync while its core loop waits, so the next entry is handed over the
+//! moment the previous one is on the leader's disk, carrying every command
+//! that arrived meanwhile. A batch costs one entry, one fsync per replica,
+//! one round trip.
 //!
 //! Time enters the log only through the leader: every write is stamped with
 //! the leader's wall clock when it is proposed, and the state machine sees

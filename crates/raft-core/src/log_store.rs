@@ -110,12 +110,13 @@ impl LogStats {
     }
 }
 
+/// The in-memory mirror of what the log holds.
 #[derive(Default)]
-struct LogMem {
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
-    last_purged: Option<LogId<NodeId>>,
-    vote: Option<Vote<NodeId>>,
-    committed: Option<LogId<NodeId>>,
+pub(crate) struct LogMem {
+    pub(crate) entries: BTreeMap<u64, Entry<TypeConfig>>,
+    pub(crate) last_purged: Option<LogId<NodeId>>,
+    pub(crate) vote: Option<Vote<NodeId>>,
+    pub(crate) committed: Option<LogId<NodeId>>,
 }
 
 enum Op {
@@ -220,7 +221,7 @@ pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
 
 impl LogMem {
     /// Rebuild the mirror from one replayed record.
-    fn replay(&mut self, r: Record) {
+    pub(crate) fn replay(&mut self, r: Record) {
         match r {
             Record::Header {
                 vote,

@@ -343,6 +343,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+    use crate::log_store::LogMem;
 
     fn log_id(index: u64) -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(1, 1), index)
@@ -359,56 +360,26 @@ mod tests {
         )
     }
 
-    /// What a replay reconstructs: entry indexes, vote, committed, purged.
-    #[derive(Debug, Default, PartialEq)]
-    struct Seen {
-        indexes: std::collections::BTreeSet<u64>,
-        vote: Option<Vote<NodeId>>,
-        committed: Option<LogId<NodeId>>,
-        purged: Option<u64>,
-    }
+    /// What the node rebuilds from a replay (the log store's own mirror).
+    struct Seen(LogMem);
 
     impl Seen {
-        fn apply(&mut self, r: Record) {
-            match r {
-                Record::Header {
-                    vote,
-                    committed,
-                    purged,
-                } => {
-                    self.vote = vote;
-                    self.committed = committed;
-                    if let Some(p) = purged {
-                        self.purge(p.index);
-                    }
-                }
-                Record::Entries(es) => self.indexes.extend(es.iter().map(|e| e.log_id.index)),
-                Record::Truncate(from) => {
-                    self.indexes.split_off(&from);
-                }
-                Record::Purge(p) => self.purge(p.index),
-                Record::Vote(v) => self.vote = Some(v),
-                Record::Committed(c) => self.committed = c,
-            }
-        }
-
-        fn purge(&mut self, upto: u64) {
-            self.indexes = self.indexes.split_off(&(upto + 1));
-            self.purged = Some(upto);
+        fn indexes(&self) -> Vec<u64> {
+            self.0.entries.keys().copied().collect()
         }
     }
 
     fn reopen(dir: &Path, segment_bytes: u64) -> (Wal, Seen) {
-        let mut seen = Seen::default();
-        let wal = Wal::open_sized(dir, segment_bytes, |r| seen.apply(r)).unwrap();
-        (wal, seen)
+        let mut mem = LogMem::default();
+        let wal = Wal::open_sized(dir, segment_bytes, |r| mem.replay(r)).unwrap();
+        (wal, Seen(mem))
     }
 
     #[test]
     fn reopening_replays_every_kind_of_record_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, seen) = reopen(dir.path(), SEGMENT_BYTES);
-        assert_eq!(seen, Seen::default());
+        assert!(seen.indexes().is_empty() && seen.0.vote.is_none());
         wal.append(&[entries(1..=10), Record::Vote(Vote::new(2, 3))])
             .unwrap();
         wal.append(&[Record::Truncate(8), entries(8..=12)]).unwrap();
@@ -416,10 +387,10 @@ mod tests {
             .unwrap();
         drop(wal);
         let (_, seen) = reopen(dir.path(), SEGMENT_BYTES);
-        assert_eq!(seen.indexes, (5..=12).collect());
-        assert_eq!(seen.vote, Some(Vote::new(2, 3)));
-        assert_eq!(seen.committed, Some(log_id(9)));
-        assert_eq!(seen.purged, Some(4));
+        assert_eq!(seen.indexes(), (5..=12).collect::<Vec<_>>());
+        assert_eq!(seen.0.vote, Some(Vote::new(2, 3)));
+        assert_eq!(seen.0.committed, Some(log_id(9)));
+        assert_eq!(seen.0.last_purged, Some(log_id(4)));
     }
 
     #[test]
@@ -437,14 +408,14 @@ mod tests {
         drop(wal);
 
         let (mut wal, seen) = reopen(dir.path(), SEGMENT_BYTES);
-        assert_eq!(seen.indexes, (1..=3).collect());
+        assert_eq!(seen.indexes(), (1..=3).collect::<Vec<_>>());
         assert_eq!(wal.offset, end, "writing resumes where the valid log ends");
         wal.append(&[entries(4..=4)]).unwrap();
         drop(wal);
         let (_, seen) = reopen(dir.path(), SEGMENT_BYTES);
         assert_eq!(
-            seen.indexes,
-            (1..=4).collect(),
+            seen.indexes(),
+            (1..=4).collect::<Vec<_>>(),
             "no stale bytes after the new record"
         );
     }
@@ -488,8 +459,8 @@ mod tests {
         drop(wal);
         // The vote lived in a deleted segment; the headers carried it over.
         let (_, seen) = reopen(dir.path(), 2048);
-        assert_eq!(seen.vote, Some(Vote::new(7, 2)));
-        assert_eq!(seen.purged, Some(150));
-        assert_eq!(seen.indexes, (151..=200).collect());
+        assert_eq!(seen.0.vote, Some(Vote::new(7, 2)));
+        assert_eq!(seen.0.last_purged, Some(log_id(150)));
+        assert_eq!(seen.indexes(), (151..=200).collect::<Vec<_>>());
     }
 }
