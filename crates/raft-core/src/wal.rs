@@ -182,7 +182,12 @@ impl Wal {
         segment_bytes: u64,
         mut replay: impl FnMut(Record),
     ) -> io::Result<Wal> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut seqs: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -237,6 +242,16 @@ impl Wal {
             None => Wal::create(dir, 1, head, segment_bytes)?,
         };
         wal.wipe_tail()?;
+        if wal.offset == 0 {
+            // A crash inside `create` left the newest segment without its
+            // header; write it before anything else lands there.
+            let len = wal.file.metadata()?.len();
+            if len < segment_bytes {
+                wal.file.set_len(segment_bytes)?;
+            }
+            let header = wal.head.header();
+            wal.append(&[header])?;
+        }
         Ok(wal)
     }
 
@@ -418,6 +433,33 @@ mod tests {
             (1..=4).collect::<Vec<_>>(),
             "no stale bytes after the new record"
         );
+    }
+
+    #[test]
+    fn a_segment_left_empty_by_a_crash_gets_its_header_before_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = reopen(dir.path(), 2048);
+        wal.append(&[Record::Vote(Vote::new(3, 1))]).unwrap();
+        for i in 0..10 {
+            wal.append(&[entries(i * 5 + 1..=i * 5 + 5)]).unwrap();
+        }
+        let seq = wal.segments.last().unwrap().seq + 1;
+        drop(wal);
+        // The crash: the next segment exists, but nothing was written to it.
+        std::fs::File::create(dir.path().join(segment_name(seq))).unwrap();
+        let (mut wal, seen) = reopen(dir.path(), 2048);
+        assert_eq!(seen.indexes(), (1..=50).collect::<Vec<_>>());
+        wal.append(&[Record::Purge(log_id(50))]).unwrap();
+        wal.drop_purged(50).unwrap();
+        assert_eq!(wal.segment_count(), 1, "only the repaired segment is left");
+        drop(wal);
+        let (_, seen) = reopen(dir.path(), 2048);
+        assert_eq!(
+            seen.0.vote,
+            Some(Vote::new(3, 1)),
+            "its header kept the vote"
+        );
+        assert_eq!(seen.0.last_purged, Some(log_id(50)));
     }
 
     #[test]
