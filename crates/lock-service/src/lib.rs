@@ -90,6 +90,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     let service = Service::start(&config).await?;
     tracing::info!(id = config.id, addr = %config.listen, "lock node serving");
+    // Small request/response messages on long-lived connections (clients
+    // and peers): never let Nagle hold one back waiting for an ACK.
     axum::serve(
         axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
