@@ -254,7 +254,25 @@ impl LogMem {
     }
 }
 
+/// A read-only view of the local log's end. Unlike a [`LogStore`] clone it
+/// does not keep the writer thread alive.
+#[derive(Clone)]
+pub struct LogTail(Arc<Mutex<LogMem>>);
+
+impl LogTail {
+    /// Index of the newest entry in the local log (appended, maybe not yet
+    /// committed).
+    pub fn last_index(&self) -> Option<u64> {
+        let mem = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        mem.entries.last_key_value().map(|(i, _)| *i)
+    }
+}
+
 impl LogStore {
+    pub fn tail(&self) -> LogTail {
+        LogTail(self.mem.clone())
+    }
+
     pub fn stats(&self) -> Arc<LogStats> {
         self.stats.clone()
     }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::election::Heard;
-use crate::log_store::{LogStats, LogStatsView};
+use crate::log_store::{LogStats, LogStatsView, LogTail};
 use crate::network::{http_client, Faults, Network};
 use crate::state_machine::{Applied, SmStore};
 use crate::{Error, NodeId, Request, StateMachine, TypeConfig, MAX_BATCH};
@@ -130,6 +130,8 @@ struct Inner<SM> {
     token: ClusterToken,
     faults: Faults,
     log_stats: Arc<LogStats>,
+    /// The local log's end, for the read index.
+    log: LogTail,
     proposals: mpsc::UnboundedSender<Proposal>,
     heard: Heard,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -153,6 +155,7 @@ impl<SM: StateMachine> RaftNode<SM> {
     pub async fn start(config: NodeConfig, app: SM) -> Result<Self, Error> {
         let opened = crate::log_store::open(&config.data_dir).map_err(Error::Storage)?;
         let log_stats = opened.log.stats();
+        let log = opened.log.tail();
         let sm = SmStore::open(app, opened.snapshot, opened.snapshots).map_err(Error::Storage)?;
         let state = sm.state();
         let raft_config = Config {
@@ -216,6 +219,7 @@ impl<SM: StateMachine> RaftNode<SM> {
                 token,
                 faults,
                 log_stats,
+                log,
                 writer: std::sync::Mutex::new(Some(opened.writer)),
             }),
         })
@@ -406,9 +410,20 @@ impl<SM: StateMachine> RaftNode<SM> {
     }
 
     /// The leader's read index, confirmed by a quorum; `NotLeader` elsewhere.
+    ///
+    /// openraft 0.9 answers `max(committed, first entry of this leader's
+    /// term)`. A leader restarted with its vote keeps its term and proposes
+    /// no new entry, and its `committed` is only the restart hint, so that
+    /// answer can miss entries committed before the restart (a stale
+    /// "linearizable" read; the full-restart test caught it). The local last
+    /// index is never below anything committed, so reading at the larger of
+    /// the two is always safe; it costs at most one commit of wait when
+    /// entries are in flight.
     pub(crate) async fn read_index_local(&self) -> ForwardReply<Option<u64>> {
         match self.inner.raft.get_read_log_id().await {
-            Ok((read, _applied)) => ForwardReply::Ok(read.map(|l| l.index)),
+            Ok((read, _applied)) => {
+                ForwardReply::Ok(read.map(|l| l.index).max(self.inner.log.last_index()))
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 ForwardReply::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
             }
