@@ -36,9 +36,13 @@ use crate::{NodeId, TypeConfig};
 /// the leader's last append at about the same moment, but not exactly.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(10);
 
-/// Gap between two voters' turns: more than a vote round trip with its two
-/// vote fsyncs, so a candidate has won or lost before the next one asks.
-pub const RANK_STAGGER: Duration = Duration::from_millis(20);
+/// Gap between two voters' turns. Each voter counts from the last append
+/// *it* heard, and one follower can be a heartbeat tick behind the other (a
+/// node that just rejoined is sent to less often), so the gap covers a
+/// tick (45 ms at the default timing) plus a vote round trip; with 20 ms the
+/// second in rank was seen campaigning first, being refused, and costing a
+/// term.
+pub const RANK_STAGGER: Duration = Duration::from_millis(60);
 
 /// Turns per voter after one silence; then openraft's own timer decides.
 pub const MAX_ATTEMPTS: u32 = 5;
