@@ -36,6 +36,13 @@ where C: RaftTypeConfig
         // membership_log_id: Option<LogId<C::NodeId>>,
     },
 
+    /// distributed-sync patch: a leader's own append is on disk (or failed).
+    LocalLogFlushed {
+        vote: Vote<C::NodeId>,
+        log_id: crate::LogId<C::NodeId>,
+        result: Result<(), String>,
+    },
+
     /// Result of executing a command sent from network worker.
     Network { response: replication::Response<C> },
 
@@ -78,6 +85,9 @@ where C: RaftTypeConfig
                     "Seen a higher vote: target: {}, vote: {}, server_state_vote: {}",
                     target, new_vote, vote
                 )
+            }
+            Self::LocalLogFlushed { log_id, result, .. } => {
+                format!("Leader log flushed up to {}: {:?}", log_id, result)
             }
             Self::Network { response } => {
                 format!("Replication command done: {}", response.summary())

@@ -730,6 +730,42 @@ where
         Ok(())
     }
 
+    /// distributed-sync patch: submit a leader's append without waiting for
+    /// the flush; a task forwards the storage's completion to the core as
+    /// `Notify::LocalLogFlushed`. The storage completes appends in the order
+    /// they were submitted, so the notifications arrive in log order.
+    pub(crate) async fn submit_leader_append<I>(
+        &mut self,
+        entries: I,
+        vote: Vote<C::NodeId>,
+        last_log_id: LogId<C::NodeId>,
+    ) -> Result<(), StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (tx, rx) = C::AsyncRuntime::oneshot();
+        let callback = LogFlushed::new(LogIOId::new(vote.clone(), Some(last_log_id.clone())), tx);
+        self.log_store.append(entries, callback).await?;
+
+        let tx_notify = self.tx_notify.clone();
+        // False positive lint warning(`non-binding `let` on a future`): https://github.com/rust-lang/rust-clippy/issues/9932
+        #[allow(clippy::let_underscore_future)]
+        let _ = C::AsyncRuntime::spawn(async move {
+            let result = match rx.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx_notify.send(Notify::LocalLogFlushed {
+                vote,
+                log_id: last_log_id,
+                result,
+            });
+        });
+        Ok(())
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn apply_to_state_machine(
         &mut self,
@@ -1327,6 +1363,21 @@ where
                 }
             }
 
+            Notify::LocalLogFlushed { vote, log_id, result } => {
+                if let Err(e) = result {
+                    tracing::error!("leader log flush failed up to {}: {}", log_id, e);
+                    let e = StorageIOError::write_logs(AnyError::error(e));
+                    return Err(Fatal::from(StorageError::from(e)));
+                }
+                // A flush reported after this node lost (or changed) its
+                // leadership says nothing about the current leader's progress.
+                if self.engine.leader.as_ref().map(|l| l.vote == vote).unwrap_or(false) {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(log_id));
+                    }
+                }
+            }
+
             Notify::Network { response } => {
                 //
                 match response {
@@ -1636,6 +1687,18 @@ where
             Command::AppendInputEntries { vote, entries } => {
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
+
+                // distributed-sync patch: a leader does not wait for its own
+                // flush. It submits the append and goes on replicating; its
+                // own progress moves when the flush is reported
+                // (`Notify::LocalLogFlushed`), so an entry still commits only
+                // once a quorum holds it on disk. A follower keeps waiting
+                // here: its append-entries answer (queued after this command)
+                // must not go out before the entries are durable.
+                if self.engine.leader.as_ref().map(|l| l.vote == vote).unwrap_or(false) {
+                    self.submit_leader_append(entries, vote, last_log_id).await?;
+                    return Ok(None);
+                }
 
                 self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
