@@ -29,7 +29,7 @@
 //!   granted since answers with its grant). Entries are forgotten
 //!   [`REQUEST_MEMORY_MS`] after they were made.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -438,10 +438,33 @@ impl LockTable {
         (graph, why)
     }
 
+    /// Whether the wait-for graph can hold a cycle at all, without building
+    /// it. Every edge lives in one contended resource and points from a
+    /// waiter to an owner placed before it there, so the edges of one
+    /// resource are acyclic; a cycle needs an owner that is placed (holding
+    /// or waiting) in two contended resources. With none, there is nothing
+    /// to search: this keeps the common case (many waiters, each waiting for
+    /// one thing) linear and allocation-free.
+    fn may_deadlock(&self) -> bool {
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for name in &self.contended {
+            let Some(r) = self.resources.get(name) else {
+                continue;
+            };
+            let owners = r.holders.iter().map(|h| h.owner.as_str());
+            for owner in owners.chain(r.queue.iter().map(|w| w.owner.as_str())) {
+                if *seen.entry(owner).or_insert(name.as_str()) != name.as_str() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Abort the youngest waiter of each cycle until none is left.
     fn break_deadlocks(&mut self, now: u64, settled: &mut Vec<(WaitId, Outcome)>) {
         loop {
-            if self.contended.is_empty() {
+            if !self.may_deadlock() {
                 return;
             }
             let (graph, why) = self.wait_for_graph();
