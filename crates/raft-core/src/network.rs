@@ -18,7 +18,7 @@ use common::server::ClusterToken;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -176,7 +176,28 @@ impl Connection {
     }
 }
 
+/// First pause after an unreachable peer; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+/// Longest pause between attempts to an unreachable peer.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// The pauses between attempts to a peer that did not answer: 20, 40, 80 …
+/// ms, capped at 500 ms.
+fn backoff_delays() -> impl Iterator<Item = Duration> + Send + 'static {
+    std::iter::successors(Some(BACKOFF_FIRST), |d| Some((*d * 2).min(BACKOFF_MAX)))
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
+    /// openraft's default is a flat 500 ms. A peer that is merely slow to
+    /// come up (its listener bound but not yet serving, a restart) would
+    /// then hear nothing for 500 ms, past its election timeout, and depose
+    /// a healthy leader when it campaigns. Starting short and doubling
+    /// reaches it within a heartbeat or two and still leaves a dead peer
+    /// probed only twice a second.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(backoff_delays())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -202,5 +223,19 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(|r| &r.vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_20_ms_up_to_500_ms() {
+        let got: Vec<u64> = backoff_delays()
+            .take(8)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(got, vec![20, 40, 80, 160, 320, 500, 500, 500]);
     }
 }

@@ -205,7 +205,10 @@ async fn three_nodes_elect_exactly_one_leader_and_replicate() {
     // Exactly one leader, and every node names it.
     let views: Vec<_> = (1..=3).map(|id| c.node(id).status()).collect();
     assert_eq!(views.iter().filter(|s| s.state == "Leader").count(), 1);
-    assert!(views.iter().all(|s| s.leader_id == Some(leader)));
+    assert!(
+        views.iter().all(|s| s.leader_id == Some(leader)),
+        "{views:#?}"
+    );
     c.shutdown().await;
 }
 
