@@ -341,6 +341,26 @@ fn two_owner_cycle_aborts_the_youngest_waiter() {
 }
 
 #[test]
+fn owners_in_two_contended_resources_without_a_cycle_are_not_aborted() {
+    // a chain, not a cycle: c waits for b on r2 while b waits for a on r1, so
+    // b is placed in two contended resources (the deadlock pre-check passes it
+    // on to the full search, which must find nothing).
+    let t = run(
+        "chain",
+        vec![
+            step(0, x("r1", "a", 0), granted("a", 1)),
+            step(0, x("r2", "b", 0), granted("b", 2)),
+            step(1, x("r1", "b", 5_000), Want::Queued),
+            step(2, x("r2", "c", 5_000), Want::Queued),
+            step(3, x("r1", "d", 5_000), Want::Queued),
+        ],
+    );
+    assert_eq!(t.counters().deadlocks, 0);
+    assert_eq!(t.view("r1").waiters.len(), 2);
+    assert_eq!(t.view("r2").waiters.len(), 1);
+}
+
+#[test]
 fn three_owner_cycle() {
     run(
         "3-cycle",
