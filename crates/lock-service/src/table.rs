@@ -444,7 +444,7 @@ impl LockTable {
     /// resource are acyclic; a cycle needs an owner that is placed (holding
     /// or waiting) in two contended resources. With none, there is nothing
     /// to search: this keeps the common case (many waiters, each waiting for
-    /// one thing) linear and allocation-free.
+    /// one thing) linear, with no graph built.
     fn may_deadlock(&self) -> bool {
         let mut seen: HashMap<&str, &str> = HashMap::new();
         for name in &self.contended {
