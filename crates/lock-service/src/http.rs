@@ -148,7 +148,7 @@ impl AppState {
 
     /// Count leader changes as this node sees them.
     fn spawn_leader_watch(&self) {
-        let mut rx = self.node.metrics();
+        let mut rx = self.node.server_metrics();
         let gauges = self.gauges.clone();
         tokio::spawn(async move {
             let mut last = rx.borrow().current_leader;

@@ -20,9 +20,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const IDLE: Duration = Duration::from_secs(3600);
 
 pub async fn run(node: RaftNode<LockMachine>, mut changed: watch::Receiver<u64>) {
-    let mut metrics = node.metrics();
+    let mut metrics = node.server_metrics();
+    // One timer, moved only when the next deadline moves: most applies
+    // (a hand-off, a renew of a later lease) leave the earliest one alone.
+    let sleep = tokio::time::sleep(IDLE);
+    tokio::pin!(sleep);
+    let mut planned = None;
     loop {
         if !node.is_leader() {
+            planned = None;
             if metrics.changed().await.is_err() {
                 return;
             }
@@ -30,12 +36,18 @@ pub async fn run(node: RaftNode<LockMachine>, mut changed: watch::Receiver<u64>)
         }
         changed.borrow_and_update();
         let next = node.read(|m, _| m.table.next_deadline());
-        let pause = match next {
-            Some(at) => Duration::from_millis(at.saturating_sub(common::now_ms())),
-            None => IDLE,
-        };
+        if planned != Some(next) {
+            let pause = match next {
+                Some(at) => Duration::from_millis(at.saturating_sub(common::now_ms())),
+                None => IDLE,
+            };
+            sleep.as_mut().reset(tokio::time::Instant::now() + pause);
+            planned = Some(next);
+        }
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {
+            _ = &mut sleep => {
+                // A fired timer must be re-armed before it is polled again.
+                planned = None;
                 if next.is_some() {
                     if let Err(e) = node.write(Command::Tick).await {
                         tracing::debug!(error = %e, "tick not committed");

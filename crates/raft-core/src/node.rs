@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::server::ClusterToken;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -259,6 +260,14 @@ impl<SM: StateMachine> RaftNode<SM> {
         self.inner.raft.metrics()
     }
 
+    /// Role, vote, leader and membership only. Unlike [`Self::metrics`],
+    /// which changes several times per log entry (append, flush, commit,
+    /// apply), this changes only with them, so it is what a task that waits
+    /// for leadership or a leader change should watch.
+    pub fn server_metrics(&self) -> watch::Receiver<RaftServerMetrics<NodeId, BasicNode>> {
+        self.inner.raft.server_metrics()
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
@@ -312,7 +321,7 @@ impl<SM: StateMachine> RaftNode<SM> {
     pub async fn write(&self, cmd: SM::Command) -> Result<SM::Response, Error> {
         let value = serde_json::to_value(&cmd).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let deadline = Instant::now() + WRITE_RETRY_WINDOW;
-        let mut metrics = self.inner.raft.metrics();
+        let mut metrics = self.inner.raft.server_metrics();
         loop {
             let attempt = match self.propose_local(value.clone()).await {
                 ForwardReply::Ok(v) => return decode(v),
@@ -378,7 +387,7 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// call started (read index), so a read after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), Error> {
         let deadline = Instant::now() + WRITE_RETRY_WINDOW;
-        let mut metrics = self.inner.raft.metrics();
+        let mut metrics = self.inner.raft.server_metrics();
         loop {
             let attempt = match self.read_index_local().await {
                 ForwardReply::NotLeader(Some((_, addr))) => {
