@@ -36,6 +36,7 @@
 pub mod election;
 mod error;
 pub mod http;
+mod linger;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::election::Heard;
+use crate::linger::{Linger, Window, LINGER};
 use crate::log_store::{LogStats, LogStatsView, LogTail};
 use crate::network::{http_client, Faults, Network};
 use crate::state_machine::{Applied, SmStore};
@@ -489,6 +490,7 @@ async fn batch_proposals(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
     let mut linger = Linger::default();
+    let window = Window::new();
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -499,7 +501,7 @@ async fn batch_proposals(
         if batch.len() == 1 && linger.wanted() {
             let caught = tokio::select! {
                 p = rx.recv() => p,
-                _ = linger.window() => None,
+                _ = window.elapse(LINGER) => None,
             };
             linger.record(caught.is_some());
             if let Some(p) = caught {
@@ -571,95 +573,6 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Proposal>, batch: &mut Vec<Proposal>) 
     }
 }
 
-/// Longest wait for a second command before a lone one is proposed.
-pub const LINGER: Duration = Duration::from_micros(200);
-
-/// Lone proposals after which lingering is tried again while it is off.
-const LINGER_PROBE_EVERY: u32 = 32;
-
-/// Whether a lone command should wait [`LINGER`] for company.
-///
-/// One commit often answers several clients at once (a release answers the
-/// releaser and grants the next waiter), and each of them sends its next
-/// command a few tens of µs later. Proposed apart, those are two entries:
-/// two fsyncs on every node, and the second waits behind the first's round
-/// trip (openraft 0.9 has one append in flight per follower). Lingering
-/// puts them in one entry. It pays only while commands do arrive in such
-/// pairs, so it is adaptive, like Nagle with a memory: every window that
-/// catches a second command raises the score, every one that expires
-/// lowers it by two, and at zero lingering stops except for one probe every
-/// [`LINGER_PROBE_EVERY`] lone commands. A single sequential client thus
-/// pays the window on about 1 in 32 writes.
-#[derive(Debug, Default)]
-struct Linger {
-    score: u32,
-    since_probe: u32,
-}
-
-impl Linger {
-    const MAX_SCORE: u32 = 8;
-
-    fn wanted(&mut self) -> bool {
-        if self.score > 0 {
-            return true;
-        }
-        self.since_probe += 1;
-        if self.since_probe >= LINGER_PROBE_EVERY {
-            self.since_probe = 0;
-            return true;
-        }
-        false
-    }
-
-    fn record(&mut self, caught: bool) {
-        self.score = if caught {
-            (self.score + 1).min(Self::MAX_SCORE)
-        } else {
-            self.score.saturating_sub(2)
-        };
-    }
-
-    /// Resolves after [`LINGER`]. tokio's timer ticks in whole
-    /// milliseconds, five times too coarse, so a blocking-pool thread
-    /// sleeps instead; a window cut short by a command just leaves that
-    /// thread to finish its nap.
-    async fn window(&self) {
-        let _ = tokio::task::spawn_blocking(|| std::thread::sleep(LINGER)).await;
-    }
-}
-
 fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Error> {
     serde_json::from_value(v).map_err(|e| Error::Storage(format!("undecodable response: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn linger_stays_on_while_it_catches_and_falls_back_to_probes() {
-        let mut l = Linger::default();
-        // Off at first: only every LINGER_PROBE_EVERY-th lone command probes.
-        let probes = (0..3 * LINGER_PROBE_EVERY).filter(|_| l.wanted()).count();
-        assert_eq!(probes, 3);
-        // A probe that catches a second command turns it on…
-        l.record(true);
-        assert!(l.wanted());
-        l.record(true);
-        l.record(true);
-        // …and each miss costs two hits' worth: three hits, two misses, off.
-        l.record(false);
-        assert!(l.wanted());
-        l.record(false);
-        assert!(!l.wanted());
-        // The score saturates, so a long run of hits is undone quickly.
-        for _ in 0..100 {
-            l.record(true);
-        }
-        for _ in 0..Linger::MAX_SCORE / 2 {
-            assert!(l.wanted());
-            l.record(false);
-        }
-        assert!(!l.wanted());
-    }
 }

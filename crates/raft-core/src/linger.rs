@@ -1,0 +1,214 @@
+//! When a lone proposal waits a moment for company.
+//!
+//! One commit often answers several clients at once (a release answers the
+//! releaser and grants the next waiter), and each of them sends its next
+//! command a few tens of µs later. Proposed apart, those are two entries:
+//! two fsyncs on every node, and the second waits behind the first's round
+//! trip (openraft 0.9 has one append in flight per follower). Lingering
+//! puts them in one entry: in the 16-client hand-off loop, 1.08 entries per
+//! hand-off instead of 1.96.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use rustix::time::{
+    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
+    Timespec,
+};
+use tokio::io::unix::AsyncFd;
+
+/// Longest wait for a second command before a lone one is proposed.
+pub const LINGER: Duration = Duration::from_micros(200);
+
+/// Lone proposals after which lingering is tried again while it is off.
+pub const LINGER_PROBE_EVERY: u32 = 32;
+
+/// Whether a lone command should wait [`LINGER`] for company.
+///
+/// Lingering pays only while commands do arrive in such pairs, so it is
+/// adaptive, like Nagle with a memory: every window that catches a second
+/// command raises the score, every one that expires lowers it by two, and
+/// at zero lingering stops except for one probe every
+/// [`LINGER_PROBE_EVERY`] lone commands. A single sequential client thus
+/// pays the window on about 1 in 32 writes.
+#[derive(Debug, Default)]
+pub struct Linger {
+    score: u32,
+    since_probe: u32,
+}
+
+impl Linger {
+    pub const MAX_SCORE: u32 = 8;
+
+    pub fn wanted(&mut self) -> bool {
+        if self.score > 0 {
+            return true;
+        }
+        self.since_probe += 1;
+        if self.since_probe >= LINGER_PROBE_EVERY {
+            self.since_probe = 0;
+            return true;
+        }
+        false
+    }
+
+    pub fn record(&mut self, caught: bool) {
+        self.score = if caught {
+            (self.score + 1).min(Self::MAX_SCORE)
+        } else {
+            self.score.saturating_sub(2)
+        };
+    }
+}
+
+/// A sub-millisecond timer on the runtime's own event loop.
+///
+/// tokio's timer ticks in whole milliseconds, five times too coarse for
+/// [`LINGER`]. A timerfd registered with the runtime fires on time and
+/// wakes nothing but this task; sleeping on a blocking-pool thread instead
+/// cost two thread wake-ups per window, and measured 4.6% fewer hand-offs
+/// (median of 5, same invocation). Where no timerfd can be made, the window
+/// falls back to tokio's timer.
+pub struct Window {
+    fd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("timerfd", &self.fd.is_some())
+            .finish()
+    }
+}
+
+impl Window {
+    /// Must be called inside a tokio runtime (it registers the timerfd).
+    pub fn new() -> Self {
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )
+        .ok()
+        .and_then(register);
+        Self { fd }
+    }
+
+    /// Resolves `d` from now. Dropping the future early disarms the timer,
+    /// so a window cut short by a command causes no wake-up later.
+    pub async fn elapse(&self, d: Duration) {
+        let Some(fd) = &self.fd else {
+            return tokio::time::sleep(d).await;
+        };
+        if arm(fd, d).is_err() {
+            return tokio::time::sleep(d).await;
+        }
+        let _disarm = Disarm(fd);
+        loop {
+            let Ok(mut ready) = fd.readable().await else {
+                return tokio::time::sleep(d).await;
+            };
+            let mut expirations = [0u8; 8];
+            match rustix::io::read(fd.get_ref(), &mut expirations) {
+                Ok(_) => return,
+                // Readiness left over from an earlier window: its count was
+                // reset when this one was armed.
+                Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                Err(_) => return tokio::time::sleep(d).await,
+            }
+        }
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The project's one `unsafe` block (the workspace denies `unsafe_code`).
+#[allow(unsafe_code)]
+fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
+    // SAFETY: `register` needs the descriptor to stay open and the same for
+    // the AsyncFd's whole life. An `OwnedFd` moved into it guarantees both:
+    // it is closed only when the AsyncFd drops it, and its `as_raw_fd`
+    // never changes.
+    unsafe { AsyncFd::register(fd) }.ok()
+}
+
+fn arm(fd: &AsyncFd<OwnedFd>, d: Duration) -> rustix::io::Result<()> {
+    let spec = Itimerspec {
+        it_interval: Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: Timespec {
+            tv_sec: d.as_secs() as _,
+            tv_nsec: d.subsec_nanos() as _,
+        },
+    };
+    timerfd_settime(fd.get_ref(), TimerfdTimerFlags::empty(), &spec).map(|_| ())
+}
+
+struct Disarm<'a>(&'a AsyncFd<OwnedFd>);
+
+impl Drop for Disarm<'_> {
+    fn drop(&mut self) {
+        // A zero value disarms; an expired one-shot timer is already off.
+        let _ = arm(self.0, Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn linger_stays_on_while_it_catches_and_falls_back_to_probes() {
+        let mut l = Linger::default();
+        // Off at first: only every LINGER_PROBE_EVERY-th lone command probes.
+        let probes = (0..3 * LINGER_PROBE_EVERY).filter(|_| l.wanted()).count();
+        assert_eq!(probes, 3);
+        // A probe that catches a second command turns it on…
+        l.record(true);
+        assert!(l.wanted());
+        l.record(true);
+        l.record(true);
+        // …and each miss costs two hits' worth: three hits, two misses, off.
+        l.record(false);
+        assert!(l.wanted());
+        l.record(false);
+        assert!(!l.wanted());
+        // The score saturates, so a long run of hits is undone quickly.
+        for _ in 0..100 {
+            l.record(true);
+        }
+        for _ in 0..Linger::MAX_SCORE / 2 {
+            assert!(l.wanted());
+            l.record(false);
+        }
+        assert!(!l.wanted());
+    }
+
+    #[tokio::test]
+    async fn window_elapses_after_its_time_and_again_after_being_cut_short() {
+        let w = Window::new();
+        assert!(w.fd.is_some(), "timerfd available on Linux");
+        let t0 = Instant::now();
+        w.elapse(Duration::from_millis(3)).await;
+        assert!(t0.elapsed() >= Duration::from_millis(3));
+        // A window dropped before its time must not make the next one end
+        // early (its expiry was disarmed, its readiness is stale).
+        let cut = tokio::time::timeout(
+            Duration::from_millis(1),
+            w.elapse(Duration::from_millis(50)),
+        );
+        assert!(cut.await.is_err());
+        // Past the cut window's time: neither its expiry nor the readiness
+        // it left may end the next window early.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let t1 = Instant::now();
+        w.elapse(Duration::from_millis(20)).await;
+        assert!(t1.elapsed() >= Duration::from_millis(20));
+    }
+}
