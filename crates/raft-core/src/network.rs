@@ -1,11 +1,15 @@
 //! Outbound Raft RPCs over HTTP.
 //!
-//! One pooled reqwest client per node (keep-alive, `TCP_NODELAY`) carries
-//! append-entries, vote and snapshot chunks as JSON to the peer's
-//! `/internal/raft/*` routes. Every call is bounded by openraft's per-RPC
-//! deadline. A connection or timeout failure is reported as `Unreachable`,
-//! which makes openraft back off that peer instead of treating the failure as
-//! a protocol answer.
+//! Each openraft connection to a peer owns one HTTP/1.1 keep-alive
+//! connection (`TCP_NODELAY`) and carries append-entries, vote and snapshot
+//! chunks as JSON to the peer's `/internal/raft/*` routes. openraft sends one
+//! RPC at a time per connection, so no pool is needed: this is hyper's
+//! connection-level client, without reqwest's pool, redirect and URL layers,
+//! which were a tenth of the leader's CPU in the hand-off profile. Every call
+//! is bounded by openraft's per-RPC deadline. A connection or timeout failure
+//! drops the connection (its state is unknown) and is reported as
+//! `Unreachable`, which makes openraft back off that peer instead of treating
+//! the failure as a protocol answer.
 //!
 //! [`Faults`] is the test switch that drops traffic to chosen peers, which is
 //! how the partition tests cut a node off without touching the OS.
@@ -14,7 +18,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use common::server::ClusterToken;
+use bytes::Bytes;
+use common::server::{ClusterToken, CLUSTER_TOKEN_HEADER};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -26,6 +36,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::net::TcpStream;
 
 use crate::{NodeId, TypeConfig};
 
@@ -63,53 +74,41 @@ impl Faults {
     }
 }
 
-/// Build the HTTP client used for every peer call of a node.
+/// Build the HTTP client a node uses for forwarded writes and read-index
+/// calls to the leader (Raft's own RPCs use [`Connection`]).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(16)
-        // Peers never redirect; skipping the policy saves work per RPC.
+        // Peers never redirect; skipping the policy saves work per call.
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// Largest response body accepted from a peer (answers are small; this only
+/// bounds a misbehaving one).
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 /// The factory openraft asks for a connection to each peer.
 #[derive(Clone)]
 pub struct Network {
-    pub(crate) client: reqwest::Client,
     pub(crate) token: ClusterToken,
     pub(crate) faults: Faults,
 }
 
 pub struct Connection {
-    client: reqwest::Client,
-    token: ClusterToken,
+    token: Option<HeaderValue>,
     faults: Faults,
     target: NodeId,
-    /// The peer's routes, parsed once: every heartbeat and append goes
-    /// through here, and parsing a URL per call showed up in the leader's
-    /// profile. `None` if the member's address is not a valid host:port.
-    routes: Option<Routes>,
-}
-
-struct Routes {
-    append: reqwest::Url,
-    vote: reqwest::Url,
-    snapshot: reqwest::Url,
-}
-
-impl Routes {
-    fn new(addr: &str) -> Option<Self> {
-        let url = |path: &str| reqwest::Url::parse(&format!("http://{addr}/internal/raft/{path}"));
-        Some(Self {
-            append: url("append").ok()?,
-            vote: url("vote").ok()?,
-            snapshot: url("snapshot").ok()?,
-        })
-    }
+    /// The peer's `host:port`, also sent as `Host`.
+    addr: String,
+    host: Option<HeaderValue>,
+    /// The open HTTP/1.1 connection, if any; opened on first use and after
+    /// any failure.
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -117,11 +116,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         Connection {
-            client: self.client.clone(),
-            token: self.token.clone(),
+            token: self
+                .token
+                .0
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok()),
             faults: self.faults.clone(),
             target,
-            routes: Routes::new(&node.addr),
+            addr: node.addr.clone(),
+            host: HeaderValue::from_str(&node.addr).ok(),
+            sender: None,
         }
     }
 }
@@ -130,10 +134,22 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 #[error("{0}")]
 struct Dropped(String);
 
+fn unreachable<E: std::error::Error>(e: String) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&Dropped(e)))
+}
+
+/// What one exchange with a peer can end in, before it becomes an RPCError.
+enum Failure {
+    /// No answer: refused, reset, timed out. The peer may be down.
+    Unreachable(String),
+    /// An answer, but not a usable one.
+    Network(String),
+}
+
 impl Connection {
     async fn call<Req, Resp, E>(
-        &self,
-        route: fn(&Routes) -> &reqwest::Url,
+        &mut self,
+        path: &'static str,
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
@@ -143,36 +159,95 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         if self.faults.is_blocked(self.target) {
-            return Err(RPCError::Unreachable(Unreachable::new(&Dropped(format!(
+            return Err(unreachable(format!(
                 "traffic to node {} is blocked",
                 self.target
-            )))));
+            )));
         }
-        let Some(url) = self.routes.as_ref().map(|r| route(r).clone()) else {
-            return Err(RPCError::Unreachable(Unreachable::new(&Dropped(format!(
-                "node {} has no valid address",
-                self.target
-            )))));
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let exchange = tokio::time::timeout(timeout, self.exchange(path, body));
+        let answer = match exchange.await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(f)) => {
+                // Whatever state the connection is in, it is not one to reuse.
+                self.sender = None;
+                return Err(match f {
+                    Failure::Unreachable(why) => unreachable(why),
+                    Failure::Network(why) => RPCError::Network(NetworkError::new(&Dropped(why))),
+                });
+            }
+            Err(_) => {
+                self.sender = None;
+                return Err(unreachable(format!(
+                    "node {} did not answer within {timeout:?}",
+                    self.target
+                )));
+            }
         };
-        let resp = self
-            .token
-            .apply(self.client.post(url).json(req).timeout(timeout))
-            .send()
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(RPCError::Network(NetworkError::new(&Dropped(format!(
-                "peer {} answered {status}: {body}",
-                self.target
-            )))));
-        }
-        let result: Result<Resp, RaftError<NodeId, E>> = resp
-            .json()
-            .await
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&answer)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// POST `body` to `path` on the peer and return the answer's body.
+    async fn exchange(&mut self, path: &'static str, body: Vec<u8>) -> Result<Bytes, Failure> {
+        let target = self.target;
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.sender = Some(self.connect().await?);
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            return Err(Failure::Unreachable(format!("node {target}: no connection")));
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| Failure::Unreachable(format!("node {target}: {e}")))?;
+        let mut req = Request::post(Uri::from_static(path));
+        if let Some(h) = &self.host {
+            req = req.header(HOST, h.clone());
+        }
+        if let Some(t) = &self.token {
+            req = req.header(CLUSTER_TOKEN_HEADER, t.clone());
+        }
+        let req = req
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Failure::Network(format!("building the request: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Failure::Unreachable(format!("node {target}: {e}")))?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| Failure::Unreachable(format!("node {target}: reading the answer: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(Failure::Network(format!(
+                "peer {target} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        Ok(bytes)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        let target = self.target;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| Failure::Unreachable(format!("connecting to node {target} timed out")))?
+            .map_err(|e| Failure::Unreachable(format!("connecting to node {target}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::Unreachable(format!("node {target}: {e}")))?;
+        // The connection task ends when the sender is dropped or the peer
+        // closes; errors surface through the sender.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 }
 
@@ -203,7 +278,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(|r| &r.append, &rpc, option.hard_ttl()).await
+        self.call("/internal/raft/append", &rpc, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
@@ -214,7 +290,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(|r| &r.snapshot, &rpc, option.hard_ttl()).await
+        self.call("/internal/raft/snapshot", &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(
@@ -222,7 +299,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(|r| &r.vote, &rpc, option.hard_ttl()).await
+        self.call("/internal/raft/vote", &rpc, option.hard_ttl())
+            .await
     }
 }
 

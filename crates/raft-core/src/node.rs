@@ -177,7 +177,6 @@ impl<SM: StateMachine> RaftNode<SM> {
         let token = ClusterToken(config.cluster_token.clone());
         let faults = Faults::default();
         let network = Network {
-            client: client.clone(),
             token: token.clone(),
             faults: faults.clone(),
         };
