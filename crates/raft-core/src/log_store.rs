@@ -130,8 +130,6 @@ enum Op {
         vote: Vote<NodeId>,
         done: Done,
     },
-    /// The committed-index hint: no fsync of its own (see `save_committed`).
-    Committed(Option<LogId<NodeId>>),
     Snapshot {
         bytes: Vec<u8>,
         done: Done,
@@ -139,6 +137,12 @@ enum Op {
 }
 
 type Done = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+
+/// The newest committed-index hint not yet written (see `save_committed`).
+/// A slot, not a channel message: openraft reports every commit, and waking
+/// the writer thread for each one, only for it to find nothing to write,
+/// was a thread wake-up per entry on every node.
+type Hint = Arc<Mutex<Option<Option<LogId<NodeId>>>>>;
 
 /// What [`open`] found on disk and the handles to keep writing it.
 pub struct Opened {
@@ -175,6 +179,7 @@ impl SnapshotWriter {
 pub struct LogStore {
     mem: Arc<Mutex<LogMem>>,
     tx: mpsc::Sender<Op>,
+    hint: Hint,
     stats: Arc<LogStats>,
 }
 
@@ -203,14 +208,17 @@ pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
     let (tx, rx) = mpsc::channel();
     let writer_stats = stats.clone();
     let dir = dir.to_path_buf();
+    let hint = Hint::default();
+    let writer_hint = hint.clone();
     let writer = std::thread::Builder::new()
         .name("raft-log-writer".into())
-        .spawn(move || writer(wal, dir, rx, writer_stats))
+        .spawn(move || writer(wal, dir, rx, writer_stats, writer_hint))
         .map_err(|e| format!("spawning log writer: {e}"))?;
     Ok(Opened {
         log: LogStore {
             mem: Arc::new(Mutex::new(mem)),
             tx: tx.clone(),
+            hint,
             stats,
         },
         snapshots: SnapshotWriter { tx },
@@ -298,16 +306,31 @@ enum Ack {
 /// queued, write it all as one batch with one fsync, then acknowledge.
 ///
 /// The committed-index hint never costs a batch of its own: the newest one
-/// waits in `hint` and rides along with the next durable batch (or is
-/// written when the store closes).
-fn writer(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>) {
-    let mut hint: Option<Option<LogId<NodeId>>> = None;
+/// waits in the `hint` slot and rides along with the next durable batch (or
+/// is written when the store closes).
+fn writer(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>, hint: Hint) {
+    let take_hint = || hint.lock().unwrap_or_else(|e| e.into_inner()).take();
     while let Ok(first) = rx.recv() {
+        // Taken before the queue is drained: openraft queues an entry
+        // before it reports the entry committed, so every entry this hint
+        // covers is in this batch or an earlier one, and the hint (written
+        // after the batch's entries) never points past the log on disk.
+        let mut committed = take_hint();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_OPS {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
+            }
+        }
+        if batch.len() == MAX_BATCH_OPS {
+            // Ops are left in the queue, so the hint may cover some of
+            // them: keep it for the next batch unless a newer one came.
+            let mut slot = hint.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = committed.take();
+            } else {
+                committed = None;
             }
         }
         let mut records = Vec::with_capacity(batch.len() + 1);
@@ -332,7 +355,6 @@ fn writer(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Op>, stats: Arc<LogStat
                     records.push(Record::Vote(vote));
                     acks.push(Ack::Done(done));
                 }
-                Op::Committed(c) => hint = Some(c),
                 Op::Snapshot { bytes, done } => {
                     // Only the newest matters; each waiter hears the outcome.
                     snapshot = Some(bytes);
@@ -340,10 +362,7 @@ fn writer(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Op>, stats: Arc<LogStat
                 }
             }
         }
-        if records.is_empty() && snapshot.is_none() {
-            continue; // only a hint: it waits for the next durable batch
-        }
-        if let Some(c) = hint.take() {
+        if let Some(c) = committed {
             records.push(Record::Committed(c));
         }
         let started = std::time::Instant::now();
@@ -376,7 +395,7 @@ fn writer(mut wal: Wal, dir: PathBuf, rx: mpsc::Receiver<Op>, stats: Arc<LogStat
             stats.flushed.send_modify(|n| *n += appends);
         }
     }
-    if let Some(c) = hint {
+    if let Some(c) = take_hint() {
         if let Err(e) = wal.append(&[Record::Committed(c)]) {
             tracing::warn!(error = %e, "committed-index hint not written at close");
         }
@@ -470,7 +489,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The committed index is a hint that speeds up restart (entries up to
         // it are re-applied without waiting for a leader); it need not be
         // fsynced on its own, it rides along with the next batch.
-        self.send(Op::Committed(committed))
+        *self.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
@@ -511,6 +531,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
+    use openraft::storage::RaftLogStorage;
+    use openraft::{CommittedLeaderId, LogId, Vote};
+
+    fn reopen_committed(dir: &std::path::Path) -> Option<u64> {
+        let mut store = super::open(dir).unwrap().log;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(store.read_committed())
+            .unwrap()
+            .map(|l| l.index)
+    }
+
+    #[test]
+    fn the_committed_hint_rides_with_the_next_durable_write_and_is_written_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let super::Opened {
+            mut log,
+            snapshots,
+            writer,
+            ..
+        } = super::open(dir.path()).unwrap();
+        rt.block_on(async {
+            log.save_committed(at(5)).await.unwrap();
+            // A vote is a durable write of its own: the hint goes with it.
+            log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        });
+        // What a crash now would leave: read the files while still open.
+        assert_eq!(reopen_committed(dir.path()), Some(5));
+        // This one has no write to ride on until the store closes.
+        rt.block_on(log.save_committed(at(7))).unwrap();
+        drop((log, snapshots));
+        writer.join().unwrap();
+        assert_eq!(reopen_committed(dir.path()), Some(7));
+    }
+
     #[test]
     fn a_data_dir_in_the_old_single_file_format_is_refused_with_a_clear_message() {
         let dir = tempfile::tempdir().unwrap();

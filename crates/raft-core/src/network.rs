@@ -196,7 +196,9 @@ impl Connection {
             self.sender = Some(self.connect().await?);
         }
         let Some(sender) = self.sender.as_mut() else {
-            return Err(Failure::Unreachable(format!("node {target}: no connection")));
+            return Err(Failure::Unreachable(format!(
+                "node {target}: no connection"
+            )));
         };
         sender
             .ready()
