@@ -11,6 +11,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use serde_json::value::RawValue;
 
 use crate::node::ForwardReply;
 use crate::{NodeId, RaftNode, StateMachine, TypeConfig};
@@ -72,8 +73,8 @@ async fn snapshot<SM: StateMachine>(
 
 async fn write<SM: StateMachine>(
     State(node): State<RaftNode<SM>>,
-    ApiJson(cmd): ApiJson<serde_json::Value>,
-) -> Json<ForwardReply<serde_json::Value>> {
+    ApiJson(cmd): ApiJson<Box<RawValue>>,
+) -> Json<ForwardReply<Box<RawValue>>> {
     Json(node.propose_local(cmd).await)
 }
 

@@ -27,6 +27,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, Raf
 use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::election::Heard;
@@ -319,20 +320,20 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// Replicate `cmd` and return the application's response. Any node
     /// accepts it; see the module docs for forwarding and retries.
     pub async fn write(&self, cmd: SM::Command) -> Result<SM::Response, Error> {
-        let value = serde_json::to_value(&cmd).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let value = serde_json::value::to_raw_value(&cmd)
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let deadline = Instant::now() + WRITE_RETRY_WINDOW;
         let mut metrics = self.inner.raft.server_metrics();
         loop {
             let attempt = match self.propose_local(value.clone()).await {
-                ForwardReply::Ok(v) => return decode(v),
+                ForwardReply::Ok(v) => return decode(&v),
                 ForwardReply::NotLeader(Some((_, addr))) => {
-                    self.forward::<serde_json::Value>("write", &addr, &value)
-                        .await
+                    self.forward::<Box<RawValue>>("write", &addr, &value).await
                 }
                 other => other,
             };
             let last = match attempt {
-                ForwardReply::Ok(v) => return decode(v),
+                ForwardReply::Ok(v) => return decode(&v),
                 ForwardReply::NotLeader(leader) => Error::NotLeader { leader },
                 ForwardReply::Unavailable(why) => Error::Unavailable(why),
             };
@@ -347,10 +348,7 @@ impl<SM: StateMachine> RaftNode<SM> {
 
     /// Propose on this node only (batched with concurrent proposals). Used
     /// by [`Self::write`] and by the leader's forwarded-write route.
-    pub(crate) async fn propose_local(
-        &self,
-        cmd: serde_json::Value,
-    ) -> ForwardReply<serde_json::Value> {
+    pub(crate) async fn propose_local(&self, cmd: Box<RawValue>) -> ForwardReply<Box<RawValue>> {
         let (tx, rx) = oneshot::channel();
         if self.inner.proposals.send((cmd, tx)).is_err() {
             return ForwardReply::Unavailable("node is shutting down".into());
@@ -363,7 +361,7 @@ impl<SM: StateMachine> RaftNode<SM> {
         &self,
         path: &str,
         addr: &str,
-        body: &serde_json::Value,
+        body: &impl Serialize,
     ) -> ForwardReply<T> {
         let url = format!("http://{addr}/internal/raft/{path}");
         let req = self.inner.token.apply(
@@ -462,10 +460,7 @@ impl<SM: StateMachine> RaftNode<SM> {
     }
 }
 
-type Proposal = (
-    serde_json::Value,
-    oneshot::Sender<ForwardReply<serde_json::Value>>,
-);
+type Proposal = (Box<RawValue>, oneshot::Sender<ForwardReply<Box<RawValue>>>);
 
 /// Most proposals in flight at once (appended or waiting for commit); a
 /// memory bound under overload, not a tuning knob: the flush gate below
@@ -527,7 +522,7 @@ async fn batch_proposals(
                 Ok(Ok(resp)) => {
                     let mut answers = resp.data.into_iter();
                     for w in waiters {
-                        let a = answers.next().unwrap_or(serde_json::Value::Null);
+                        let a = answers.next().unwrap_or_else(json_null);
                         let _ = w.send(ForwardReply::Ok(a));
                     }
                 }
@@ -572,6 +567,11 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Proposal>, batch: &mut Vec<Proposal>) 
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(v).map_err(|e| Error::Storage(format!("undecodable response: {e}")))
+fn decode<T: serde::de::DeserializeOwned>(v: &RawValue) -> Result<T, Error> {
+    serde_json::from_str(v.get()).map_err(|e| Error::Storage(format!("undecodable response: {e}")))
+}
+
+/// JSON `null`, the answer of a command that has none.
+pub(crate) fn json_null() -> Box<RawValue> {
+    RawValue::from_string("null".to_string()).unwrap_or_default()
 }

@@ -11,6 +11,7 @@
 //! carried inside snapshots, so leader changes and clock skew between
 //! leaders never move time backwards for the application.
 
+use serde_json::value::RawValue;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -177,7 +178,7 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
         Ok((st.last_applied, st.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<serde_json::Value>>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Box<RawValue>>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -198,17 +199,18 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
                     let base = entry.log_id.index * MAX_BATCH as u64;
                     let mut resps = Vec::with_capacity(req.cmds.len());
                     for (pos, cmd) in req.cmds.into_iter().enumerate() {
-                        let resp = match serde_json::from_value::<SM::Command>(cmd) {
+                        let resp = match serde_json::from_str::<SM::Command>(cmd.get()) {
                             Ok(cmd) => {
                                 let resp = st.app.apply(cmd, base + pos as u64, now);
-                                serde_json::to_value(resp).unwrap_or(serde_json::Value::Null)
+                                serde_json::value::to_raw_value(&resp)
+                                    .unwrap_or_else(|_| crate::node::json_null())
                             }
                             // Commands are encoded by this binary's own types,
                             // so this only happens across incompatible
                             // versions; every replica skips the command alike.
                             Err(e) => {
                                 tracing::error!(index = entry.log_id.index, pos, error = %e, "undecodable command skipped");
-                                serde_json::Value::Null
+                                crate::node::json_null()
                             }
                         };
                         resps.push(resp);

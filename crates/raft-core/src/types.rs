@@ -1,13 +1,21 @@
 //! The openraft type configuration and the application-facing trait.
 //!
-//! The log carries commands as JSON values so that one concrete openraft
+//! The log carries commands as JSON text so that one concrete openraft
 //! type config serves any application; [`crate::RaftNode`] converts to and
 //! from the application's typed commands at the edge.
+//!
+//! Commands and answers are [`RawValue`]s (JSON text kept as it was
+//! encoded), not `serde_json::Value` trees: an entry is cloned into the log
+//! mirror and once per follower it is sent to, and a tree costs an
+//! allocation per field each time; malloc was a tenth of the leader's
+//! profile at 16 clients. The bytes on disk and on the wire are the same
+//! JSON either way.
 
 use std::io::Cursor;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Raft node id. Ids are small positive integers from configuration.
 pub type NodeId = u64;
@@ -17,19 +25,19 @@ pub const MAX_BATCH: usize = 1000;
 
 /// One log entry's payload: a batch of commands proposed together, plus the
 /// leader's clock when they were proposed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     /// Leader wall-clock milliseconds at proposal.
     pub ts_ms: u64,
     /// The application's commands, as JSON, applied in order.
-    pub cmds: Vec<serde_json::Value>,
+    pub cmds: Vec<Box<RawValue>>,
 }
 
 openraft::declare_raft_types!(
     /// The type config of every raft-core cluster.
     pub TypeConfig:
         D = Request,
-        R = Vec<serde_json::Value>,
+        R = Vec<Box<RawValue>>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -251,7 +251,10 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
         Duration::from_millis(800),
         c.node(old).raft().client_write(raft_core::Request {
             ts_ms: 0,
-            cmds: vec![serde_json::json!({"key": "lost", "value": 9})],
+            cmds: vec![serde_json::value::to_raw_value(
+                &serde_json::json!({"key": "lost", "value": 9}),
+            )
+            .unwrap()],
         }),
     )
     .await;
