@@ -311,6 +311,7 @@ async fn acquire(
     validate::range("wait_ms", req.wait_ms, 0, MAX_WAIT_MS)?;
     // A server-side id makes our own retries (leader change mid-write)
     // idempotent even when the client sent none.
+    let node_made_id = req.request_id.is_none();
     let request_id = req.request_id.unwrap_or_else(new_request_id);
     let cmd = Command::Acquire(table::Acquire {
         resource: req.resource,
@@ -319,6 +320,7 @@ async fn acquire(
         ttl_ms: req.ttl_ms,
         wait_ms: req.wait_ms,
         request_id: request_id.clone(),
+        node_made_id,
     });
     let applied = app.node.write(cmd).await.map_err(Error::from)?;
     let outcome = match applied.outcome {
@@ -411,6 +413,7 @@ async fn release(
         resource: req.resource.clone(),
         owner: req.owner.clone(),
         token: req.token,
+        node_made_id: req.request_id.is_none(),
         request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
     });
     match app.node.write(cmd).await.map_err(Error::from)?.outcome {
@@ -435,6 +438,7 @@ async fn renew(
         owner: req.owner.clone(),
         token: req.token,
         ttl_ms: req.ttl_ms,
+        node_made_id: req.request_id.is_none(),
         request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
     });
     match app.node.write(cmd).await.map_err(Error::from)?.outcome {

@@ -27,7 +27,9 @@
 //! - A request carries `(owner, request_id)`; applying it again returns the
 //!   first answer, updated to its final state (a queued request that was
 //!   granted since answers with its grant). Entries are forgotten
-//!   [`REQUEST_MEMORY_MS`] after they were made.
+//!   [`REQUEST_MEMORY_MS`] after they were made, or
+//!   [`NODE_ID_MEMORY_MS`] (plus the wait) when the id was made by the node
+//!   that took the call: only that node's own retries can repeat such an id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -42,6 +44,15 @@ pub type WaitId = u64;
 /// How long the answer to a request id is remembered for retries. Longer
 /// than the longest wait, so a waiter's entry outlives the wait.
 pub const REQUEST_MEMORY_MS: u64 = 10 * 60 * 1000;
+
+/// How long the answer to a node-made request id is remembered after its
+/// wait (if any) ends. A node repeats a write only within raft-core's retry
+/// window (3 s, plus one forward timeout of 2 s), so 30 s covers every
+/// repeat with room for clock skew between successive leaders. Keeping
+/// these for [`REQUEST_MEMORY_MS`] made the table, and every snapshot, grow
+/// by one answer per call for ten minutes: 8 s into a 16-client load run
+/// the snapshot was already 36 MB.
+pub const NODE_ID_MEMORY_MS: u64 = 30 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +112,9 @@ pub struct Acquire {
     pub ttl_ms: u64,
     pub wait_ms: u64,
     pub request_id: String,
+    /// The node made `request_id` (the client sent none).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub node_made_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +123,9 @@ pub struct Release {
     pub owner: Owner,
     pub token: Token,
     pub request_id: Option<String>,
+    /// The node made `request_id` (the client sent none).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub node_made_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +135,24 @@ pub struct Renew {
     pub token: Token,
     pub ttl_ms: u64,
     pub request_id: Option<String>,
+    /// The node made `request_id` (the client sent none).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub node_made_id: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How long an answer is remembered: see [`REQUEST_MEMORY_MS`] and
+/// [`NODE_ID_MEMORY_MS`]. A queued request's entry outlives its wait, so
+/// whatever settles the wait finds it.
+fn memory_ms(node_made_id: bool, wait_ms: u64) -> u64 {
+    if node_made_id {
+        NODE_ID_MEMORY_MS + wait_ms
+    } else {
+        REQUEST_MEMORY_MS
+    }
 }
 
 /// Withdraw a queued request whose caller stopped waiting.
@@ -204,13 +239,16 @@ type EdgeCauses = BTreeMap<(Owner, Owner), Vec<(WaitId, String)>>;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LockTable {
     resources: BTreeMap<String, Resource>,
-    /// Time → resources with a lease or wait ending then (may hold stale
-    /// entries; visiting a resource with nothing due is a no-op).
+    /// Time → resources with a lease or wait ending then. Exact: an entry
+    /// leaves when its hold or waiter does (a snapshot from before this was
+    /// kept exact may hold stale ones; visiting those is a no-op).
     deadlines: BTreeMap<u64, BTreeSet<String>>,
     /// Resources with a non-empty queue (the wait-for graph's sources).
     contended: BTreeSet<String>,
     requests: BTreeMap<Owner, BTreeMap<String, Remembered>>,
-    forget: VecDeque<(u64, Owner, String)>,
+    /// (forget at, owner, request id), one per remembered answer, in time
+    /// order (memories differ in length, so insertion order is not).
+    forget: BTreeSet<(u64, Owner, String)>,
     next_token: Token,
     counters: Counters,
 }
@@ -274,14 +312,21 @@ impl LockTable {
             .map(|r| &r.outcome)
     }
 
-    fn remember(&mut self, owner: &str, request_id: &str, outcome: Outcome, now: u64) {
-        let forget_at_ms = now + REQUEST_MEMORY_MS;
+    /// Remember the answer to a new request for `memory_ms`; a request
+    /// already remembered (a retry) keeps its entry.
+    fn remember(
+        &mut self,
+        owner: &str,
+        request_id: &str,
+        outcome: Outcome,
+        now: u64,
+        memory_ms: u64,
+    ) {
         let m = self.requests.entry(owner.to_string()).or_default();
-        if let Some(r) = m.get_mut(request_id) {
-            // A queued request settled: keep its original forget time.
-            r.outcome = outcome;
+        if m.contains_key(request_id) {
             return;
         }
+        let forget_at_ms = now + memory_ms;
         m.insert(
             request_id.to_string(),
             Remembered {
@@ -290,15 +335,24 @@ impl LockTable {
             },
         );
         self.forget
-            .push_back((forget_at_ms, owner.to_string(), request_id.to_string()));
+            .insert((forget_at_ms, owner.to_string(), request_id.to_string()));
+    }
+
+    /// A queued request settled: its remembered answer becomes the final
+    /// one, keeping its forget time (which is past the wait's end).
+    fn settle_remembered(&mut self, owner: &str, request_id: &str, outcome: Outcome) {
+        if let Some(r) = self
+            .requests
+            .get_mut(owner)
+            .and_then(|m| m.get_mut(request_id))
+        {
+            r.outcome = outcome;
+        }
     }
 
     fn forget_old(&mut self, now: u64) {
-        while let Some((at, _, _)) = self.forget.front() {
-            if *at > now {
-                break;
-            }
-            let Some((_, owner, rid)) = self.forget.pop_front() else {
+        while self.forget.first().is_some_and(|(at, _, _)| *at <= now) {
+            let Some((_, owner, rid)) = self.forget.pop_first() else {
                 break;
             };
             if let Some(m) = self.requests.get_mut(&owner) {
@@ -315,6 +369,28 @@ impl LockTable {
             .entry(at)
             .or_default()
             .insert(resource.to_string());
+    }
+
+    /// A hold or waiter of `resource` with something due at `at` is gone:
+    /// drop the deadline unless another one there is due then too. Keeps
+    /// the index exact, so the leader never proposes a `Tick` for a lease
+    /// that was released or renewed or a wait that ended early (a stale
+    /// deadline per released lock had the ticker proposing empty ticks
+    /// for a whole TTL after a burst of traffic).
+    fn drop_deadline(&mut self, at: u64, resource: &str) {
+        let still_due = self.resources.get(resource).is_some_and(|r| {
+            r.holders.iter().any(|h| h.expires_at_ms == at)
+                || r.queue.iter().any(|w| w.deadline_ms == at)
+        });
+        if still_due {
+            return;
+        }
+        if let Some(names) = self.deadlines.get_mut(&at) {
+            names.remove(resource);
+            if names.is_empty() {
+                self.deadlines.remove(&at);
+            }
+        }
     }
 
     /// Drop ended leases and waits, then grant and re-check deadlocks.
@@ -385,12 +461,13 @@ impl LockTable {
         }
         for w in timed_out {
             self.counters.wait_timeouts += 1;
-            self.remember(&w.owner, &w.request_id, Outcome::WaitTimeout, now);
+            self.settle_remembered(&w.owner, &w.request_id, Outcome::WaitTimeout);
             settled.push((w.wait_id, Outcome::WaitTimeout));
         }
         for (w, hold) in granted {
             self.counters.grants += 1;
             self.add_deadline(hold.expires_at_ms, name);
+            self.drop_deadline(w.deadline_ms, name);
             let outcome = Outcome::Granted(Grant {
                 resource: name.to_string(),
                 owner: hold.owner,
@@ -398,7 +475,7 @@ impl LockTable {
                 token: hold.token,
                 expires_at_ms: hold.expires_at_ms,
             });
-            self.remember(&w.owner, &w.request_id, outcome.clone(), now);
+            self.settle_remembered(&w.owner, &w.request_id, outcome.clone());
             settled.push((w.wait_id, outcome));
         }
     }
@@ -489,11 +566,12 @@ impl LockTable {
             let Some(w) = r.queue.remove(pos) else {
                 return;
             };
+            self.drop_deadline(w.deadline_ms, &resource);
             self.counters.deadlocks += 1;
             let outcome = Outcome::Deadlock {
                 cycle: cycle.clone(),
             };
-            self.remember(&w.owner, &w.request_id, outcome.clone(), now);
+            self.settle_remembered(&w.owner, &w.request_id, outcome.clone());
             settled.push((wait_id, outcome));
             self.grant_from_queue(&resource, now, settled);
         }
@@ -558,6 +636,7 @@ impl LockTable {
                     resource: a.resource.clone(),
                 },
                 now,
+                memory_ms(a.node_made_id, a.wait_ms),
             );
             self.break_deadlocks(now, settled);
             // If this very request was the victim, answer with its fate.
@@ -577,7 +656,13 @@ impl LockTable {
         {
             self.resources.remove(&a.resource);
         }
-        self.remember(&a.owner, &a.request_id, outcome.clone(), now);
+        self.remember(
+            &a.owner,
+            &a.request_id,
+            outcome.clone(),
+            now,
+            memory_ms(a.node_made_id, 0),
+        );
         outcome
     }
 
@@ -611,7 +696,8 @@ impl LockTable {
         let outcome = match self.find_hold(&rel.resource, &rel.owner, rel.token) {
             Ok(i) => {
                 if let Some(r) = self.resources.get_mut(&rel.resource) {
-                    r.holders.remove(i);
+                    let hold = r.holders.remove(i);
+                    self.drop_deadline(hold.expires_at_ms, &rel.resource);
                 }
                 self.counters.releases += 1;
                 self.grant_from_queue(&rel.resource, now, settled);
@@ -621,7 +707,13 @@ impl LockTable {
             Err(why) => why,
         };
         if let Some(rid) = &rel.request_id {
-            self.remember(&rel.owner, rid, outcome.clone(), now);
+            self.remember(
+                &rel.owner,
+                rid,
+                outcome.clone(),
+                now,
+                memory_ms(rel.node_made_id, 0),
+            );
         }
         outcome
     }
@@ -636,7 +728,8 @@ impl LockTable {
             Ok(i) => {
                 let expires_at_ms = now + ren.ttl_ms;
                 if let Some(r) = self.resources.get_mut(&ren.resource) {
-                    r.holders[i].expires_at_ms = expires_at_ms;
+                    let was = std::mem::replace(&mut r.holders[i].expires_at_ms, expires_at_ms);
+                    self.drop_deadline(was, &ren.resource);
                 }
                 self.add_deadline(expires_at_ms, &ren.resource);
                 Outcome::Renewed { expires_at_ms }
@@ -644,7 +737,13 @@ impl LockTable {
             Err(why) => why,
         };
         if let Some(rid) = &ren.request_id {
-            self.remember(&ren.owner, rid, outcome.clone(), now);
+            self.remember(
+                &ren.owner,
+                rid,
+                outcome.clone(),
+                now,
+                memory_ms(ren.node_made_id, 0),
+            );
         }
         outcome
     }
@@ -658,10 +757,14 @@ impl LockTable {
             return prev;
         };
         if let Some(r) = self.resources.get_mut(&resource) {
-            r.queue.retain(|w| w.wait_id != wait_id);
+            if let Some(pos) = r.queue.iter().position(|w| w.wait_id == wait_id) {
+                if let Some(w) = r.queue.remove(pos) {
+                    self.drop_deadline(w.deadline_ms, &resource);
+                }
+            }
         }
         self.counters.wait_timeouts += 1;
-        self.remember(&c.owner, &c.request_id, Outcome::WaitTimeout, now);
+        self.settle_remembered(&c.owner, &c.request_id, Outcome::WaitTimeout);
         // Removing a waiter can let the ones behind it go.
         self.grant_from_queue(&resource, now, settled);
         self.break_deadlocks(now, settled);

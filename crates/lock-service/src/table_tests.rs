@@ -48,6 +48,7 @@ fn acq(res: &str, owner: &str, mode: Mode, ttl: u64, wait: u64, rid: &str) -> Co
         ttl_ms: ttl,
         wait_ms: wait,
         request_id: rid.into(),
+        node_made_id: false,
     })
 }
 
@@ -75,6 +76,7 @@ fn rel(res: &str, owner: &str, token: Token) -> Command {
         owner: owner.into(),
         token,
         request_id: None,
+        node_made_id: false,
     })
 }
 
@@ -85,6 +87,7 @@ fn renew(res: &str, owner: &str, token: Token, ttl: u64) -> Command {
         token,
         ttl_ms: ttl,
         request_id: None,
+        node_made_id: false,
     })
 }
 
@@ -472,6 +475,7 @@ fn idempotent_replays_return_the_first_answer() {
                     owner: "b".into(),
                     token: 2,
                     request_id: Some("rel-1".into()),
+                    node_made_id: false,
                 }),
                 Want::Exact(Outcome::Released),
             ),
@@ -482,6 +486,7 @@ fn idempotent_replays_return_the_first_answer() {
                     owner: "b".into(),
                     token: 2,
                     request_id: Some("rel-1".into()),
+                    node_made_id: false,
                 }),
                 Want::Exact(Outcome::Released),
             ),
@@ -493,6 +498,70 @@ fn idempotent_replays_return_the_first_answer() {
     let later = REQUEST_MEMORY_MS + 10;
     let again = t.apply(a(), 100, later);
     assert!(matches!(again.outcome, Outcome::Granted(g) if g.token == 3));
+}
+
+#[test]
+fn node_made_ids_are_remembered_through_the_retry_window_only() {
+    const DAY: u64 = 24 * 3600 * 1000;
+    const WAIT: u64 = 300_000;
+    let node_made = |res: &str, owner: &str, wait: u64, rid: &str| {
+        let Command::Acquire(mut a) = acq(res, owner, Mode::Exclusive, DAY, wait, rid) else {
+            unreachable!()
+        };
+        a.node_made_id = true;
+        Command::Acquire(a)
+    };
+    let mut t = run(
+        "memory",
+        vec![
+            step(
+                0,
+                acq("r", "a", Mode::Exclusive, DAY, 0, "c1"),
+                granted("a", 1),
+            ),
+            step(1, node_made("r2", "b", 0, "n1"), granted("b", 2)),
+            step(2, node_made("r", "c", WAIT, "n2"), Want::Queued),
+        ],
+    );
+    let at = |t: &mut LockTable, now: u64, cmd: Command| t.apply(cmd, now, now);
+    // Inside its window a node's retry gets the first answer back...
+    let last = 1 + NODE_ID_MEMORY_MS - 1;
+    let replay = at(&mut t, last, node_made("r2", "b", 0, "n1")).outcome;
+    assert!(
+        matches!(replay, Outcome::Granted(ref g) if g.token == 2),
+        "{replay:?}"
+    );
+    // ...after it the id is forgotten and the call is a new request.
+    let replay = at(&mut t, last + 1, node_made("r2", "b", 0, "n1")).outcome;
+    assert_eq!(replay, Outcome::AlreadyHeld { token: 2 });
+    let tick = at(&mut t, 2 + WAIT, Command::Tick);
+    assert_eq!(tick.settled, vec![(3, Outcome::WaitTimeout)]);
+    // A queued request's window starts when its wait ends.
+    let last = 2 + WAIT + NODE_ID_MEMORY_MS - 1;
+    assert_eq!(
+        at(&mut t, last, node_made("r", "c", WAIT, "n2")).outcome,
+        Outcome::WaitTimeout
+    );
+    let replay = at(&mut t, last + 1, node_made("r", "c", WAIT, "n2")).outcome;
+    assert!(matches!(replay, Outcome::Queued { .. }), "{replay:?}");
+    // A client's id, remembered before the node-made ones, outlives them.
+    let replay = at(
+        &mut t,
+        REQUEST_MEMORY_MS - 1,
+        acq("r", "a", Mode::Exclusive, DAY, 0, "c1"),
+    )
+    .outcome;
+    assert!(
+        matches!(replay, Outcome::Granted(ref g) if g.token == 1),
+        "{replay:?}"
+    );
+    let replay = at(
+        &mut t,
+        REQUEST_MEMORY_MS,
+        acq("r", "a", Mode::Exclusive, DAY, 0, "c1"),
+    )
+    .outcome;
+    assert_eq!(replay, Outcome::AlreadyHeld { token: 1 });
 }
 
 #[test]
@@ -601,6 +670,49 @@ fn next_deadline_tracks_leases_and_waits() {
     t.apply(Command::Tick, 3, 300);
     assert_eq!(t.next_deadline(), Some(1_000));
     t.apply(Command::Tick, 4, 1_000);
+    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.sizes(), (0, 0, 0));
+}
+
+#[test]
+fn deadlines_leave_with_their_holds_and_waiters() {
+    let mut t = LockTable::new();
+    t.apply(x("r", "a", 0), 1, 0); // lease to 1000
+    t.apply(rel("r", "a", 1), 2, 10);
+    assert_eq!(t.next_deadline(), None, "a released lease is not due");
+    t.apply(x("r", "a", 0), 3, 20); // lease to 1020
+    t.apply(renew("r", "a", 2, 5_000), 4, 30);
+    assert_eq!(t.next_deadline(), Some(5_030), "renewed: only the new end");
+    t.apply(acq("r", "b", Mode::Exclusive, 1_000, 300, "b1"), 5, 40); // wait to 340
+    assert_eq!(t.next_deadline(), Some(340));
+    t.apply(
+        Command::Cancel(Cancel {
+            owner: "b".into(),
+            request_id: "b1".into(),
+        }),
+        6,
+        50,
+    );
+    assert_eq!(
+        t.next_deadline(),
+        Some(5_030),
+        "a withdrawn wait is not due"
+    );
+    t.apply(x("r", "c", 400), 7, 60); // wait to 460
+    let freed = t.apply(rel("r", "a", 2), 8, 70);
+    assert!(matches!(freed.settled[..], [(7, Outcome::Granted(_))]));
+    assert_eq!(
+        t.next_deadline(),
+        Some(1_070),
+        "a granted waiter's wait is not due, its lease is"
+    );
+    // Two shared holds ending together: releasing one keeps the other due.
+    t.apply(s("q", "d", 0), 9, 100);
+    t.apply(s("q", "e", 0), 10, 100);
+    t.apply(rel("q", "d", 4), 11, 110);
+    t.apply(rel("r", "c", 3), 12, 120);
+    assert_eq!(t.next_deadline(), Some(1_100));
+    t.apply(Command::Tick, 13, 1_100);
     assert_eq!(t.next_deadline(), None);
     assert_eq!(t.sizes(), (0, 0, 0));
 }
