@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
 
+    /// Writes the leader lets wait to be proposed; past this it answers
+    /// 429 `overloaded` at once instead of queueing without bound.
+    #[arg(long, env = "MAX_QUEUED_WRITES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_queued_writes: u64,
+
     /// Runtime worker threads; 0 means one per core. Nodes that share a
     /// machine's cores (run-local.sh, one-host compose) do better with 1:
     /// Raft's core loop is one task, and fewer threads mean fewer wake-ups

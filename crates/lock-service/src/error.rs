@@ -32,6 +32,8 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -40,6 +42,7 @@ impl From<raft_core::Error> for Error {
         match e {
             raft_core::Error::NotLeader { leader } => Error::NotLeader { leader },
             raft_core::Error::Unavailable(m) => Error::Unavailable(m),
+            raft_core::Error::Overloaded(m) => Error::Overloaded(m),
             raft_core::Error::InvalidInput(m) => Error::InvalidInput(m),
             raft_core::Error::Storage(m) => Error::Unavailable(format!("storage: {m}")),
         }
@@ -76,6 +79,9 @@ impl From<Error> for ApiError {
                 err
             }
             Error::Unavailable(m) => ApiError::unavailable(m),
+            // 429, not 503: the gateway takes a 503 for a node that cannot
+            // serve and moves on to the next, which would pass the load around.
+            Error::Overloaded(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", m),
             Error::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         }
     }

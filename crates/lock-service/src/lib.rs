@@ -59,6 +59,7 @@ impl Service {
             election_max_ms: config.election_max_ms,
         };
         nc.snapshot_every = config.snapshot_every;
+        nc.proposals.queued = config.max_queued_writes as usize;
         nc.cluster_token = config.cluster_token.clone();
         let waiters = Arc::new(machine::Waiters::default());
         let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);

@@ -23,6 +23,7 @@ async fn service() -> (Service, tempfile::TempDir) {
         election_min_ms: 100,
         election_max_ms: 200,
         snapshot_every: 10_000,
+        max_queued_writes: 10_000,
         worker_threads: 0,
     };
     let svc = Service::start(&config).await.unwrap();

@@ -14,6 +14,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     procs: BTreeMap<u64, Child>,
     http: reqwest::Client,
+    /// Extra environment (flag fallbacks) for every node.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 fn free_port() -> u16 {
@@ -23,6 +25,10 @@ fn free_port() -> u16 {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with_env(Vec::new()).await
+    }
+
+    async fn start_with_env(env: Vec<(&'static str, &'static str)>) -> Self {
         let ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
         let mut c = Cluster {
             ports,
@@ -32,6 +38,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+            env,
         };
         for id in 1..=3 {
             c.spawn(id);
@@ -61,6 +68,7 @@ impl Cluster {
                 self.dir.path().join(format!("n{id}")).to_str().unwrap(),
             ])
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -72,6 +80,13 @@ impl Cluster {
         let mut child = self.procs.remove(&id).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// SIGSTOP or SIGCONT one of our nodes (by its PID).
+    fn signal(&self, id: u64, sig: &str) {
+        let pid = self.procs[&id].id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
     }
 
     fn url(&self, id: u64, path: &str) -> String {
@@ -171,6 +186,7 @@ async fn contending_clients_never_overlap_and_tokens_increase_across_a_leader_ki
             dir: tempfile::tempdir().unwrap(),
             procs: BTreeMap::new(),
             http: view.1.clone(),
+            env: Vec::new(),
         };
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -398,4 +414,61 @@ async fn a_blocked_acquire_is_granted_right_after_the_release() {
     eprintln!("release → waiter's grant: {samples:?}");
     // Generous bound against a loaded CI machine; the load tool measures it.
     assert!(samples[2] < Duration::from_millis(250), "{samples:?}");
+}
+
+/// A leader that cannot commit (both followers stopped with SIGSTOP) fills
+/// its write queue (one command here, `MAX_QUEUED_WRITES=1`). Further writes
+/// are answered 429 `overloaded` at once, and nothing refused is ever
+/// applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_cannot_keep_up_answers_429_and_applies_nothing_it_refused() {
+    let c = Arc::new(Cluster::start_with_env(vec![("MAX_QUEUED_WRITES", "1")]).await);
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for f in &followers {
+        c.signal(*f, "-STOP");
+    }
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let c = c.clone();
+        calls.push(tokio::spawn(async move {
+            let body =
+                json!({"resource": format!("r{i}"), "owner": "o", "request_id": format!("q{i}")});
+            c.post(leader, "/api/lock/acquire", &body).await
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for f in &followers {
+        c.signal(*f, "-CONT");
+    }
+    let mut refused = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        if let Ok((status, body)) = call.await.unwrap() {
+            if status == 429 {
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                refused.push(i);
+            }
+        }
+    }
+    eprintln!("refused {} of 100 writes", refused.len());
+    assert!(
+        refused.len() >= 10,
+        "100 writes into a queue of one: refused {}",
+        refused.len()
+    );
+    // Once the followers are back the cluster takes writes again...
+    let (status, body) = c
+        .call(
+            leader,
+            "/api/lock/acquire",
+            &json!({"resource": "after", "owner": "o"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // ...and no refused request was applied.
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    for i in refused {
+        let view = c.get(leader, &format!("/api/lock/r{i}")).await.unwrap();
+        assert_eq!(view["holders"], json!([]), "refused r{i} applied: {view}");
+    }
 }

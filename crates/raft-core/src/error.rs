@@ -10,6 +10,10 @@ pub enum Error {
     /// No quorum or leader could be reached in time; retry later.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The leader's proposal queue is full: the command was not proposed
+    /// (so it will never apply); retry after a pause.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The request itself is wrong (e.g. a command that does not decode).
     #[error("invalid command: {0}")]
     InvalidInput(String),

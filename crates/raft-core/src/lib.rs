@@ -48,5 +48,5 @@ mod types;
 pub mod wal;
 
 pub use error::Error;
-pub use node::{NodeConfig, RaftNode, Status, Timing};
+pub use node::{NodeConfig, ProposalBounds, RaftNode, Status, Timing};
 pub use types::{NodeId, Request, StateMachine, TypeConfig, MAX_BATCH};

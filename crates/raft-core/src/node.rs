@@ -87,6 +87,33 @@ pub struct NodeConfig {
     /// up by log rather than by snapshot).
     pub keep_logs: u64,
     pub cluster_token: Option<String>,
+    /// Bounds on proposals waiting on this node (see [`ProposalBounds`]).
+    pub proposals: ProposalBounds,
+}
+
+/// How much a leader takes on before it refuses new commands.
+///
+/// Entries in flight are a memory bound, not a tuning knob: the flush gate
+/// of `batch_proposals` decides when the next entry goes out. The queue
+/// bound is what a caller meets under sustained overload: past it a write
+/// is refused at once with [`Error::Overloaded`] (the lock service answers
+/// 429) instead of waiting in an ever longer queue, whose callers would
+/// time out while the node still did their work.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalBounds {
+    /// Entries appended but not yet committed (or timed out).
+    pub in_flight: usize,
+    /// Commands waiting for a place in an entry.
+    pub queued: usize,
+}
+
+impl Default for ProposalBounds {
+    fn default() -> Self {
+        Self {
+            in_flight: 64,
+            queued: 10_000,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -99,6 +126,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             cluster_token: None,
+            proposals: ProposalBounds::default(),
         }
     }
 }
@@ -123,6 +151,8 @@ pub(crate) enum ForwardReply<T> {
     Ok(T),
     NotLeader(Option<(NodeId, String)>),
     Unavailable(String),
+    /// Refused, not proposed: the leader's queue is full.
+    Overloaded(String),
 }
 
 struct Inner<SM> {
@@ -135,7 +165,7 @@ struct Inner<SM> {
     log_stats: Arc<LogStats>,
     /// The local log's end, for the read index.
     log: LogTail,
-    proposals: mpsc::UnboundedSender<Proposal>,
+    proposals: mpsc::Sender<Proposal>,
     heard: Heard,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -204,11 +234,12 @@ impl<SM: StateMachine> RaftNode<SM> {
             heard.clone(),
             Duration::from_millis(config.timing.election_max_ms),
         ));
-        let (proposals, proposal_rx) = mpsc::unbounded_channel();
+        let (proposals, proposal_rx) = mpsc::channel(config.proposals.queued.max(1));
         tokio::spawn(batch_proposals(
             raft.clone(),
             log_stats.flushed(),
             proposal_rx,
+            config.proposals.in_flight.max(1),
         ));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -334,6 +365,8 @@ impl<SM: StateMachine> RaftNode<SM> {
             };
             let last = match attempt {
                 ForwardReply::Ok(v) => return decode(&v),
+                // Not proposed; retrying at once would only add to the load.
+                ForwardReply::Overloaded(why) => return Err(Error::Overloaded(why)),
                 ForwardReply::NotLeader(leader) => Error::NotLeader { leader },
                 ForwardReply::Unavailable(why) => Error::Unavailable(why),
             };
@@ -350,8 +383,17 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// by [`Self::write`] and by the leader's forwarded-write route.
     pub(crate) async fn propose_local(&self, cmd: Box<RawValue>) -> ForwardReply<Box<RawValue>> {
         let (tx, rx) = oneshot::channel();
-        if self.inner.proposals.send((cmd, tx)).is_err() {
-            return ForwardReply::Unavailable("node is shutting down".into());
+        match self.inner.proposals.try_send((cmd, tx)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return ForwardReply::Overloaded(format!(
+                    "{} commands already wait to be proposed; retry after a pause",
+                    self.inner.proposals.max_capacity()
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return ForwardReply::Unavailable("node is shutting down".into());
+            }
         }
         rx.await
             .unwrap_or_else(|_| ForwardReply::Unavailable("node is shutting down".into()))
@@ -407,7 +449,9 @@ impl<SM: StateMachine> RaftNode<SM> {
                         .map_err(|e| Error::Unavailable(format!("catching up: {e}")));
                 }
                 ForwardReply::NotLeader(leader) => Error::NotLeader { leader },
-                ForwardReply::Unavailable(why) => Error::Unavailable(why),
+                ForwardReply::Unavailable(why) | ForwardReply::Overloaded(why) => {
+                    Error::Unavailable(why)
+                }
             };
             if Instant::now() >= deadline {
                 return Err(last);
@@ -462,11 +506,6 @@ impl<SM: StateMachine> RaftNode<SM> {
 
 type Proposal = (Box<RawValue>, oneshot::Sender<ForwardReply<Box<RawValue>>>);
 
-/// Most proposals in flight at once (appended or waiting for commit); a
-/// memory bound under overload, not a tuning knob: the flush gate below
-/// decides when the next entry goes out.
-const MAX_PROPOSALS_IN_FLIGHT: usize = 64;
-
 /// Pack commands into log entries, group-commit style.
 ///
 /// openraft 0.9 appends each entry with its own fsync while its core loop
@@ -480,9 +519,10 @@ const MAX_PROPOSALS_IN_FLIGHT: usize = 64;
 async fn batch_proposals(
     raft: Raft<TypeConfig>,
     mut flushed: watch::Receiver<u64>,
-    mut rx: mpsc::UnboundedReceiver<Proposal>,
+    mut rx: mpsc::Receiver<Proposal>,
+    in_flight: usize,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut linger = Linger::default();
     let window = Window::new();
     while let Some(first) = rx.recv().await {
@@ -558,7 +598,7 @@ async fn batch_proposals(
 }
 
 /// Move every queued proposal into `batch`, up to [`MAX_BATCH`].
-fn drain(rx: &mut mpsc::UnboundedReceiver<Proposal>, batch: &mut Vec<Proposal>) {
+fn drain(rx: &mut mpsc::Receiver<Proposal>, batch: &mut Vec<Proposal>) {
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(p) => batch.push(p),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use raft_core::{NodeConfig, RaftNode, StateMachine, Timing};
+use raft_core::{NodeConfig, ProposalBounds, RaftNode, StateMachine, Timing};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -53,6 +53,8 @@ struct Cluster {
     nodes: BTreeMap<u64, Running>,
     token: Option<String>,
     snapshot_every: u64,
+    /// Applied to every node's config at launch.
+    tune: fn(&mut NodeConfig),
     _tmp: tempfile::TempDir,
 }
 
@@ -62,6 +64,15 @@ impl Cluster {
     }
 
     async fn start_with(n: u64, token: Option<String>, snapshot_every: u64) -> Self {
+        Self::start_tuned(n, token, snapshot_every, |_| {}).await
+    }
+
+    async fn start_tuned(
+        n: u64,
+        token: Option<String>,
+        snapshot_every: u64,
+        tune: fn(&mut NodeConfig),
+    ) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
@@ -78,6 +89,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             token,
             snapshot_every,
+            tune,
             _tmp: tmp,
         };
         for (id, l) in listeners {
@@ -96,6 +108,7 @@ impl Cluster {
         } else {
             1_000
         };
+        (self.tune)(&mut cfg);
         let node = RaftNode::start(cfg, Kv::default()).await.unwrap();
         let app = raft_core::http::router(node.clone());
         let (stop, rx) = oneshot::channel::<()>();
@@ -293,6 +306,95 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
     assert_eq!(c.kv(old), c.kv(new));
     assert!(!c.kv(old).contains_key("lost"));
     assert_eq!(c.kv(old).get("during"), Some(&2));
+    c.shutdown().await;
+}
+
+/// A leader whose queue is full refuses at once, and what it refused never
+/// applies. The leader is cut off so that nothing commits: its one entry in
+/// flight stays there, the batcher holds the next command, the queue the
+/// one after, and the write after that finds no room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_proposal_queue_refuses_writes_that_then_never_apply() {
+    let c = Cluster::start_tuned(3, None, 10_000, |cfg| {
+        cfg.proposals = ProposalBounds {
+            in_flight: 1,
+            queued: 1,
+        };
+    })
+    .await;
+    let old = c.leader(None, Duration::from_secs(5)).await;
+    c.write(old, "before", 1).await;
+    c.node(old).faults().block(&others(old));
+    for id in others(old) {
+        c.node(id).faults().block(&[old]);
+    }
+    let mut calls = Vec::new();
+    for i in 0..8u64 {
+        let node = c.node(old).clone();
+        calls.push(tokio::spawn(async move {
+            node.write(Set {
+                key: format!("w{i}"),
+                value: i,
+            })
+            .await
+        }));
+        // Each command its own step: taken into an entry, held, queued.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The majority goes on; healing lets the old leader follow again.
+    let maj = others(old);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let new = loop {
+        let s = c.node(maj[0]).status();
+        if let Some(l) = s.leader_id.filter(|l| *l != old) {
+            if c.node(maj[1]).status().leader_id == Some(l) {
+                break l;
+            }
+        }
+        assert!(Instant::now() < deadline, "majority elected no leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    c.node(old).faults().heal();
+    for id in maj.iter() {
+        c.node(*id).faults().heal();
+    }
+    let mut refused = Vec::new();
+    let mut written = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Err(raft_core::Error::Overloaded(why)) => {
+                assert!(why.contains("retry"), "{why}");
+                refused.push(i);
+            }
+            Ok(_) => written.push(i),
+            // Outcome unknown (the isolated leader's wait ran out).
+            Err(_) => {}
+        }
+    }
+    assert!(
+        refused.len() >= 5,
+        "8 writes with room for 3: refused {refused:?}"
+    );
+    c.write(new, "after", 2).await;
+    let applied = c.node(new).status().applied_index.unwrap();
+    for id in 1..=3 {
+        c.caught_up(id, applied).await;
+        let kv = c.kv(id);
+        for i in &refused {
+            assert!(
+                !kv.contains_key(&format!("w{i}")),
+                "refused w{i} applied on {id}"
+            );
+        }
+        for i in &written {
+            assert!(
+                kv.contains_key(&format!("w{i}")),
+                "written w{i} missing on {id}"
+            );
+        }
+    }
+    // The old leader takes writes again once it follows.
+    c.write(old, "later", 3).await;
     c.shutdown().await;
 }
 
