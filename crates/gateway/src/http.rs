@@ -63,6 +63,7 @@ async fn lock_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> A
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or mistyped field", body = ErrorBody),
         (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
+        (status = 429, description = "The lock leader's write queue is full: not applied; retry after a pause", body = ErrorBody),
         (status = 504, description = "Timed out", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
@@ -82,6 +83,7 @@ pub async fn lock_acquire(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or mistyped field", body = ErrorBody),
         (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
+        (status = 429, description = "The lock leader's write queue is full: not applied; retry after a pause", body = ErrorBody),
         (status = 504, description = "Timed out", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
@@ -101,6 +103,7 @@ pub async fn lock_release(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or mistyped field", body = ErrorBody),
         (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
+        (status = 429, description = "The lock leader's write queue is full: not applied; retry after a pause", body = ErrorBody),
         (status = 504, description = "Timed out", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
