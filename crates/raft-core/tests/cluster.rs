@@ -185,6 +185,23 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Wait until both nodes other than `old` name the same leader (not
+    /// `old`) and return it.
+    async fn majority_leader(&self, old: u64) -> u64 {
+        let maj = others(old);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let s = self.node(maj[0]).status();
+            if let Some(l) = s.leader_id.filter(|l| *l != old) {
+                if self.node(maj[1]).status().leader_id == Some(l) {
+                    return l;
+                }
+            }
+            assert!(Instant::now() < deadline, "majority elected no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn shutdown(mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -277,17 +294,7 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
     );
     // The majority elects a new leader and commits.
     let maj = others(old);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let new = loop {
-        let s = c.node(maj[0]).status();
-        if let Some(l) = s.leader_id.filter(|l| *l != old) {
-            if c.node(maj[1]).status().leader_id == Some(l) {
-                break l;
-            }
-        }
-        assert!(Instant::now() < deadline, "majority elected no leader");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let new = c.majority_leader(old).await;
     c.write(new, "during", 2).await;
     assert!(!c.kv(old).contains_key("during"));
     // Heal: the old leader follows and converges; its lost write is gone.
@@ -343,17 +350,7 @@ async fn a_full_proposal_queue_refuses_writes_that_then_never_apply() {
     }
     // The majority goes on; healing lets the old leader follow again.
     let maj = others(old);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let new = loop {
-        let s = c.node(maj[0]).status();
-        if let Some(l) = s.leader_id.filter(|l| *l != old) {
-            if c.node(maj[1]).status().leader_id == Some(l) {
-                break l;
-            }
-        }
-        assert!(Instant::now() < deadline, "majority elected no leader");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let new = c.majority_leader(old).await;
     c.node(old).faults().heal();
     for id in maj.iter() {
         c.node(*id).faults().heal();
