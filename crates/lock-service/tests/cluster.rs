@@ -417,9 +417,11 @@ async fn a_blocked_acquire_is_granted_right_after_the_release() {
 }
 
 /// A leader that cannot commit (both followers stopped with SIGSTOP) fills
-/// its write queue (one command here, `MAX_QUEUED_WRITES=1`). Further writes
-/// are answered 429 `overloaded` at once, and nothing refused is ever
-/// applied.
+/// its write queue (one command here, `MAX_QUEUED_WRITES=1`, behind the 64
+/// entries waiting for commit). Further writes are answered 429
+/// `overloaded` at once, and nothing refused is ever applied (after
+/// SIGCONT a new leader may be elected, truncating the old one's entries;
+/// writes forwarded to it can be refused there too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_that_cannot_keep_up_answers_429_and_applies_nothing_it_refused() {
     let c = Arc::new(Cluster::start_with_env(vec![("MAX_QUEUED_WRITES", "1")]).await);

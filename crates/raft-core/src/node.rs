@@ -355,6 +355,11 @@ impl<SM: StateMachine> RaftNode<SM> {
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let deadline = Instant::now() + WRITE_RETRY_WINDOW;
         let mut metrics = self.inner.raft.server_metrics();
+        // Set once an attempt may have been proposed without our knowing
+        // its fate (a commit timeout, a forward cut off mid-way). A
+        // `NotLeader` answer is not such a case: openraft gives it to a
+        // write it never appended or whose entry was truncated.
+        let mut unknown: Option<Error> = None;
         loop {
             let attempt = match self.propose_local(value.clone()).await {
                 ForwardReply::Ok(v) => return decode(&v),
@@ -365,10 +370,18 @@ impl<SM: StateMachine> RaftNode<SM> {
             };
             let last = match attempt {
                 ForwardReply::Ok(v) => return decode(&v),
-                // Not proposed; retrying at once would only add to the load.
-                ForwardReply::Overloaded(why) => return Err(Error::Overloaded(why)),
+                // Refused, so this attempt was not proposed: say so at once
+                // (retrying would only add to the load), unless an earlier
+                // attempt may have been; then only "unknown" is true.
+                ForwardReply::Overloaded(why) => match &unknown {
+                    None => return Err(Error::Overloaded(why)),
+                    Some(earlier) => earlier.clone(),
+                },
                 ForwardReply::NotLeader(leader) => Error::NotLeader { leader },
-                ForwardReply::Unavailable(why) => Error::Unavailable(why),
+                ForwardReply::Unavailable(why) => {
+                    unknown = Some(Error::Unavailable(why.clone()));
+                    Error::Unavailable(why)
+                }
             };
             if Instant::now() >= deadline {
                 return Err(last);
