@@ -261,6 +261,27 @@ impl Cluster {
         format!("127.0.0.1:{}", self.ports[&id].0)
     }
 
+    /// CPU time (user + system, every thread) the members have used so
+    /// far, in µs, from `/proc/<pid>/stat`. On a shared, noisy host the CPU
+    /// a run costs per operation moves far less than its rate does, so it
+    /// shows small changes the rate hides.
+    fn cpu_us(&self) -> u64 {
+        // Clock ticks of 10 ms (USER_HZ is 100 on Linux).
+        const TICK_US: u64 = 10_000;
+        self.procs
+            .values()
+            .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/stat", c.id())).ok())
+            .filter_map(|stat| {
+                // Fields after the parenthesised command name; utime and
+                // stime are the 14th and 15th fields of the whole line.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .sum::<u64>()
+            * TICK_US
+    }
+
     /// Log write counters of every member: for ours the Raft log's entries,
     /// fsyncs and appends; for etcd its committed proposals and WAL fsyncs.
     async fn log_stats(&self) -> Value {
@@ -613,6 +634,7 @@ async fn pairs(args: &Args, system: &System) -> Value {
     let stop = Instant::now() + Duration::from_secs(args.seconds);
     let _renew = KeepAlive::start(&lockers, stop + Duration::from_secs(30));
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    let cpu_before = c.cpu_us();
     let mut tasks = Vec::new();
     for (client, locker) in lockers.into_iter().enumerate() {
         let hist = hist.clone();
@@ -639,6 +661,7 @@ async fn pairs(args: &Args, system: &System) -> Value {
         total += t.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = c.cpu_us() - cpu_before;
     let (p50, p99) = {
         let h = hist.lock().unwrap();
         (pct(&h, 0.5), pct(&h, 0.99))
@@ -646,6 +669,7 @@ async fn pairs(args: &Args, system: &System) -> Value {
     json!({"scenario": "pairs", "clients": args.clients, "pairs": total,
            "pairs_per_s": total as f64 / secs,
            "pair_ms_p50": p50, "pair_ms_p99": p99,
+           "cpu_us_per_pair": cpu as f64 / total.max(1) as f64,
            "log": c.log_stats().await})
 }
 
@@ -661,6 +685,7 @@ async fn handoff(args: &Args, system: &System) -> Value {
     // of the holders (for ours it is the order of the fencing tokens).
     let granted = Arc::new(Mutex::new(Vec::<u64>::new()));
     let released = Arc::new(Mutex::new(BTreeMap::<usize, u64>::new()));
+    let cpu_before = c.cpu_us();
     let mut tasks = Vec::new();
     for (client, locker) in lockers.into_iter().enumerate() {
         let (released, granted) = (released.clone(), granted.clone());
@@ -690,6 +715,7 @@ async fn handoff(args: &Args, system: &System) -> Value {
         t.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = c.cpu_us() - cpu_before;
     let (count, h) = {
         let granted = granted.lock().unwrap();
         let released = released.lock().unwrap();
@@ -704,6 +730,7 @@ async fn handoff(args: &Args, system: &System) -> Value {
     };
     json!({"scenario": "handoff", "clients": args.clients, "handoffs": count,
            "handoffs_per_s": count as f64 / secs,
+           "cpu_us_per_handoff": cpu as f64 / count.max(1) as f64,
            "release_to_grant_ms_p50": pct(&h, 0.5), "release_to_grant_ms_p99": pct(&h, 0.99),
            "log": c.log_stats().await})
 }
@@ -811,6 +838,13 @@ async fn main() {
         systems.push(("etcd", System::Etcd(etcd)));
     }
     let mut seen: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // The members' CPU per operation (pairs, handoff), lower is better.
+    let cpu_metric = match args.scenario.as_str() {
+        "pairs" => Some("cpu_us_per_pair"),
+        "handoff" => Some("cpu_us_per_handoff"),
+        _ => None,
+    };
+    let mut cpu_seen: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for run in 0..args.runs {
         // Alternate the order so no system always runs on a warmer machine.
         let mut order = systems.clone();
@@ -830,18 +864,28 @@ async fn main() {
             if let Some(v) = out[metric].as_f64() {
                 seen.entry(label).or_default().push(v);
             }
+            if let Some(v) = cpu_metric.and_then(|m| out[m].as_f64()) {
+                cpu_seen.entry(label).or_default().push(v);
+            }
         }
     }
     if args.runs > 1 || systems.len() > 1 {
         let medians: BTreeMap<&str, f64> = seen.into_iter().map(|(k, v)| (k, median(v))).collect();
-        let ratio = |other: &str| match (medians.get("this"), medians.get(other)) {
+        let cpu: BTreeMap<&str, f64> = cpu_seen.into_iter().map(|(k, v)| (k, median(v))).collect();
+        let ratio_of = |m: &BTreeMap<&str, f64>, other: &str| match (m.get("this"), m.get(other)) {
             (Some(t), Some(o)) if *o > 0.0 => json!(t / o),
             _ => Value::Null,
         };
+        let ratio = |other: &str| ratio_of(&medians, other);
         let mut summary = json!({"summary": args.scenario, "clients": args.clients,
                                  "runs": args.runs, "node_args": args.node_args,
                                  "metric": metric, "higher_is_better": higher_is_better,
                                  "median": medians, "ratio_this_to_baseline": ratio("baseline")});
+        if let Some(m) = cpu_metric {
+            summary["cpu_metric"] = json!(m);
+            summary["cpu_median"] = json!(cpu);
+            summary["cpu_ratio_this_to_baseline"] = ratio_of(&cpu, "baseline");
+        }
         if let Some(etcd) = &args.etcd {
             let version = Command::new(etcd).arg("--version").output().ok();
             let version = version
