@@ -47,7 +47,8 @@ pub struct Config {
     #[arg(long, env = "ELECTION_MAX_MS", default_value_t = 200)]
     pub election_max_ms: u64,
 
-    /// Build a snapshot after this many log entries.
+    /// Build a snapshot after this many log entries (and once the commands
+    /// since add up to the size of the last snapshot).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
 

@@ -81,7 +81,9 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub timing: Timing,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Build a snapshot after this many log entries since the last one,
+    /// once the commands applied since add up to the last snapshot's size
+    /// (see `state_machine::SnapshotPlan`).
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot (lets slow followers catch
     /// up by log rather than by snapshot).
@@ -189,15 +191,23 @@ impl<SM: StateMachine> RaftNode<SM> {
         let opened = crate::log_store::open(&config.data_dir).map_err(Error::Storage)?;
         let log_stats = opened.log.stats();
         let log = opened.log.tail();
-        let sm = SmStore::open(app, opened.snapshot, opened.snapshots).map_err(Error::Storage)?;
+        let sm = SmStore::open(
+            app,
+            opened.snapshot,
+            opened.snapshots,
+            config.snapshot_every,
+        )
+        .map_err(Error::Storage)?;
         let state = sm.state();
+        let snapshot_due = sm.snapshot_due();
         let raft_config = Config {
             cluster_name: "distributed-sync".into(),
             heartbeat_interval: config.timing.heartbeat_ms,
             election_timeout_min: config.timing.election_min_ms,
             election_timeout_max: config.timing.election_max_ms,
             install_snapshot_timeout: 2_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // The state machine's own plan asks for snapshots (size-aware).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.keep_logs,
             snapshot_max_chunk_size: 1 << 20,
             ..Default::default()
@@ -227,6 +237,16 @@ impl<SM: StateMachine> RaftNode<SM> {
             }
             Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
         }
+        let trigger = raft.clone();
+        tokio::spawn(async move {
+            loop {
+                snapshot_due.notified().await;
+                if let Err(e) = trigger.trigger().snapshot().await {
+                    tracing::debug!(error = %e, "snapshot not triggered; raft stopped");
+                    return;
+                }
+            }
+        });
         let heard = Heard::default();
         tokio::spawn(crate::election::run(
             raft.clone(),
