@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -539,6 +540,22 @@ impl<SM: StateMachine> RaftNode<SM> {
 
 type Proposal = (Box<RawValue>, oneshot::Sender<ForwardReply<Box<RawValue>>>);
 
+/// Commands awaiting commit (the entry just proposed included) at which the
+/// next entry waits for that entry's commit instead of only its local flush.
+///
+/// The flush gate alone proposes an entry every leader fsync, and each
+/// entry costs every node an fsync and the leader an RPC per follower:
+/// ~250 µs of CPU across the three nodes here, as much as two or three
+/// commands. With this many writers in flight, waiting for the commit
+/// (some 0.3 ms longer) gathers a batch about twice the size, and the CPU
+/// saved shortens everyone's queue. Measured against the build without it
+/// (`lock_load --runs 3 --baseline-bin`, medians, one invocation): 16
+/// clients 1.06× pairs/s at 0.89× the CPU per pair, 8 clients 1.01× at
+/// 0.93×; 1 and 4 clients and the hand-off loop unchanged within the noise
+/// (they seldom have six commands in flight). A threshold of 10 lost the
+/// gain.
+const COMMIT_GATE_AT: usize = 6;
+
 /// Pack commands into log entries, group-commit style.
 ///
 /// openraft 0.9 appends each entry with its own fsync while its core loop
@@ -546,9 +563,10 @@ type Proposal = (Box<RawValue>, oneshot::Sender<ForwardReply<Box<RawValue>>>);
 /// entry at that stage: it hands openraft the next entry as soon as the
 /// previous one is flushed locally (or has failed), carrying every command
 /// that arrived meanwhile, and lets entries overlap in replication as deep as
-/// the round trip needs. A command that would go alone may first wait a
-/// moment for a second one (see [`Linger`]). Each caller gets its own
-/// command's answer.
+/// the round trip needs. Under many concurrent writers the gate is the
+/// entry's commit instead (see [`COMMIT_GATE_AT`]). A command that would go
+/// alone may first wait a moment for a second one (see [`Linger`]). Each
+/// caller gets its own command's answer.
 async fn batch_proposals(
     raft: Raft<TypeConfig>,
     mut flushed: watch::Receiver<u64>,
@@ -556,6 +574,8 @@ async fn batch_proposals(
     in_flight: usize,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    // Commands in entries proposed and not yet settled.
+    let awaiting = Arc::new(AtomicUsize::new(0));
     let mut linger = Linger::default();
     let window = Window::new();
     while let Some(first) = rx.recv().await {
@@ -579,6 +599,9 @@ async fn batch_proposals(
         let flushed_before = *flushed.borrow_and_update();
         let (settled_tx, settled_rx) = oneshot::channel::<()>();
         let raft = raft.clone();
+        let size = batch.len();
+        let busy = awaiting.fetch_add(size, Ordering::Relaxed) + size >= COMMIT_GATE_AT;
+        let awaiting = awaiting.clone();
         tokio::spawn(async move {
             let (cmds, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let req = Request {
@@ -589,6 +612,7 @@ async fn batch_proposals(
             // so callers can retry elsewhere (the batch may still commit if
             // this node keeps its leadership, hence idempotent commands).
             let res = tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(req)).await;
+            awaiting.fetch_sub(size, Ordering::Relaxed);
             drop(slot);
             drop(settled_tx);
             match res {
@@ -621,11 +645,16 @@ async fn batch_proposals(
         });
         // Gate: the next entry waits until this one is on the local disk
         // (an append after `flushed_before` completed) or was settled
-        // without one (this node is not the leader, or it failed).
-        let on_disk = flushed.wait_for(|n| *n > flushed_before);
-        tokio::select! {
-            _ = on_disk => {}
-            _ = settled_rx => {}
+        // without one (this node is not the leader, or it failed); when
+        // busy, until it is settled (committed, or failed).
+        if busy {
+            let _ = settled_rx.await;
+        } else {
+            let on_disk = flushed.wait_for(|n| *n > flushed_before);
+            tokio::select! {
+                _ = on_disk => {}
+                _ = settled_rx => {}
+            }
         }
     }
 }
