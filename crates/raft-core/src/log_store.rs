@@ -61,6 +61,13 @@ pub struct LogStats {
     pub max_entries_per_fsync: AtomicU64,
     /// Time spent writing and syncing batches, in microseconds.
     pub write_us: AtomicU64,
+    /// Linger windows the proposal batcher opened for a lone command, and
+    /// how many of them caught a second one (see `linger`).
+    pub linger_windows: AtomicU64,
+    pub linger_caught: AtomicU64,
+    /// Entries the batcher proposed, and the client commands they carried.
+    pub batches: AtomicU64,
+    pub batched_commands: AtomicU64,
     /// `append` calls made durable so far; the proposal batcher watches it
     /// to hand the leader its next entry the moment the previous one is on
     /// disk (see `node::batch_proposals`).
@@ -75,6 +82,10 @@ impl Default for LogStats {
             fsyncs: AtomicU64::new(0),
             max_entries_per_fsync: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
+            linger_windows: AtomicU64::new(0),
+            linger_caught: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batched_commands: AtomicU64::new(0),
             flushed: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -89,6 +100,10 @@ pub struct LogStatsView {
     pub max_entries_per_fsync: u64,
     /// Mean time of one durable batch (write + fsync), in ms.
     pub mean_write_ms: f64,
+    pub linger_windows: u64,
+    pub linger_caught: u64,
+    pub batches: u64,
+    pub batched_commands: u64,
 }
 
 impl LogStats {
@@ -106,6 +121,10 @@ impl LogStats {
             mean_write_ms: self.write_us.load(Ordering::Relaxed) as f64
                 / 1000.0
                 / self.fsyncs.load(Ordering::Relaxed).max(1) as f64,
+            linger_windows: self.linger_windows.load(Ordering::Relaxed),
+            linger_caught: self.linger_caught.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batched_commands: self.batched_commands.load(Ordering::Relaxed),
         }
     }
 }

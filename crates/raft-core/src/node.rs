@@ -258,7 +258,7 @@ impl<SM: StateMachine> RaftNode<SM> {
         let (proposals, proposal_rx) = mpsc::channel(config.proposals.queued.max(1));
         tokio::spawn(batch_proposals(
             raft.clone(),
-            log_stats.flushed(),
+            log_stats.clone(),
             proposal_rx,
             config.proposals.in_flight.max(1),
         ));
@@ -569,10 +569,11 @@ const COMMIT_GATE_AT: usize = 6;
 /// caller gets its own command's answer.
 async fn batch_proposals(
     raft: Raft<TypeConfig>,
-    mut flushed: watch::Receiver<u64>,
+    stats: Arc<LogStats>,
     mut rx: mpsc::Receiver<Proposal>,
     in_flight: usize,
 ) {
+    let mut flushed = stats.flushed();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     // Commands in entries proposed and not yet settled.
     let awaiting = Arc::new(AtomicUsize::new(0));
@@ -591,6 +592,10 @@ async fn batch_proposals(
                 _ = window.elapse(LINGER) => None,
             };
             linger.record(caught.is_some());
+            stats.linger_windows.fetch_add(1, Ordering::Relaxed);
+            if caught.is_some() {
+                stats.linger_caught.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(p) = caught {
                 batch.push(p);
                 drain(&mut rx, &mut batch);
@@ -600,6 +605,10 @@ async fn batch_proposals(
         let (settled_tx, settled_rx) = oneshot::channel::<()>();
         let raft = raft.clone();
         let size = batch.len();
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .batched_commands
+            .fetch_add(size as u64, Ordering::Relaxed);
         let busy = awaiting.fetch_add(size, Ordering::Relaxed) + size >= COMMIT_GATE_AT;
         let awaiting = awaiting.clone();
         tokio::spawn(async move {
