@@ -5,19 +5,21 @@
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use common::ApiJson;
+use bytes::Bytes;
+use common::{ApiError, ApiJson};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 use serde_json::value::RawValue;
 
+use crate::network::decode_chunk;
 use crate::node::ForwardReply;
 use crate::{NodeId, RaftNode, StateMachine, TypeConfig};
 
-/// Largest internal request body: a snapshot chunk (1 MiB) encoded as JSON
-/// numbers is up to ~4 MiB; append batches are far smaller.
+/// Largest internal request body: a snapshot chunk is 1 MiB of data plus
+/// its header; append batches of up to `MAX_BATCH` commands per entry can
+/// be larger.
 const INTERNAL_BODY_LIMIT: usize = 16 << 20;
 
 /// The internal router for a node; merge it into the service's router.
@@ -57,10 +59,15 @@ async fn vote<SM: StateMachine>(
     Json(node.raft().vote(req).await)
 }
 
+/// A snapshot chunk as [`crate::network::encode_chunk`] writes it.
 async fn snapshot<SM: StateMachine>(
     State(node): State<RaftNode<SM>>,
-    ApiJson(req): ApiJson<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    body: Bytes,
+) -> Result<
+    Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>,
+    ApiError,
+> {
+    let req = decode_chunk(&body).map_err(ApiError::invalid)?;
     let leader_vote = req.vote;
     let res = node.raft().install_snapshot(req).await;
     // A snapshot stream is the leader talking too (it sends no appends to
@@ -68,7 +75,7 @@ async fn snapshot<SM: StateMachine>(
     if matches!(&res, Ok(r) if r.vote == leader_vote) {
         node.heard_from_leader();
     }
-    Json(res)
+    Ok(Json(res))
 }
 
 async fn write<SM: StateMachine>(

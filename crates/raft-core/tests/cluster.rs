@@ -487,6 +487,24 @@ async fn internal_routes_require_the_cluster_token() {
             assert_eq!(body["error"]["code"], "unauthorized");
         }
     }
+    // With the token, a snapshot chunk that is not one is refused and says
+    // why.
+    let resp = http
+        .post(format!("http://{}/internal/raft/snapshot", c.addrs[&leader]))
+        .header("x-cluster-token", "s3cret")
+        .body(vec![200u8, 0, 0, 0, b'{'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("header says 200 bytes"),
+        "{body}"
+    );
     // Nothing changed: same term, same leader, still writable.
     let after = c.node(leader).status();
     assert_eq!(after.term, before.term);
