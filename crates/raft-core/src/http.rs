@@ -3,13 +3,16 @@
 //! requires the cluster token when one is configured.
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use common::{ApiError, ApiJson};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde_json::value::RawValue;
 
@@ -59,15 +62,26 @@ async fn vote<SM: StateMachine>(
     Json(node.raft().vote(req).await)
 }
 
-/// A snapshot chunk as [`crate::network::encode_chunk`] writes it.
+/// A snapshot chunk as [`crate::network::encode_chunk`] writes it, or as
+/// one JSON request, which is how builds before it sent chunks (so a
+/// cluster can be upgraded one node at a time).
 async fn snapshot<SM: StateMachine>(
     State(node): State<RaftNode<SM>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<
     Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>,
     ApiError,
 > {
-    let req = decode_chunk(&body).map_err(ApiError::invalid)?;
+    let json = headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let req = if json {
+        serde_json::from_slice::<InstallSnapshotRequest<TypeConfig>>(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid snapshot chunk: {e}")))?
+    } else {
+        decode_chunk(&body).map_err(ApiError::invalid)?
+    };
     let leader_vote = req.vote;
     let res = node.raft().install_snapshot(req).await;
     // A snapshot stream is the leader talking too (it sends no appends to
