@@ -240,10 +240,22 @@ impl Cluster {
                 cmd
             }
         };
+        // NODE_LOG_DIR keeps each member's log (appended, one file per
+        // member id), at NODE_RUST_LOG's level for ours.
+        let log = std::env::var_os("NODE_LOG_DIR").and_then(|dir| {
+            if let Ok(level) = std::env::var("NODE_RUST_LOG") {
+                cmd.env("RUST_LOG", level);
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(std::path::Path::new(&dir).join(format!("member-{id}.log")))
+                .ok()
+        });
         let child = cmd
             .args(&self.extra_args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.map_or_else(Stdio::null, Stdio::from))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.system.bin().display()));
         self.procs.insert(id, child);
@@ -666,13 +678,13 @@ async fn pairs(args: &Args, system: &System) -> Value {
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = c.cpu_us() - cpu_before;
-    let (p50, p99) = {
+    let (p50, p99, max) = {
         let h = hist.lock().unwrap();
-        (pct(&h, 0.5), pct(&h, 0.99))
+        (pct(&h, 0.5), pct(&h, 0.99), h.max() as f64 / 1000.0)
     };
     json!({"scenario": "pairs", "clients": args.clients, "pairs": total,
            "pairs_per_s": total as f64 / secs,
-           "pair_ms_p50": p50, "pair_ms_p99": p99,
+           "pair_ms_p50": p50, "pair_ms_p99": p99, "pair_ms_max": max,
            "cpu_us_per_pair": cpu as f64 / total.max(1) as f64,
            "log": c.log_stats().await})
 }

@@ -245,10 +245,16 @@ pub struct LockTable {
     deadlines: BTreeMap<u64, BTreeSet<String>>,
     /// Resources with a non-empty queue (the wait-for graph's sources).
     contended: BTreeSet<String>,
-    requests: BTreeMap<Owner, BTreeMap<String, Remembered>>,
+    /// Remembered answers, by owner and request id. Under load these are
+    /// nearly all of the table (hundreds of thousands), so they live in
+    /// persistent maps, which share their nodes between copies: a snapshot
+    /// copies the table in O(1) under the state lock and serializes it
+    /// elsewhere (see `machine.rs`). Same JSON as the `BTreeMap`s they
+    /// replaced, so older snapshots load.
+    requests: imbl::OrdMap<Owner, imbl::OrdMap<String, Remembered>>,
     /// (forget at, owner, request id), one per remembered answer, in time
     /// order (memories differ in length, so insertion order is not).
-    forget: BTreeSet<(u64, Owner, String)>,
+    forget: imbl::OrdSet<(u64, Owner, String)>,
     next_token: Token,
     counters: Counters,
 }
@@ -351,8 +357,8 @@ impl LockTable {
     }
 
     fn forget_old(&mut self, now: u64) {
-        while self.forget.first().is_some_and(|(at, _, _)| *at <= now) {
-            let Some((_, owner, rid)) = self.forget.pop_first() else {
+        while self.forget.get_min().is_some_and(|(at, _, _)| *at <= now) {
+            let Some((_, owner, rid)) = self.forget.remove_min() else {
                 break;
             };
             if let Some(m) = self.requests.get_mut(&owner) {

@@ -660,6 +660,35 @@ fn tokens_strictly_increase_and_survive_a_snapshot() {
 }
 
 #[test]
+fn a_snapshot_copy_keeps_its_moment_and_remembered_answers_keep_their_json() {
+    let mut t = LockTable::new();
+    t.apply(acq("r", "a", Mode::Exclusive, 1_000, 0, "c1"), 1, 0);
+    let copy = t.clone();
+    let at_copy = serde_json::to_value(&copy).unwrap();
+    // Commands after the copy (new answers, and forgetting old ones once
+    // their memory ends) leave the copy as it was.
+    t.apply(acq("s", "b", Mode::Exclusive, 1_000, 0, "c2"), 2, 5);
+    t.apply(Command::Tick, 3, REQUEST_MEMORY_MS + 1);
+    assert_eq!(serde_json::to_value(&copy).unwrap(), at_copy);
+    assert_ne!(serde_json::to_value(&t).unwrap(), at_copy);
+    // The layout of the BTreeMaps these were before: owner → request id →
+    // answer, and [forget at, owner, request id] triples in time order.
+    assert_eq!(
+        at_copy["requests"]["a"]["c1"]["forget_at_ms"],
+        REQUEST_MEMORY_MS
+    );
+    assert_eq!(
+        at_copy["forget"],
+        serde_json::json!([[REQUEST_MEMORY_MS, "a", "c1"]])
+    );
+    // And it loads back: a replay of c1 gets the remembered grant.
+    let mut restored: LockTable = serde_json::from_value(at_copy).unwrap();
+    let again = restored.apply(acq("r", "a", Mode::Exclusive, 1_000, 0, "c1"), 9, 10);
+    assert!(matches!(again.outcome, Outcome::Granted(g) if g.token == 1));
+    assert_eq!(restored.last_token(), 1);
+}
+
+#[test]
 fn next_deadline_tracks_leases_and_waits() {
     let mut t = LockTable::new();
     assert_eq!(t.next_deadline(), None);

@@ -49,4 +49,4 @@ pub mod wal;
 
 pub use error::Error;
 pub use node::{NodeConfig, ProposalBounds, RaftNode, Status, Timing};
-pub use types::{NodeId, Request, StateMachine, TypeConfig, MAX_BATCH};
+pub use types::{NodeId, Request, SnapshotJob, StateMachine, TypeConfig, MAX_BATCH};

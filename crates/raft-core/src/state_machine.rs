@@ -241,29 +241,49 @@ impl<SM: StateMachine> SmStore<SM> {
             .taken(bytes as u64);
     }
 
+    /// Make `snap` the current snapshot, on disk first. The file image (a
+    /// copy and a CRC of the whole state) is made on a blocking thread.
     async fn persist(&self, snap: StoredSnapshot) -> Result<()> {
-        let bytes = snap
-            .to_bytes()
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
-        self.writer
-            .persist(bytes)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
+        let io = |e: String| StorageIOError::write_snapshot(None, AnyError::error(e));
+        let (snap, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = snap.to_bytes();
+            (snap, bytes)
+        })
+        .await
+        .map_err(|e| io(e.to_string()))?;
+        self.writer.persist(bytes.map_err(io)?).await.map_err(io)?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(snap);
         Ok(())
     }
 }
 
 impl<SM: StateMachine> RaftSnapshotBuilder<TypeConfig> for SmStore<SM> {
+    /// Only the copy is made under the state lock, on openraft's task;
+    /// encoding, the file image and the write run on blocking threads. Done
+    /// all under the lock on the runtime, a 40 MB lock table stalled its
+    /// node for 0.4-0.8 s (encoding 0.2-0.5 s, the write on the log writer
+    /// thread the rest), and the cluster changed leaders during the load
+    /// run that built it.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let (data, last_applied, membership) = {
+        let started = std::time::Instant::now();
+        let (job, clock_ms, last_applied, membership) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             (
-                encode(st.clock_ms, &st.app.snapshot()),
+                st.app.snapshot(),
+                st.clock_ms,
                 st.last_applied,
                 st.membership.clone(),
             )
         };
+        let copied = started.elapsed();
+        let (data, sent) = tokio::task::spawn_blocking(move || {
+            let data = encode(clock_ms, &job());
+            let sent = data.clone();
+            (data, sent)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
+        let encoded = started.elapsed();
         self.snapshot_taken(data.len());
         let seq = self
             .snapshot_seq
@@ -278,14 +298,22 @@ impl<SM: StateMachine> RaftSnapshotBuilder<TypeConfig> for SmStore<SM> {
             last_membership: membership,
             snapshot_id,
         };
+        let bytes = data.len();
         self.persist(StoredSnapshot {
             meta: meta.clone(),
-            data: data.clone(),
+            data,
         })
         .await?;
+        tracing::info!(
+            bytes,
+            copy_ms = copied.as_secs_f64() * 1e3,
+            encode_ms = (encoded - copied).as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(sent)),
         })
     }
 }

@@ -45,6 +45,10 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// Serializes a copy of a state machine's state (see
+/// [`StateMachine::snapshot`]).
+pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
 /// What an application implements to be replicated.
 ///
 /// Determinism contract: `apply` must depend only on the current state and
@@ -60,8 +64,11 @@ pub trait StateMachine: Send + Sync + 'static {
     /// Apply one committed command.
     fn apply(&mut self, cmd: Self::Command, seq: u64, now_ms: u64) -> Self::Response;
 
-    /// Serialize the whole state.
-    fn snapshot(&self) -> Vec<u8>;
+    /// Start a snapshot of the whole state. This runs under the state
+    /// lock, so applies wait for it: take a copy of the state here and
+    /// return the job that serializes the copy, which runs on a blocking
+    /// thread while applies go on.
+    fn snapshot(&self) -> SnapshotJob;
 
     /// Replace the whole state with a snapshot made by [`Self::snapshot`].
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;

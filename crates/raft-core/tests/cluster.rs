@@ -31,8 +31,9 @@ impl StateMachine for Kv {
         self.map.insert(cmd.key, cmd.value)
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.map).unwrap()
+    fn snapshot(&self) -> raft_core::SnapshotJob {
+        let map = self.map.clone();
+        Box::new(move || serde_json::to_vec(&map).unwrap())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
