@@ -310,7 +310,10 @@ impl Cluster {
                            "linger_windows": log["linger_windows"],
                            "linger_caught": log["linger_caught"],
                            "batches": log["batches"],
-                           "batched_commands": log["batched_commands"]})
+                           "batched_commands": log["batched_commands"],
+                           // Elections during the run show as a term past
+                           // the first leader's.
+                           "term": v["raft"]["term"]})
                 }),
                 System::Etcd(_) => self.etcd_metrics(*id).await,
             };

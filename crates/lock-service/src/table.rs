@@ -32,6 +32,7 @@
 //!   that took the call: only that node's own retries can repeat such an id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -249,12 +250,14 @@ pub struct LockTable {
     /// nearly all of the table (hundreds of thousands), so they live in
     /// persistent maps, which share their nodes between copies: a snapshot
     /// copies the table in O(1) under the state lock and serializes it
-    /// elsewhere (see `machine.rs`). Same JSON as the `BTreeMap`s they
+    /// elsewhere (see `machine.rs`). While that copy lives, the first change
+    /// to a node copies the node; with `Arc`ed ids and answers that copy is
+    /// reference counts, not allocations. Same JSON as the `BTreeMap`s they
     /// replaced, so older snapshots load.
-    requests: imbl::OrdMap<Owner, imbl::OrdMap<String, Remembered>>,
+    requests: imbl::OrdMap<Owner, imbl::OrdMap<Arc<str>, Arc<Remembered>>>,
     /// (forget at, owner, request id), one per remembered answer, in time
     /// order (memories differ in length, so insertion order is not).
-    forget: imbl::OrdSet<(u64, Owner, String)>,
+    forget: imbl::OrdSet<(u64, Arc<str>, Arc<str>)>,
     next_token: Token,
     counters: Counters,
 }
@@ -333,15 +336,15 @@ impl LockTable {
             return;
         }
         let forget_at_ms = now + memory_ms;
+        let request_id: Arc<str> = request_id.into();
         m.insert(
-            request_id.to_string(),
-            Remembered {
+            request_id.clone(),
+            Arc::new(Remembered {
                 outcome,
                 forget_at_ms,
-            },
+            }),
         );
-        self.forget
-            .insert((forget_at_ms, owner.to_string(), request_id.to_string()));
+        self.forget.insert((forget_at_ms, owner.into(), request_id));
     }
 
     /// A queued request settled: its remembered answer becomes the final
@@ -352,7 +355,7 @@ impl LockTable {
             .get_mut(owner)
             .and_then(|m| m.get_mut(request_id))
         {
-            r.outcome = outcome;
+            Arc::make_mut(r).outcome = outcome;
         }
     }
 
@@ -361,10 +364,10 @@ impl LockTable {
             let Some((_, owner, rid)) = self.forget.remove_min() else {
                 break;
             };
-            if let Some(m) = self.requests.get_mut(&owner) {
-                m.remove(&rid);
+            if let Some(m) = self.requests.get_mut(&*owner) {
+                m.remove(&*rid);
                 if m.is_empty() {
-                    self.requests.remove(&owner);
+                    self.requests.remove(&*owner);
                 }
             }
         }
