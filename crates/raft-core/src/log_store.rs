@@ -1,7 +1,7 @@
 //! The durable Raft log: entries, vote, committed index and purge point in
-//! a segmented write-ahead log ([`crate::wal`]) under `dir/log/`, and the
-//! newest snapshot in `dir/snapshot.bin`, all written by one group-commit
-//! thread.
+//! a segmented write-ahead log ([`crate::wal`]) under `dir/log/`, written by
+//! one group-commit thread, and the newest snapshot in `dir/snapshot.bin`,
+//! written apart from it ([`SnapshotWriter`]).
 //!
 //! Invariants:
 //! - openraft is told an append is flushed only after the batch that holds
@@ -419,9 +419,8 @@ fn writer(mut wal: Wal, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>, hint: Hint
     }
 }
 
-/// Make one batch durable: the snapshot (if any) first, in its own file,
-/// then every log record in one append; old segments go once their entries
-/// are purged.
+/// Make one batch durable: every log record in one append; old segments go
+/// once their entries are purged.
 fn write_batch(wal: &mut Wal, records: &[Record], purged: Option<u64>) -> std::io::Result<()> {
     if !records.is_empty() {
         wal.append(records)?;

@@ -260,9 +260,10 @@ impl<SM: StateMachine> SmStore<SM> {
 /// Run `work` on a thread of its own at a lower CPU priority (nice 10).
 ///
 /// Encoding a snapshot is the one large batch of CPU work a node does, and
-/// every member encodes at about the same log index. At normal priority,
-/// on a host whose cores the members share, it took CPU from the runtime
-/// threads that answer clients and heartbeats.
+/// every member encodes at about the same log index, so where members share
+/// cores it should yield to the runtime threads that answer clients and
+/// heartbeats. (On this 2-core host 4 × 40-s load runs could not tell it
+/// from normal priority: no elections either way.)
 async fn in_background<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> std::result::Result<T, String> {
