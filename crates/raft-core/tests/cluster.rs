@@ -504,11 +504,9 @@ async fn internal_routes_require_the_cluster_token() {
     }
     // With the token, a snapshot chunk that is not one is refused and says
     // why.
+    let snapshot_route = format!("http://{}/internal/raft/snapshot", c.addrs[&leader]);
     let resp = http
-        .post(format!(
-            "http://{}/internal/raft/snapshot",
-            c.addrs[&leader]
-        ))
+        .post(&snapshot_route)
         .header("x-cluster-token", "s3cret")
         .body(vec![200u8, 0, 0, 0, b'{'])
         .send()
@@ -532,10 +530,7 @@ async fn internal_routes_require_the_cluster_token() {
         "offset": 0, "data": [1, 2, 3], "done": false
     });
     let resp = http
-        .post(format!(
-            "http://{}/internal/raft/snapshot",
-            c.addrs[&leader]
-        ))
+        .post(&snapshot_route)
         .header("x-cluster-token", "s3cret")
         .json(&stale)
         .send()
