@@ -98,6 +98,7 @@ impl LockMachine {
 impl raft_core::StateMachine for LockMachine {
     type Command = Command;
     type Response = Applied;
+    type Image = LockTable;
 
     fn apply(&mut self, cmd: Command, index: u64, now_ms: u64) -> Applied {
         let mut applied = self.table.apply(cmd, index, now_ms);
@@ -113,10 +114,14 @@ impl raft_core::StateMachine for LockMachine {
         Box::new(move || serde_json::to_vec(&table).unwrap_or_default())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.table = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    fn decode(bytes: &[u8]) -> Result<LockTable, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    fn restore(&mut self, table: LockTable) -> LockTable {
+        let replaced = std::mem::replace(&mut self.table, table);
         self.changed.send_modify(|n| *n += 1);
-        Ok(())
+        replaced
     }
 }
 

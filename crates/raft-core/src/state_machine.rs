@@ -149,6 +149,10 @@ pub struct SmStore<SM> {
     state: Arc<RwLock<Applied<SM>>>,
     writer: SnapshotWriter,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// Held for the whole of a persist, so the check that the snapshot is
+    /// newer than `current` and the write that makes it current are one
+    /// step (see [`Self::persist`]).
+    persisting: Arc<tokio::sync::Mutex<()>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
     plan: Arc<Mutex<SnapshotPlan>>,
     /// Woken when the plan says a snapshot is due.
@@ -161,6 +165,7 @@ impl<SM> Clone for SmStore<SM> {
             state: self.state.clone(),
             writer: self.writer.clone(),
             current: self.current.clone(),
+            persisting: self.persisting.clone(),
             snapshot_seq: self.snapshot_seq.clone(),
             plan: self.plan.clone(),
             snapshot_due: self.snapshot_due.clone(),
@@ -207,7 +212,7 @@ impl<SM: StateMachine> SmStore<SM> {
         };
         if let Some(s) = &stored {
             let (clock, bytes) = decode(&s.data)?;
-            applied.app.restore(bytes)?;
+            applied.app.restore(SM::decode(bytes)?);
             applied.clock_ms = clock;
             applied.last_applied = s.meta.last_log_id;
             applied.membership = s.meta.last_membership.clone();
@@ -218,6 +223,7 @@ impl<SM: StateMachine> SmStore<SM> {
             state: Arc::new(RwLock::new(applied)),
             writer,
             current: Arc::new(Mutex::new(stored)),
+            persisting: Arc::default(),
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(seq)),
             plan: Arc::new(Mutex::new(SnapshotPlan::new(snapshot_every, last_bytes))),
             snapshot_due: Arc::default(),
@@ -241,10 +247,36 @@ impl<SM: StateMachine> SmStore<SM> {
             .taken(bytes as u64);
     }
 
-    /// Make `snap` the current snapshot, on disk first. The file image (a
-    /// copy and a CRC of the whole state) is made on a blocking thread.
-    async fn persist(&self, snap: StoredSnapshot) -> Result<()> {
+    /// Make `snap` the current snapshot, on disk first, unless the current
+    /// one is as new or newer: then it is dropped and `false` returned.
+    ///
+    /// A build runs on a task of its own while the state machine goes on,
+    /// and openraft does not hold back a snapshot sent by the leader
+    /// meanwhile, so a build copied at index 10 can finish after an
+    /// install at index 20. Written last, it would replace the newer file
+    /// while the log has already been purged up to 20: after a restart the
+    /// node would start from 10 with 11..20 gone from its log. The file
+    /// image (a copy and a CRC of the whole state) is made on a blocking
+    /// thread.
+    async fn persist(&self, snap: StoredSnapshot) -> Result<bool> {
         let io = |e: String| StorageIOError::write_snapshot(None, AnyError::error(e));
+        let _one_at_a_time = self.persisting.lock().await;
+        let newest = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.meta.last_log_id);
+        if let Some(newest) = newest {
+            if snap.meta.last_log_id <= newest {
+                tracing::info!(
+                    snapshot = ?snap.meta.last_log_id,
+                    current = ?newest,
+                    "snapshot not kept: the current one is as new"
+                );
+                return Ok(false);
+            }
+        }
         let (snap, bytes) = tokio::task::spawn_blocking(move || {
             let bytes = snap.to_bytes();
             (snap, bytes)
@@ -253,7 +285,7 @@ impl<SM: StateMachine> SmStore<SM> {
         .map_err(|e| io(e.to_string()))?;
         self.writer.persist(bytes.map_err(io)?).await.map_err(io)?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(snap);
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -326,6 +358,8 @@ impl<SM: StateMachine> RaftSnapshotBuilder<TypeConfig> for SmStore<SM> {
             snapshot_id,
         };
         let bytes = data.len();
+        // If a newer snapshot was installed meanwhile, this one is not
+        // kept, and openraft, which compares the two, ignores it too.
         self.persist(StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -428,24 +462,35 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
-        {
-            let (clock, bytes) = decode(&data).map_err(|e| {
-                StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e))
-            })?;
+        let read =
+            |e: String| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e));
+        // Reading a large state takes a while (0.2-0.5 s for 40 MB): off
+        // the lock and the runtime, so that this node's applies, reads and
+        // heartbeats are not held up meanwhile.
+        let (data, decoded) = tokio::task::spawn_blocking(move || {
+            let decoded = decode(&data).and_then(|(clock, bytes)| Ok((clock, SM::decode(bytes)?)));
+            (data, decoded)
+        })
+        .await
+        .map_err(|e| read(e.to_string()))?;
+        let (clock, image) = decoded.map_err(read)?;
+        let replaced = {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-            st.app.restore(bytes).map_err(|e| {
-                StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e))
-            })?;
+            let replaced = st.app.restore(image);
             st.clock_ms = clock;
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
-        }
+            replaced
+        };
+        // Freeing the state it replaced takes a while too.
+        tokio::task::spawn_blocking(move || drop(replaced));
         self.snapshot_taken(data.len());
         self.persist(StoredSnapshot {
             meta: meta.clone(),
             data,
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
@@ -512,6 +557,71 @@ mod tests {
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert!(StoredSnapshot::from_bytes(&flipped).is_err());
+    }
+
+    /// A state machine that sums its commands.
+    struct Sum(u64);
+
+    impl StateMachine for Sum {
+        type Command = u64;
+        type Response = u64;
+        type Image = u64;
+        fn apply(&mut self, cmd: u64, _seq: u64, _now_ms: u64) -> u64 {
+            self.0 += cmd;
+            self.0
+        }
+        fn snapshot(&self) -> crate::SnapshotJob {
+            let v = self.0;
+            Box::new(move || v.to_string().into_bytes())
+        }
+        fn decode(bytes: &[u8]) -> std::result::Result<u64, String> {
+            let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+            text.parse()
+                .map_err(|e: std::num::ParseIntError| e.to_string())
+        }
+        fn restore(&mut self, image: u64) -> u64 {
+            std::mem::replace(&mut self.0, image)
+        }
+    }
+
+    fn meta_at(index: u64) -> SnapshotMeta<NodeId, openraft::BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("2-1-{index}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_older_than_the_current_one_is_not_kept_on_disk_or_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = crate::log_store::open(dir.path()).unwrap();
+        let mut sm = SmStore::open(Sum(0), None, opened.snapshots.clone(), 1_000).unwrap();
+        // The leader's snapshot at 20 is installed while a build of this
+        // node's own state at 10 is still running; the build ends last.
+        let newer = meta_at(20);
+        let installed = Box::new(Cursor::new(encode(7, b"20")));
+        sm.install_snapshot(&newer, installed).await.unwrap();
+        let late = StoredSnapshot {
+            meta: meta_at(10),
+            data: encode(5, b"10"),
+        };
+        assert!(!sm.persist(late).await.unwrap(), "the older one is dropped");
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, newer);
+        assert_eq!(sm.state().read().unwrap().app.0, 20);
+        // A newer one still replaces it.
+        let newest = StoredSnapshot {
+            meta: meta_at(30),
+            data: encode(9, b"30"),
+        };
+        assert!(sm.persist(newest).await.unwrap());
+        drop((sm, opened.log, opened.snapshots));
+        opened.writer.join().unwrap();
+        // What a restart reads.
+        let again = crate::log_store::open(dir.path()).unwrap();
+        let on_disk = StoredSnapshot::from_bytes(&again.snapshot.unwrap()).unwrap();
+        assert_eq!(on_disk.meta, meta_at(30));
     }
 
     #[test]

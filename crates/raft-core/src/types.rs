@@ -60,6 +60,9 @@ pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send>;
 pub trait StateMachine: Send + Sync + 'static {
     type Command: Serialize + DeserializeOwned + Send + 'static;
     type Response: Serialize + DeserializeOwned + Send + 'static;
+    /// The state as read back from a snapshot, before it replaces the live
+    /// one (see [`Self::decode`]).
+    type Image: Send + 'static;
 
     /// Apply one committed command.
     fn apply(&mut self, cmd: Self::Command, seq: u64, now_ms: u64) -> Self::Response;
@@ -70,6 +73,12 @@ pub trait StateMachine: Send + Sync + 'static {
     /// thread while applies go on.
     fn snapshot(&self) -> SnapshotJob;
 
-    /// Replace the whole state with a snapshot made by [`Self::snapshot`].
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// Read a snapshot made by [`Self::snapshot`]. This runs on a blocking
+    /// thread, off the state lock: a follower that installs a large
+    /// snapshot from its leader keeps answering heartbeats meanwhile.
+    fn decode(bytes: &[u8]) -> Result<Self::Image, String>;
+
+    /// Replace the whole state with a decoded snapshot. Returns the state
+    /// it replaced, which the caller frees off the lock.
+    fn restore(&mut self, image: Self::Image) -> Self::Image;
 }

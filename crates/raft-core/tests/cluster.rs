@@ -26,6 +26,7 @@ struct Set {
 impl StateMachine for Kv {
     type Command = Set;
     type Response = Option<u64>;
+    type Image = BTreeMap<String, u64>;
 
     fn apply(&mut self, cmd: Set, _index: u64, _now_ms: u64) -> Option<u64> {
         self.map.insert(cmd.key, cmd.value)
@@ -36,9 +37,12 @@ impl StateMachine for Kv {
         Box::new(move || serde_json::to_vec(&map).unwrap())
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.map = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        Ok(())
+    fn decode(bytes: &[u8]) -> Result<BTreeMap<String, u64>, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    fn restore(&mut self, map: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        std::mem::replace(&mut self.map, map)
     }
 }
 
