@@ -175,7 +175,9 @@ pub struct Opened {
 /// ~0.3 s with its fsyncs) queued there held up every log append behind
 /// it. No ordering with the log is lost: openraft purges the log only after
 /// `persist` has returned, so the snapshot is on disk before any purge is
-/// even queued.
+/// even queued. One write at a time guards the file, even against a write
+/// whose caller stopped waiting; which snapshot may replace which (never an
+/// older one) is the state machine store's decision.
 #[derive(Clone)]
 pub struct SnapshotWriter {
     dir: Arc<Path>,
