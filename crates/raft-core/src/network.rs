@@ -13,9 +13,10 @@
 //! the failure as a protocol answer.
 //!
 //! [`Faults`] is the test switch that drops traffic to chosen peers, which is
-//! how the partition tests cut a node off without touching the OS.
+//! how the partition tests cut a node off without touching the OS, or makes
+//! their answers late, which is how they play a slow peer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -45,10 +46,12 @@ use crate::{NodeId, TypeConfig};
 /// refuses or times out fast; waiting longer only delays elections.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// Peers to which this node drops all outbound traffic (fault injection).
+/// Peers to which this node drops all outbound traffic, or whose answers
+/// it reads late (fault injection).
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     blocked: Arc<RwLock<HashSet<NodeId>>>,
+    late: Arc<RwLock<HashMap<NodeId, Duration>>>,
 }
 
 impl Faults {
@@ -60,11 +63,30 @@ impl Faults {
             .extend(peers.iter().copied());
     }
 
+    /// Read every answer from these peers `by` later than it arrives, as if
+    /// they were slow (the peer itself does its work at its usual pace),
+    /// until [`Faults::heal`].
+    pub fn delay_answers(&self, peers: &[NodeId], by: Duration) {
+        self.late
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(peers.iter().map(|p| (*p, by)));
+    }
+
     pub fn heal(&self) {
         self.blocked
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.late.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn answer_delay(&self, peer: NodeId) -> Option<Duration> {
+        self.late
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .copied()
     }
 
     pub fn is_blocked(&self, peer: NodeId) -> bool {
@@ -225,7 +247,14 @@ impl Connection {
                 self.target
             )));
         }
-        let exchange = tokio::time::timeout(timeout, self.exchange(path, body, content_type));
+        let late = self.faults.answer_delay(self.target);
+        let exchange = tokio::time::timeout(timeout, async {
+            let answer = self.exchange(path, body, content_type).await;
+            if let Some(by) = late {
+                tokio::time::sleep(by).await;
+            }
+            answer
+        });
         let answer = match exchange.await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(f)) => {

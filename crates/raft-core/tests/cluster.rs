@@ -261,6 +261,35 @@ async fn three_nodes_elect_exactly_one_leader_and_replicate() {
     c.shutdown().await;
 }
 
+/// A new cluster holds one election, not two: the first leader keeps its
+/// term after every member's bootstrap turn has passed. (When every member
+/// bootstrapped at once, a higher id that lost the first vote could keep
+/// its own term-1 vote, which outranks a lower id's leadership in
+/// openraft, and depose the winner. That was seen with members started as
+/// separate processes, in about one new cluster in ten of the load tool's;
+/// members started in one process, as here, did not show it, so this test
+/// guards the outcome rather than replaying that race.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_cluster_keeps_its_first_leader() {
+    let lease = Duration::from_millis(Timing::default().election_max_ms);
+    for round in 0..4 {
+        let c = Cluster::start(3).await;
+        let leader = c.leader(None, Duration::from_secs(5)).await;
+        let term = c.node(leader).status().term;
+        // Past the last member's turn (two leases) and one lease more.
+        tokio::time::sleep(lease * 3).await;
+        for id in 1..=3 {
+            let s = c.node(id).status();
+            assert_eq!(
+                (s.term, s.leader_id),
+                (term, Some(leader)),
+                "round {round}, node {id}"
+            );
+        }
+        c.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_stop_elects_a_new_leader_within_a_second_and_keeps_writes() {
     let mut c = Cluster::start(3).await;
@@ -332,6 +361,60 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
     assert_eq!(c.kv(old), c.kv(new));
     assert!(!c.kv(old).contains_key("lost"));
     assert_eq!(c.kv(old).get("during"), Some(&2));
+    c.shutdown().await;
+}
+
+/// A follower whose answers take longer than a heartbeat interval, but far
+/// less than the lease, is slow, not gone: it keeps up, and nobody holds an
+/// election over it. (With openraft's deadline of one heartbeat interval per
+/// append, every append to it failed, the leader backed off up to 500 ms,
+/// the follower heard nothing for longer than the lease and campaigned, and
+/// the leader, whose own lease had long run out, voted it in.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_slower_than_a_heartbeat_keeps_up_without_an_election() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    let term = c.node(leader).status().term;
+    let slow = others(leader)[0];
+    let answer_late_by = Duration::from_millis(3 * Timing::default().heartbeat_ms / 2);
+    c.node(leader)
+        .faults()
+        .delay_answers(&[slow], answer_late_by);
+    let until = Instant::now() + Duration::from_millis(1_500);
+    let mut i = 0u64;
+    while Instant::now() < until {
+        c.write(leader, &format!("k{i}"), i).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for id in 1..=3 {
+        let s = c.node(id).status();
+        assert_eq!(
+            (s.term, s.leader_id),
+            (term, Some(leader)),
+            "node {id} after {i} writes with node {slow} answering {answer_late_by:?} late"
+        );
+    }
+    // The slow follower has every write, and the leader knows it: its
+    // appends were answered, not abandoned.
+    let applied = c.node(leader).status().applied_index.unwrap();
+    c.caught_up(slow, applied).await;
+    assert_eq!(c.kv(slow).len() as u64, i);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let matched = c.node(leader).raft().metrics().borrow().replication.clone();
+        let slow_matched = matched
+            .and_then(|r| r.get(&slow).copied().flatten())
+            .map(|l| l.index);
+        if slow_matched >= Some(applied) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leader's view of node {slow}: {slow_matched:?}, applied {applied}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c.shutdown().await;
 }
 

@@ -257,6 +257,22 @@ impl Config {
         RT::thread_rng().gen_range(self.election_timeout_min..self.election_timeout_max)
     }
 
+    /// distributed-sync patch: how long the leader waits for a follower to
+    /// answer one append (heartbeats included) before it gives the RPC up.
+    ///
+    /// Upstream waits one heartbeat interval. A follower that answers later
+    /// than that, because it or its host is busy for a moment, then has
+    /// every append abandoned; the network layer backs off (up to 500 ms
+    /// here), the follower hears nothing for longer than the lease and
+    /// campaigns, and the leader, whose own lease ran out long ago, votes it
+    /// in. Waiting up to the minimum election timeout (still below the
+    /// lease, so one lost request is retried before any voter's lease runs
+    /// out) keeps a slow follower a follower. A follower that is gone costs
+    /// nothing more: commits never wait for any one follower's RPC.
+    pub fn append_entries_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval.max(self.election_timeout_min))
+    }
+
     /// Get the timeout for sending and installing the last snapshot segment.
     pub fn install_snapshot_timeout(&self) -> Duration {
         Duration::from_millis(self.install_snapshot_timeout)
