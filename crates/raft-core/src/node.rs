@@ -5,6 +5,8 @@
 //! configured peer when the log is empty. Bootstrapping with the same member
 //! list on every node and on every restart is safe: openraft refuses it once
 //! the node has any log, and identical initial configurations never split.
+//! Members take turns at it in id order (see `start`), so that a new
+//! cluster holds one election, not two.
 //!
 //! Writes go through [`RaftNode::write`] on any node: the leader proposes
 //! them (stamped with its clock), a follower forwards them to the leader over
@@ -231,12 +233,29 @@ impl<SM: StateMachine> RaftNode<SM> {
             .iter()
             .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
             .collect();
-        match raft.initialize(members).await {
-            Ok(()) => tracing::info!(id = config.id, "bootstrapped a new cluster"),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                tracing::info!(id = config.id, "log present; rejoining the cluster")
-            }
-            Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
+        // Members bootstrap in id order, one lease apart: the first at once,
+        // each other one only if it has heard from no candidate by its turn.
+        // When all of them bootstrapped at once, each campaigned for term 1,
+        // and if a lower id won, the higher one's own term-1 vote still
+        // outranked the winner (openraft orders leaders of a term by id): it
+        // refused the winner's appends and the cluster held a second election
+        // ~200 ms after it first had a leader.
+        let rank = config
+            .peers
+            .keys()
+            .position(|p| *p == config.id)
+            .unwrap_or(0);
+        if rank == 0 {
+            bootstrap(&raft, members, config.id).await?;
+        } else {
+            let turn = Duration::from_millis(config.timing.election_max_ms) * rank as u32;
+            let (raft, id) = (raft.clone(), config.id);
+            tokio::spawn(async move {
+                tokio::time::sleep(turn).await;
+                if let Err(e) = bootstrap(&raft, members, id).await {
+                    tracing::warn!(id, error = %e, "bootstrap failed");
+                }
+            });
         }
         let trigger = raft.clone();
         tokio::spawn(async move {
@@ -536,6 +555,23 @@ impl<SM: StateMachine> RaftNode<SM> {
             .await;
         }
     }
+}
+
+/// Make this node a member of a new cluster of `members`, unless it already
+/// has a log or has voted (it is in a cluster already).
+async fn bootstrap(
+    raft: &Raft<TypeConfig>,
+    members: BTreeMap<NodeId, BasicNode>,
+    id: NodeId,
+) -> Result<(), Error> {
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(id, "bootstrapped a new cluster"),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::info!(id, "log or vote present; part of the cluster already")
+        }
+        Err(e) => return Err(Error::Storage(format!("bootstrap: {e}"))),
+    }
+    Ok(())
 }
 
 type Proposal = (Box<RawValue>, oneshot::Sender<ForwardReply<Box<RawValue>>>);
