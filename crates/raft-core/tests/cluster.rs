@@ -148,8 +148,7 @@ impl Cluster {
     /// Wait until every running node agrees on one leader (other than
     /// `not`) and return it.
     async fn leader(&self, not: Option<u64>, within: Duration) -> u64 {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(within, Duration::from_millis(5), || {
             let views: Vec<_> = self.nodes.values().map(|r| r.node.status()).collect();
             let leaders: Vec<_> = views.iter().filter(|s| s.state == "Leader").collect();
             if leaders.len() == 1 {
@@ -158,12 +157,12 @@ impl Cluster {
                     .iter()
                     .all(|s| s.leader_id == Some(l.id) && s.term == l.term);
                 if agreed && Some(l.id) != not {
-                    return l.id;
+                    return Ok(l.id);
                 }
             }
-            assert!(Instant::now() < deadline, "no single leader: {views:?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            Err(format!("no single leader: {views:?}"))
+        })
+        .await
     }
 
     fn kv(&self, id: u64) -> BTreeMap<String, u64> {
@@ -194,17 +193,13 @@ impl Cluster {
     /// `old`) and return it.
     async fn majority_leader(&self, old: u64) -> u64 {
         let maj = others(old);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
+        eventually(Duration::from_secs(3), Duration::from_millis(10), || {
             let s = self.node(maj[0]).status();
-            if let Some(l) = s.leader_id.filter(|l| *l != old) {
-                if self.node(maj[1]).status().leader_id == Some(l) {
-                    return l;
-                }
-            }
-            assert!(Instant::now() < deadline, "majority elected no leader");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            s.leader_id
+                .filter(|l| *l != old && self.node(maj[1]).status().leader_id == Some(*l))
+                .ok_or_else(|| "majority elected no leader".to_string())
+        })
+        .await
     }
 
     async fn shutdown(mut self) {
@@ -212,6 +207,23 @@ impl Cluster {
         for id in ids {
             self.stop(id).await;
         }
+    }
+}
+
+/// Poll `check` every `every` until it gives a value; past `within`, fail
+/// with the reason it gave last.
+async fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -241,8 +253,7 @@ async fn three_nodes_elect_exactly_one_leader_and_replicate() {
     // tests can delay heartbeats past the lease and cause a re-election
     // (seen once in seven runs of the whole suite), so a view taken in the
     // middle of one is looked at again; a split view must not last.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), Duration::from_millis(20), || {
         let views: Vec<_> = (1..=3).map(|id| c.node(id).status()).collect();
         let leaders: Vec<_> = views.iter().filter(|s| s.state == "Leader").collect();
         let agreed = leaders.len() == 1
@@ -250,14 +261,12 @@ async fn three_nodes_elect_exactly_one_leader_and_replicate() {
                 .iter()
                 .all(|s| s.leader_id == Some(leaders[0].id) && s.term == leaders[0].term);
         if agreed {
-            break;
+            Ok(())
+        } else {
+            Err(format!("no single agreed leader: {views:#?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no single agreed leader: {views:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     c.shutdown().await;
 }
 
@@ -353,11 +362,12 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
     c.write(new, "healed", 3).await;
     let applied = c.node(new).status().applied_index.unwrap();
     c.caught_up(old, applied).await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while c.node(old).status().leader_id != Some(new) {
-        assert!(Instant::now() < deadline, "old leader never followed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(3), Duration::from_millis(10), || {
+        (c.node(old).status().leader_id == Some(new))
+            .then_some(())
+            .ok_or_else(|| "old leader never followed".to_string())
+    })
+    .await;
     assert_eq!(c.kv(old), c.kv(new));
     assert!(!c.kv(old).contains_key("lost"));
     assert_eq!(c.kv(old).get("during"), Some(&2));
@@ -400,21 +410,20 @@ async fn a_follower_slower_than_a_heartbeat_keeps_up_without_an_election() {
     let applied = c.node(leader).status().applied_index.unwrap();
     c.caught_up(slow, applied).await;
     assert_eq!(c.kv(slow).len() as u64, i);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
+    eventually(Duration::from_secs(2), Duration::from_millis(10), || {
         let matched = c.node(leader).raft().metrics().borrow().replication.clone();
         let slow_matched = matched
             .and_then(|r| r.get(&slow).copied().flatten())
             .map(|l| l.index);
         if slow_matched >= Some(applied) {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "leader's view of node {slow}: {slow_matched:?}, applied {applied}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "leader's view of node {slow}: {slow_matched:?}, applied {applied}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     c.shutdown().await;
 }
 
@@ -545,15 +554,15 @@ async fn far_behind_node_catches_up_through_a_snapshot() {
     for i in 0..300u64 {
         c.write(leader, &format!("k{i}"), i).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), Duration::from_millis(20), || {
         let m = c.node(leader).metrics().borrow().clone();
         if m.purged.map(|p| p.index).unwrap_or(0) > 10 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("leader never purged: {m:?}"))
         }
-        assert!(Instant::now() < deadline, "leader never purged: {m:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     c.restart(lagger).await;
     let applied = c.node(leader).status().applied_index.unwrap();
     c.caught_up(lagger, applied).await;
