@@ -58,7 +58,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_queued_writes: u64,
 
-    /// Runtime worker threads; 0 means one per core. Nodes that share a
+    /// Runtime worker threads; 0 means one per core, 1 runs everything on
+    /// the main thread (tokio's current-thread runtime). Nodes that share a
     /// machine's cores (run-local.sh, one-host compose) do better with 1:
     /// Raft's core loop is one task, and fewer threads mean fewer wake-ups
     /// handed across cores.

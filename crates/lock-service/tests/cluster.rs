@@ -68,6 +68,8 @@ impl Cluster {
                 self.dir.path().join(format!("n{id}")).to_str().unwrap(),
             ])
             .env("RUST_LOG", "warn")
+            // As run-local.sh and compose.yaml run three nodes on one host.
+            .env("WORKER_THREADS", "1")
             .envs(self.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
