@@ -16,6 +16,7 @@ use openraft::raft::{
 };
 use serde_json::value::RawValue;
 
+use crate::election::{PreVoteRequest, PreVoteResponse};
 use crate::network::decode_chunk;
 use crate::node::ForwardReply;
 use crate::{NodeId, RaftNode, StateMachine, TypeConfig};
@@ -31,6 +32,7 @@ pub fn router<SM: StateMachine>(node: RaftNode<SM>) -> Router {
     Router::new()
         .route("/internal/raft/append", post(append::<SM>))
         .route("/internal/raft/vote", post(vote::<SM>))
+        .route("/internal/raft/prevote", post(pre_vote::<SM>))
         .route("/internal/raft/snapshot", post(snapshot::<SM>))
         .route("/internal/raft/write", post(write::<SM>))
         .route("/internal/raft/read-index", post(read_index::<SM>))
@@ -60,6 +62,13 @@ async fn vote<SM: StateMachine>(
     ApiJson(req): ApiJson<VoteRequest<NodeId>>,
 ) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
     Json(node.raft().vote(req).await)
+}
+
+async fn pre_vote<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+    ApiJson(req): ApiJson<PreVoteRequest>,
+) -> Json<Result<PreVoteResponse, RaftError<NodeId>>> {
+    Json(Ok(node.pre_vote(&req)))
 }
 
 /// A snapshot chunk as [`crate::network::encode_chunk`] writes it, or as

@@ -300,6 +300,16 @@ impl LogTail {
         let mem = self.0.lock().unwrap_or_else(|e| e.into_inner());
         mem.entries.last_key_value().map(|(i, _)| *i)
     }
+
+    /// Id of the newest entry in the local log, or of the snapshot's last
+    /// entry when the log behind it was purged.
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        let mem = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        mem.entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(mem.last_purged)
+    }
 }
 
 impl LogStore {

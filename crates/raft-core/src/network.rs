@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use crate::election::{PreVoteRequest, PreVoteResponse};
 use crate::{NodeId, TypeConfig};
 
 /// Connect timeout for peer connections: a dead peer on the same network
@@ -344,6 +345,20 @@ impl Connection {
             let _ = conn.await;
         });
         Ok(sender)
+    }
+}
+
+impl Connection {
+    /// Ask the peer whether it would vote for this node now
+    /// (see [`crate::election`]).
+    pub(crate) async fn pre_vote(
+        &mut self,
+        req: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<PreVoteResponse, String> {
+        self.call::<_, _, openraft::error::Infallible>("/internal/raft/prevote", req, timeout)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::election::Heard;
+use crate::election::{pre_vote_verdict, Campaigner, Heard, PreVoteRequest, PreVoteResponse};
 use crate::linger::{Linger, Window, LINGER};
 use crate::log_store::{LogStats, LogStatsView, LogTail};
 use crate::network::{http_client, Faults, Network};
@@ -54,8 +54,9 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// `election_max_ms` is also openraft's leader lease: a voter refuses to
 /// elect anyone else until it has heard nothing from its leader for that
-/// long, and [`crate::election`] campaigns right after it (the random timeout
-/// on top is only the fallback). So a crashed leader is replaced about
+/// long, and [`crate::election`] campaigns right after it (openraft's own
+/// random election timer is off; `election_min_ms` still bounds how long one
+/// append may take). So a crashed leader is replaced about
 /// `election_max_ms` after its last heartbeat. openraft ticks every 1.5 ×
 /// heartbeat (45 ms), so the lease spans four heartbeats: a loaded node that
 /// misses one or two does not start an election.
@@ -172,6 +173,8 @@ struct Inner<SM> {
     log: LogTail,
     proposals: mpsc::Sender<Proposal>,
     heard: Heard,
+    /// The leader lease (`election_max_ms`).
+    lease: Duration,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -213,6 +216,9 @@ impl<SM: StateMachine> RaftNode<SM> {
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.keep_logs,
             snapshot_max_chunk_size: 1 << 20,
+            // Elections start only from `election::Campaigner`, after a
+            // pre-vote.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -268,12 +274,21 @@ impl<SM: StateMachine> RaftNode<SM> {
             }
         });
         let heard = Heard::default();
-        tokio::spawn(crate::election::run(
-            raft.clone(),
-            config.id,
-            heard.clone(),
-            Duration::from_millis(config.timing.election_max_ms),
-        ));
+        let lease = Duration::from_millis(config.timing.election_max_ms);
+        tokio::spawn(
+            Campaigner {
+                raft: raft.clone(),
+                me: config.id,
+                heard: heard.clone(),
+                lease,
+                log: log.clone(),
+                network: Network {
+                    token: token.clone(),
+                    faults: faults.clone(),
+                },
+            }
+            .run(),
+        );
         let (proposals, proposal_rx) = mpsc::channel(config.proposals.queued.max(1));
         tokio::spawn(batch_proposals(
             raft.clone(),
@@ -286,6 +301,7 @@ impl<SM: StateMachine> RaftNode<SM> {
                 id: config.id,
                 proposals,
                 heard,
+                lease,
                 raft,
                 state,
                 client,
@@ -311,6 +327,30 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// [`crate::election`]).
     pub(crate) fn heard_from_leader(&self) {
         self.inner.heard.now();
+    }
+
+    /// This node's answer to a pre-vote: would it vote for the candidate
+    /// now? Changes nothing (see [`crate::election`]).
+    pub(crate) fn pre_vote(&self, req: &PreVoteRequest) -> PreVoteResponse {
+        let verdict = pre_vote_verdict(
+            self.is_leader(),
+            self.inner.heard.get().elapsed(),
+            self.inner.lease,
+            self.inner.log.last_log_id(),
+            req.last_log_id,
+        );
+        if let Err(why) = &verdict {
+            tracing::debug!(
+                id = self.inner.id,
+                candidate = req.candidate,
+                why,
+                "pre-vote refused"
+            );
+        }
+        PreVoteResponse {
+            granted: verdict.is_ok(),
+            reason: verdict.err(),
+        }
     }
 
     pub(crate) fn token(&self) -> &ClusterToken {

@@ -374,6 +374,51 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
     c.shutdown().await;
 }
 
+/// A follower cut off from the other two keeps asking for votes, but asks
+/// first whether it would get them (pre-vote): nobody who hears the leader
+/// says yes, so its term stays where it was. When it comes back the leader
+/// keeps its term and its place. (Without pre-vote its openraft timer raised
+/// its term on every timeout, and the first append after the heal, refused
+/// for that higher term, deposed a healthy leader: one more election and
+/// ~200 ms without writes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_follower_rejoins_without_deposing_the_leader() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    let term = c.node(leader).status().term;
+    c.write(leader, "before", 1).await;
+    let cut = others(leader)[0];
+    c.node(cut).faults().block(&others(cut));
+    for id in others(cut) {
+        c.node(id).faults().block(&[cut]);
+    }
+    // Several of its turns: the first comes a lease after the last append,
+    // the next ones every two staggers.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    c.write(leader, "during", 2).await;
+    let cut_term = c.node(cut).status().term;
+    for id in 1..=3 {
+        c.node(id).faults().heal();
+    }
+    c.write(leader, "after", 3).await;
+    let applied = c.node(leader).status().applied_index.unwrap();
+    c.caught_up(cut, applied).await;
+    assert_eq!(
+        cut_term, term,
+        "the cut-off follower raised its term while alone"
+    );
+    for id in 1..=3 {
+        let s = c.node(id).status();
+        assert_eq!(
+            (s.term, s.leader_id),
+            (term, Some(leader)),
+            "node {id} after the heal"
+        );
+    }
+    assert_eq!(c.kv(cut), c.kv(leader));
+    c.shutdown().await;
+}
+
 /// A follower whose answers take longer than a heartbeat interval, but far
 /// less than the lease, is slow, not gone: it keeps up, and nobody holds an
 /// election over it. (With openraft's deadline of one heartbeat interval per
@@ -585,7 +630,14 @@ async fn internal_routes_require_the_cluster_token() {
         "last_log_id": null
     });
     for (i, token) in [None, Some("wrong")].into_iter().enumerate() {
-        for path in ["vote", "append", "snapshot", "write", "read-index"] {
+        for path in [
+            "vote",
+            "prevote",
+            "append",
+            "snapshot",
+            "write",
+            "read-index",
+        ] {
             let mut req = http
                 .post(format!("http://{}/internal/raft/{path}", c.addrs[&leader]))
                 .json(&vote);
@@ -598,8 +650,30 @@ async fn internal_routes_require_the_cluster_token() {
             assert_eq!(body["error"]["code"], "unauthorized");
         }
     }
-    // With the token, a snapshot chunk that is not one is refused and says
-    // why.
+    // With the token, a pre-vote is answered and changes nothing: the
+    // leader says no, and why; a malformed one is refused.
+    let prevote_route = format!("http://{}/internal/raft/prevote", c.addrs[&leader]);
+    let resp = http
+        .post(&prevote_route)
+        .header("x-cluster-token", "s3cret")
+        .json(&serde_json::json!({"candidate": 2, "last_log_id": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["Ok"]["granted"], false, "{body}");
+    assert_eq!(body["Ok"]["reason"], "this node is the leader", "{body}");
+    let resp = http
+        .post(&prevote_route)
+        .header("x-cluster-token", "s3cret")
+        .json(&serde_json::json!({"candidate": "two"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    assert_eq!(c.node(leader).status().term, before.term);
+    // A snapshot chunk that is not one is refused and says why.
     let snapshot_route = format!("http://{}/internal/raft/snapshot", c.addrs[&leader]);
     let resp = http
         .post(&snapshot_route)
