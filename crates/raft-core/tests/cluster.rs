@@ -202,6 +202,33 @@ impl Cluster {
         .await
     }
 
+    /// Cut node `id` off from the others, in both directions.
+    fn isolate(&self, id: u64) {
+        self.node(id).faults().block(&others(id));
+        for other in others(id) {
+            self.node(other).faults().block(&[id]);
+        }
+    }
+
+    /// Undo every fault on every node.
+    fn heal_all(&self) {
+        for r in self.nodes.values() {
+            r.node.faults().heal();
+        }
+    }
+
+    /// Every node is in `term` and names `leader`.
+    fn assert_all_follow(&self, leader: u64, term: u64, context: &str) {
+        for (id, r) in &self.nodes {
+            let s = r.node.status();
+            assert_eq!(
+                (s.term, s.leader_id),
+                (term, Some(leader)),
+                "node {id} {context}"
+            );
+        }
+    }
+
     async fn shutdown(mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -329,10 +356,7 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
     let old = c.leader(None, Duration::from_secs(5)).await;
     c.write(old, "before", 1).await;
     // Cut the leader off from both others, in both directions.
-    c.node(old).faults().block(&others(old));
-    for id in others(old) {
-        c.node(id).faults().block(&[old]);
-    }
+    c.isolate(old);
     // The old leader cannot commit: its write does not complete.
     let stuck = tokio::time::timeout(
         Duration::from_millis(800),
@@ -350,15 +374,11 @@ async fn partitioned_leader_cannot_commit_and_converges_after_heal() {
         "an isolated leader committed a write"
     );
     // The majority elects a new leader and commits.
-    let maj = others(old);
     let new = c.majority_leader(old).await;
     c.write(new, "during", 2).await;
     assert!(!c.kv(old).contains_key("during"));
     // Heal: the old leader follows and converges; its lost write is gone.
-    c.node(old).faults().heal();
-    for id in maj.iter() {
-        c.node(*id).faults().heal();
-    }
+    c.heal_all();
     c.write(new, "healed", 3).await;
     let applied = c.node(new).status().applied_index.unwrap();
     c.caught_up(old, applied).await;
@@ -388,18 +408,13 @@ async fn a_partitioned_follower_rejoins_without_deposing_the_leader() {
     let term = c.node(leader).status().term;
     c.write(leader, "before", 1).await;
     let cut = others(leader)[0];
-    c.node(cut).faults().block(&others(cut));
-    for id in others(cut) {
-        c.node(id).faults().block(&[cut]);
-    }
+    c.isolate(cut);
     // Several of its turns: the first comes a lease after the last append,
     // the next ones every two staggers.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     c.write(leader, "during", 2).await;
     let cut_term = c.node(cut).status().term;
-    for id in 1..=3 {
-        c.node(id).faults().heal();
-    }
+    c.heal_all();
     c.write(leader, "after", 3).await;
     let applied = c.node(leader).status().applied_index.unwrap();
     c.caught_up(cut, applied).await;
@@ -407,14 +422,7 @@ async fn a_partitioned_follower_rejoins_without_deposing_the_leader() {
         cut_term, term,
         "the cut-off follower raised its term while alone"
     );
-    for id in 1..=3 {
-        let s = c.node(id).status();
-        assert_eq!(
-            (s.term, s.leader_id),
-            (term, Some(leader)),
-            "node {id} after the heal"
-        );
-    }
+    c.assert_all_follow(leader, term, "after the heal");
     assert_eq!(c.kv(cut), c.kv(leader));
     c.shutdown().await;
 }
@@ -442,14 +450,11 @@ async fn a_follower_slower_than_a_heartbeat_keeps_up_without_an_election() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    for id in 1..=3 {
-        let s = c.node(id).status();
-        assert_eq!(
-            (s.term, s.leader_id),
-            (term, Some(leader)),
-            "node {id} after {i} writes with node {slow} answering {answer_late_by:?} late"
-        );
-    }
+    c.assert_all_follow(
+        leader,
+        term,
+        &format!("after {i} writes with node {slow} answering {answer_late_by:?} late"),
+    );
     // The slow follower has every write, and the leader knows it: its
     // appends were answered, not abandoned.
     let applied = c.node(leader).status().applied_index.unwrap();
@@ -487,10 +492,7 @@ async fn a_full_proposal_queue_refuses_writes_that_then_never_apply() {
     .await;
     let old = c.leader(None, Duration::from_secs(5)).await;
     c.write(old, "before", 1).await;
-    c.node(old).faults().block(&others(old));
-    for id in others(old) {
-        c.node(id).faults().block(&[old]);
-    }
+    c.isolate(old);
     let mut calls = Vec::new();
     for i in 0..8u64 {
         let node = c.node(old).clone();
@@ -505,12 +507,8 @@ async fn a_full_proposal_queue_refuses_writes_that_then_never_apply() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The majority goes on; healing lets the old leader follow again.
-    let maj = others(old);
     let new = c.majority_leader(old).await;
-    c.node(old).faults().heal();
-    for id in maj.iter() {
-        c.node(*id).faults().heal();
-    }
+    c.heal_all();
     let mut refused = Vec::new();
     let mut written = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
