@@ -329,6 +329,18 @@ impl Connection {
         Ok(bytes)
     }
 
+    /// Ask the peer whether it would vote for this node now
+    /// (see [`crate::election`]).
+    pub(crate) async fn pre_vote(
+        &mut self,
+        req: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<PreVoteResponse, String> {
+        self.call::<_, _, openraft::error::Infallible>("/internal/raft/prevote", req, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
         let target = self.target;
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
@@ -345,20 +357,6 @@ impl Connection {
             let _ = conn.await;
         });
         Ok(sender)
-    }
-}
-
-impl Connection {
-    /// Ask the peer whether it would vote for this node now
-    /// (see [`crate::election`]).
-    pub(crate) async fn pre_vote(
-        &mut self,
-        req: &PreVoteRequest,
-        timeout: Duration,
-    ) -> Result<PreVoteResponse, String> {
-        self.call::<_, _, openraft::error::Infallible>("/internal/raft/prevote", req, timeout)
-            .await
-            .map_err(|e| e.to_string())
     }
 }
 

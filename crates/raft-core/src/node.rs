@@ -230,9 +230,15 @@ impl<SM: StateMachine> RaftNode<SM> {
             token: token.clone(),
             faults: faults.clone(),
         };
-        let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log, sm)
-            .await
-            .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network.clone(),
+            opened.log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
 
         let members: BTreeMap<NodeId, BasicNode> = config
             .peers
@@ -282,10 +288,7 @@ impl<SM: StateMachine> RaftNode<SM> {
                 heard: heard.clone(),
                 lease,
                 log: log.clone(),
-                network: Network {
-                    token: token.clone(),
-                    faults: faults.clone(),
-                },
+                network,
             }
             .run(),
         );
