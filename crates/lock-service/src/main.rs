@@ -11,8 +11,9 @@ fn main() -> anyhow::Result<()> {
     // one with a single worker, which would still run `block_on` on a second
     // thread and pay the work-stealing scheduler's bookkeeping on every
     // wake-up. On this 2-core host, three nodes on current-thread runtimes
-    // did 1.08x the hand-offs and 1.16x the 16-client pairs at 0.92-0.95x
-    // the CPU (medians of 5, same invocation).
+    // did 1.03-1.08x the hand-offs and 1.02-1.16x the 16-client pairs of
+    // the same nodes on one-worker runtimes, at 0.92-1.01x the CPU (three
+    // invocations, medians of 5, alternating in each).
     let mut runtime = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
