@@ -38,12 +38,15 @@ pub struct Config {
     #[arg(long, env = "HEARTBEAT_MS", default_value_t = 30)]
     pub heartbeat_ms: u64,
 
-    /// Lower bound of the randomized election timeout in milliseconds.
+    /// Minimum election timeout in milliseconds. openraft's own random
+    /// election timer is off (elections start from raft-core's ranked,
+    /// pre-voted loop); this bounds how long one append RPC may take, and
+    /// must stay below `election_max_ms`.
     #[arg(long, env = "ELECTION_MIN_MS", default_value_t = 100)]
     pub election_min_ms: u64,
 
-    /// Upper bound of the randomized election timeout in milliseconds; also
-    /// the leader lease, after which a silent leader is replaced.
+    /// Maximum election timeout in milliseconds: the leader lease, after
+    /// which a silent leader is replaced.
     #[arg(long, env = "ELECTION_MAX_MS", default_value_t = 200)]
     pub election_max_ms: u64,
 
