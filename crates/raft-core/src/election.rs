@@ -227,8 +227,14 @@ impl Campaigner {
             attempts.1 += 1;
             let (yes, noes) = self.pre_vote(&voters, &nodes).await;
             if (yes + 1) * 2 <= voters.len() {
-                tracing::info!(id = self.me, silent_leader = ?last_leader, attempt = attempts.1, ?noes,
-                    "leader silent past its lease, but no majority would vote for this node");
+                // A node cut off for long asks every two staggers; say so
+                // once per silence, not eight times a second.
+                if attempts.1 == 1 {
+                    tracing::info!(id = self.me, silent_leader = ?last_leader, ?noes,
+                        "leader silent past its lease, but no majority would vote for this node");
+                } else {
+                    tracing::debug!(id = self.me, attempt = attempts.1, ?noes, "pre-vote lost");
+                }
                 continue;
             }
             tracing::info!(id = self.me, silent_leader = ?last_leader, attempt = attempts.1,
