@@ -1,13 +1,16 @@
 //! The durable Raft log: entries, vote, committed index and purge point in
 //! a segmented write-ahead log ([`crate::wal`]) under `dir/log/`, written by
-//! one group-commit thread, and the newest snapshot in `dir/snapshot.bin`,
-//! written apart from it ([`SnapshotWriter`]).
+//! one group-commit thread (a follower's appends by the calling task, when
+//! nothing is queued for that thread), and the newest snapshot in
+//! `dir/snapshot.bin`, written apart from it ([`SnapshotWriter`]).
 //!
 //! Invariants:
 //! - openraft is told an append is flushed only after the batch that holds
 //!   it was written and `fdatasync`ed;
-//! - writes reach disk in the order openraft issued them, because one thread
-//!   takes them from one FIFO channel; a batch is a prefix of that order;
+//! - writes reach disk in the order openraft issued them: one thread takes
+//!   them from one FIFO channel, a batch is a prefix of that order, and an
+//!   inline append is written only while that channel has nothing unwritten
+//!   (checked under the lock the writer holds while it writes);
 //! - everything queued while the previous fsync ran goes into the next
 //!   batch, so concurrent appends share one fsync;
 //! - `save_vote` returns only once the vote is on disk (a node must never
@@ -25,7 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::wal::{Record, Wal};
@@ -107,6 +110,26 @@ pub struct LogStatsView {
 }
 
 impl LogStats {
+    /// Count one durable batch of `entries` entries that started at `started`.
+    fn record_batch(
+        &self,
+        result: &std::io::Result<()>,
+        entries: u64,
+        started: std::time::Instant,
+    ) {
+        self.write_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.entries.fetch_add(entries, Ordering::Relaxed);
+                self.max_entries_per_fsync
+                    .fetch_max(entries, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "raft log write failed"),
+        }
+    }
+
     /// Follow the number of appends made durable.
     pub fn flushed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.flushed.subscribe()
@@ -205,11 +228,22 @@ pub struct LogStore {
     tx: mpsc::Sender<Op>,
     hint: Hint,
     stats: Arc<LogStats>,
+    /// The files, shared by the writer thread and a follower's inline
+    /// appends (see `append`); whoever writes holds the lock.
+    wal: Arc<Mutex<Wal>>,
+    /// Ops sent to the writer thread and not yet written. An inline append
+    /// is allowed only at zero, so writes still reach disk in openraft's
+    /// order.
+    queued: Arc<AtomicUsize>,
+    /// This node's id: an append while the saved vote names another node
+    /// is a follower's, written inline.
+    me: NodeId,
 }
 
-/// Open (or create) the log and snapshot in `dir`, load them, and start the
-/// writer thread that owns the files from then on.
-pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
+/// Open (or create) node `me`'s log and snapshot in `dir`, load them, and
+/// start the writer thread that writes the files from then on (a follower
+/// writes its appends itself, see [`LogStore::append`]).
+pub fn open(dir: &Path, me: NodeId) -> std::result::Result<Opened, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     if dir.join(OLD_FORMAT_FILE).exists() && !dir.join(LOG_DIR).exists() {
         return Err(format!(
@@ -233,9 +267,12 @@ pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
     let writer_stats = stats.clone();
     let hint = Hint::default();
     let writer_hint = hint.clone();
+    let wal = Arc::new(Mutex::new(wal));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (writer_wal, writer_queued) = (wal.clone(), queued.clone());
     let writer = std::thread::Builder::new()
         .name("raft-log-writer".into())
-        .spawn(move || writer(wal, rx, writer_stats, writer_hint))
+        .spawn(move || writer(writer_wal, rx, writer_stats, writer_hint, writer_queued))
         .map_err(|e| format!("spawning log writer: {e}"))?;
     Ok(Opened {
         log: LogStore {
@@ -243,6 +280,9 @@ pub fn open(dir: &Path) -> std::result::Result<Opened, String> {
             tx: tx.clone(),
             hint,
             stats,
+            wal,
+            queued,
+            me,
         },
         snapshots: SnapshotWriter {
             dir: Arc::from(dir),
@@ -326,9 +366,49 @@ impl LogStore {
     }
 
     fn send(&self, op: Op) -> Result<()> {
-        self.tx
-            .send(op)
-            .map_err(|_| StorageIOError::write_logs(AnyError::error("log writer stopped")).into())
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(op).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            StorageIOError::write_logs(AnyError::error("log writer stopped")).into()
+        })
+    }
+
+    /// Write a follower's append on the calling task, if nothing is queued
+    /// for the writer thread ahead of it; `Err(entries)` hands them back
+    /// to be queued instead.
+    ///
+    /// A follower's openraft core waits for each append's flush before it
+    /// does anything else (only a leader's is asynchronous, see
+    /// vendor/README.md), so writing here costs it nothing, and it saves the
+    /// two thread wake-ups of the writer path (the writer's, and the
+    /// runtime's for the flush report) on every replication round trip,
+    /// which is the commit's critical path.
+    fn append_inline(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> std::result::Result<std::io::Result<()>, Vec<Entry<TypeConfig>>> {
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: the writer decrements only after its batch
+        // is written, and holds the lock while it writes.
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            return Err(entries);
+        }
+        // As in the writer: every entry the hint covers is already on disk
+        // (nothing is queued) or in this write, ahead of the hint.
+        let committed = self.hint.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let n = entries.len() as u64;
+        let mut records = vec![Record::Entries(entries)];
+        if let Some(c) = committed {
+            records.push(Record::Committed(c));
+        }
+        let started = std::time::Instant::now();
+        let result = wal.append(&records);
+        drop(wal);
+        self.stats.record_batch(&result, n, started);
+        if result.is_ok() {
+            self.stats.flushed.send_modify(|c| *c += 1);
+        }
+        Ok(result)
     }
 }
 
@@ -344,7 +424,13 @@ enum Ack {
 /// The committed-index hint never costs a batch of its own: the newest one
 /// waits in the `hint` slot and rides along with the next durable batch (or
 /// is written when the store closes).
-fn writer(mut wal: Wal, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>, hint: Hint) {
+fn writer(
+    wal: Arc<Mutex<Wal>>,
+    rx: mpsc::Receiver<Op>,
+    stats: Arc<LogStats>,
+    hint: Hint,
+    queued: Arc<AtomicUsize>,
+) {
     let take_hint = || hint.lock().unwrap_or_else(|e| e.into_inner()).take();
     while let Ok(first) = rx.recv() {
         // Taken before the queue is drained: openraft queues an entry
@@ -369,6 +455,7 @@ fn writer(mut wal: Wal, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>, hint: Hint
                 committed = None;
             }
         }
+        let ops = batch.len();
         let mut records = Vec::with_capacity(batch.len() + 1);
         let mut acks = Vec::with_capacity(batch.len());
         let mut purged = None;
@@ -396,20 +483,14 @@ fn writer(mut wal: Wal, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>, hint: Hint
             records.push(Record::Committed(c));
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&mut wal, &records, purged).map_err(|e| e.to_string());
-        stats
-            .write_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match &result {
-            Ok(()) => {
-                stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                stats.entries.fetch_add(entries, Ordering::Relaxed);
-                stats
-                    .max_entries_per_fsync
-                    .fetch_max(entries, Ordering::Relaxed);
-            }
-            Err(e) => tracing::error!(error = %e, "raft log write failed"),
-        }
+        let result = {
+            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
+            let result = write_batch(&mut wal, &records, purged);
+            queued.fetch_sub(ops, Ordering::SeqCst);
+            result
+        };
+        stats.record_batch(&result, entries, started);
+        let result = result.map_err(|e| e.to_string());
         for ack in acks {
             match ack {
                 Ack::Flushed(done) => {
@@ -425,6 +506,7 @@ fn writer(mut wal: Wal, rx: mpsc::Receiver<Op>, stats: Arc<LogStats>, hint: Hint
         }
     }
     if let Some(c) = take_hint() {
+        let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = wal.append(&[Record::Committed(c)]) {
             tracing::warn!(error = %e, "committed-index hint not written at close");
         }
@@ -531,6 +613,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
+        let follower = self
+            .mem()
+            .vote
+            .is_some_and(|v| v.leader_id().voted_for() != Some(self.me));
+        let entries = if follower {
+            match self.append_inline(entries) {
+                Ok(result) => {
+                    callback.log_io_completed(result);
+                    return Ok(());
+                }
+                Err(entries) => entries,
+            }
+        } else {
+            entries
+        };
         self.send(Op::Append {
             entries,
             done: callback,
@@ -554,7 +651,7 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId, Vote};
 
     fn reopen_committed(dir: &std::path::Path) -> Option<u64> {
-        let mut store = super::open(dir).unwrap().log;
+        let mut store = super::open(dir, 1).unwrap().log;
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -575,7 +672,7 @@ mod tests {
             snapshots,
             writer,
             ..
-        } = super::open(dir.path()).unwrap();
+        } = super::open(dir.path(), 1).unwrap();
         rt.block_on(async {
             log.save_committed(at(5)).await.unwrap();
             // A vote is a durable write of its own: the hint goes with it.
@@ -591,10 +688,56 @@ mod tests {
     }
 
     #[test]
+    fn a_followers_appends_are_written_inline_unless_ops_are_queued_ahead() {
+        use openraft::{Entry, EntryPayload, RaftLogReader};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let entry = |index| Entry::<crate::TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        };
+        let super::Opened {
+            mut log,
+            snapshots,
+            writer,
+            ..
+        } = super::open(dir.path(), 2).unwrap();
+        // Node 2 following node 1.
+        rt.block_on(log.save_vote(&Vote::new_committed(1, 1)))
+            .unwrap();
+        let fsyncs = || log.stats.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+        let before = fsyncs();
+        assert!(matches!(
+            log.append_inline(vec![entry(1), entry(2)]),
+            Ok(Ok(()))
+        ));
+        assert_eq!(
+            fsyncs(),
+            before + 1,
+            "written and synced on the calling thread"
+        );
+        // An op queued for the writer thread and not yet written: the next
+        // append must queue behind it, not overtake it.
+        log.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let back = log.append_inline(vec![entry(3)]).err().unwrap();
+        assert_eq!(back.len(), 1, "the entries are handed back to be queued");
+        assert_eq!(fsyncs(), before + 1);
+        log.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        drop((log, snapshots));
+        writer.join().unwrap();
+        let mut again = super::open(dir.path(), 2).unwrap().log;
+        let on_disk = rt.block_on(again.try_get_log_entries(0..10)).unwrap();
+        let indexes: Vec<u64> = on_disk.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![1, 2]);
+    }
+
+    #[test]
     fn a_data_dir_in_the_old_single_file_format_is_refused_with_a_clear_message() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(super::OLD_FORMAT_FILE), b"old").unwrap();
-        let err = super::open(dir.path()).err().unwrap();
+        let err = super::open(dir.path(), 1).err().unwrap();
         assert!(err.contains("old single-file format"), "{err}");
         assert!(!dir.path().join(super::LOG_DIR).exists(), "nothing created");
     }

@@ -194,7 +194,7 @@ impl<SM> Clone for RaftNode<SM> {
 impl<SM: StateMachine> RaftNode<SM> {
     /// Open the data dir, restore `app`, start openraft and bootstrap.
     pub async fn start(config: NodeConfig, app: SM) -> Result<Self, Error> {
-        let opened = crate::log_store::open(&config.data_dir).map_err(Error::Storage)?;
+        let opened = crate::log_store::open(&config.data_dir, config.id).map_err(Error::Storage)?;
         let log_stats = opened.log.stats();
         let log = opened.log.tail();
         let sm = SmStore::open(

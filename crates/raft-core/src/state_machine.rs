@@ -595,7 +595,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_older_than_the_current_one_is_not_kept_on_disk_or_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let opened = crate::log_store::open(dir.path()).unwrap();
+        let opened = crate::log_store::open(dir.path(), 1).unwrap();
         let mut sm = SmStore::open(Sum(0), None, opened.snapshots.clone(), 1_000).unwrap();
         // The leader's snapshot at 20 is installed while a build of this
         // node's own state at 10 is still running; the build ends last.
@@ -619,7 +619,7 @@ mod tests {
         drop((sm, opened.log, opened.snapshots));
         opened.writer.join().unwrap();
         // What a restart reads.
-        let again = crate::log_store::open(dir.path()).unwrap();
+        let again = crate::log_store::open(dir.path(), 1).unwrap();
         let on_disk = StoredSnapshot::from_bytes(&again.snapshot.unwrap()).unwrap();
         assert_eq!(on_disk.meta, meta_at(30));
     }
