@@ -253,8 +253,12 @@ pub struct LockTable {
     /// elsewhere (see `machine.rs`). While that copy lives, the first change
     /// to a node copies the node; with `Arc`ed ids and answers that copy is
     /// reference counts, not allocations. Same JSON as the `BTreeMap`s they
-    /// replaced, so older snapshots load.
-    requests: imbl::OrdMap<Owner, imbl::OrdMap<Arc<str>, Arc<Remembered>>>,
+    /// replaced, so older snapshots load. Hash maps, not ordered ones:
+    /// nothing walks them in order (the `forget` set gives the order), and
+    /// a lookup in an ordered map of request ids, which share long
+    /// prefixes, was a binary search of string compares on every command
+    /// (`memcmp` was the largest single item of a member's profile).
+    requests: imbl::HashMap<Owner, imbl::HashMap<Arc<str>, Arc<Remembered>>>,
     /// (forget at, owner, request id), one per remembered answer, in time
     /// order (memories differ in length, so insertion order is not).
     forget: imbl::OrdSet<(u64, Arc<str>, Arc<str>)>,
