@@ -606,17 +606,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The mirror keeps one copy, the writer encodes the other off this
         // (openraft core's) task.
         let entries: Vec<_> = entries.into_iter().collect();
-        {
+        // A leader's vote names itself; any other vote is a follower's.
+        let follower = {
             let mut mem = self.mem();
             for entry in &entries {
                 mem.entries.insert(entry.log_id.index, entry.clone());
             }
-        }
+            mem.vote
+                .is_some_and(|v| v.leader_id().voted_for() != Some(self.me))
+        };
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
-        let follower = self
-            .mem()
-            .vote
-            .is_some_and(|v| v.leader_id().voted_for() != Some(self.me));
         let entries = if follower {
             match self.append_inline(entries) {
                 Ok(result) => {
