@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(stats))
         .route("/cluster", get(cluster))
         .merge(internal)
+        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
         .fallback(common::error::not_found_fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -114,6 +114,19 @@ pub async fn not_found_fallback(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
+/// Fallback for a known path with the wrong method: a JSON 405 (axum keeps
+/// the `Allow` header listing the methods the path has).
+pub async fn method_not_allowed_fallback(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

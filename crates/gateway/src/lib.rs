@@ -78,7 +78,7 @@ pub fn router(gw: Gateway) -> Router {
             gw.metrics().clone(),
             common::metrics::track,
         ))
-        .method_not_allowed_fallback(protect::method_not_allowed)
+        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
         .fallback(common::error::not_found_fallback)
         .layer(DefaultBodyLimit::max(limit))
         .layer(from_fn_with_state(gw.clone(), protect::request_timeout))

@@ -108,15 +108,6 @@ impl FromRequest<Gateway> for Body {
     }
 }
 
-/// Fallback for a known path with the wrong method: JSON 405.
-pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

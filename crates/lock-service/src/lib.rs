@@ -68,6 +68,7 @@ impl Service {
         let state = AppState::new(node.clone(), waiters);
         let router = http::routes(state)
             .merge(raft_core::http::router(node.clone()))
+            .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
             .fallback(common::error::not_found_fallback);
         Ok(Self {
             node,

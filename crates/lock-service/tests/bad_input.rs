@@ -224,6 +224,13 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
     let (s, v) = call(&svc, "GET", "/api/nothing", Body::empty(), false).await;
     assert_eq!(s, 404, "{v}");
     assert_eq!(v["error"]["code"], "not_found");
+    // A known path with the wrong method: 405 with the JSON error body.
+    let (s, v) = call(&svc, "DELETE", "/api/lock/r", Body::empty(), false).await;
+    assert_eq!(s, 405, "{v}");
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+    let (s, v) = call(&svc, "GET", "/api/lock/acquire", Body::empty(), false).await;
+    assert_eq!(s, 405, "{v}");
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
 
     // Nothing was granted by any of it.
     let (s, v) = call(&svc, "GET", "/api/lock/r", Body::empty(), false).await;

@@ -250,6 +250,11 @@ async fn bad_input_gets_4xx_json() {
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (s, v) = call(&app, "GET", "/api/nope", None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, v) = call(&app, "DELETE", "/api/queue/enqueue", None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
     let (s, v) = call(&app, "GET", "/api/queue/q/dead?limit=abc", None).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_input"));
     let (s, v) = call(&app, "GET", "/api/queue/q/dead?limit=0", None).await;

@@ -156,6 +156,11 @@ async fn bad_input_gets_json_4xx() {
             "invalid_input",
         ),
         (get("/nope"), StatusCode::NOT_FOUND, "not_found"),
+        (
+            get("/api/cache/set"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
     ];
     for (req, status, code) in cases {
         let what = format!("{} {}", req.method(), req.uri().path());
