@@ -309,6 +309,7 @@ impl Cluster {
                            "max_entries_per_fsync": log["max_entries_per_fsync"],
                            "linger_windows": log["linger_windows"],
                            "linger_caught": log["linger_caught"],
+                           "mean_linger_ms": log["mean_linger_ms"],
                            "batches": log["batches"],
                            "batched_commands": log["batched_commands"],
                            // Elections during the run show as a term past

@@ -68,6 +68,8 @@ pub struct LogStats {
     /// how many of them caught a second one (see `linger`).
     pub linger_windows: AtomicU64,
     pub linger_caught: AtomicU64,
+    /// Time linger windows stayed open, in microseconds.
+    pub linger_us: AtomicU64,
     /// Entries the batcher proposed, and the client commands they carried.
     pub batches: AtomicU64,
     pub batched_commands: AtomicU64,
@@ -87,6 +89,7 @@ impl Default for LogStats {
             write_us: AtomicU64::new(0),
             linger_windows: AtomicU64::new(0),
             linger_caught: AtomicU64::new(0),
+            linger_us: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batched_commands: AtomicU64::new(0),
             flushed: tokio::sync::watch::Sender::new(0),
@@ -105,6 +108,8 @@ pub struct LogStatsView {
     pub mean_write_ms: f64,
     pub linger_windows: u64,
     pub linger_caught: u64,
+    /// Mean time a linger window stayed open, in ms.
+    pub mean_linger_ms: f64,
     pub batches: u64,
     pub batched_commands: u64,
 }
@@ -146,6 +151,9 @@ impl LogStats {
                 / self.fsyncs.load(Ordering::Relaxed).max(1) as f64,
             linger_windows: self.linger_windows.load(Ordering::Relaxed),
             linger_caught: self.linger_caught.load(Ordering::Relaxed),
+            mean_linger_ms: self.linger_us.load(Ordering::Relaxed) as f64
+                / 1000.0
+                / self.linger_windows.load(Ordering::Relaxed).max(1) as f64,
             batches: self.batches.load(Ordering::Relaxed),
             batched_commands: self.batched_commands.load(Ordering::Relaxed),
         }

@@ -666,12 +666,16 @@ async fn batch_proposals(
         let mut batch = vec![first];
         drain(&mut rx, &mut batch);
         if batch.len() == 1 && linger.wanted() {
+            let opened = std::time::Instant::now();
             let caught = tokio::select! {
                 p = rx.recv() => p,
                 _ = window.elapse(LINGER) => None,
             };
             linger.record(caught.is_some());
             stats.linger_windows.fetch_add(1, Ordering::Relaxed);
+            stats
+                .linger_us
+                .fetch_add(opened.elapsed().as_micros() as u64, Ordering::Relaxed);
             if caught.is_some() {
                 stats.linger_caught.fetch_add(1, Ordering::Relaxed);
             }
