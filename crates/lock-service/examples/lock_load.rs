@@ -306,6 +306,7 @@ impl Cluster {
                         / log["fsyncs"].as_f64().unwrap_or(1.0).max(1.0);
                     json!({"entries": log["entries"], "fsyncs": log["fsyncs"],
                            "entries_per_fsync": per, "mean_write_ms": log["mean_write_ms"],
+                           "max_write_ms": log["max_write_ms"],
                            "max_entries_per_fsync": log["max_entries_per_fsync"],
                            "linger_windows": log["linger_windows"],
                            "linger_caught": log["linger_caught"],

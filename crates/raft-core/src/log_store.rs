@@ -64,6 +64,8 @@ pub struct LogStats {
     pub max_entries_per_fsync: AtomicU64,
     /// Time spent writing and syncing batches, in microseconds.
     pub write_us: AtomicU64,
+    /// The slowest durable batch, in microseconds (a disk stall shows here).
+    pub max_write_us: AtomicU64,
     /// Linger windows the proposal batcher opened for a lone command, and
     /// how many of them caught a second one (see `linger`).
     pub linger_windows: AtomicU64,
@@ -87,6 +89,7 @@ impl Default for LogStats {
             fsyncs: AtomicU64::new(0),
             max_entries_per_fsync: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
+            max_write_us: AtomicU64::new(0),
             linger_windows: AtomicU64::new(0),
             linger_caught: AtomicU64::new(0),
             linger_us: AtomicU64::new(0),
@@ -106,6 +109,8 @@ pub struct LogStatsView {
     pub max_entries_per_fsync: u64,
     /// Mean time of one durable batch (write + fsync), in ms.
     pub mean_write_ms: f64,
+    /// The slowest durable batch so far, in ms.
+    pub max_write_ms: f64,
     pub linger_windows: u64,
     pub linger_caught: u64,
     /// Mean time a linger window stayed open, in ms.
@@ -122,8 +127,9 @@ impl LogStats {
         entries: u64,
         started: std::time::Instant,
     ) {
-        self.write_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let took = started.elapsed().as_micros() as u64;
+        self.write_us.fetch_add(took, Ordering::Relaxed);
+        self.max_write_us.fetch_max(took, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +155,7 @@ impl LogStats {
             mean_write_ms: self.write_us.load(Ordering::Relaxed) as f64
                 / 1000.0
                 / self.fsyncs.load(Ordering::Relaxed).max(1) as f64,
+            max_write_ms: self.max_write_us.load(Ordering::Relaxed) as f64 / 1000.0,
             linger_windows: self.linger_windows.load(Ordering::Relaxed),
             linger_caught: self.linger_caught.load(Ordering::Relaxed),
             mean_linger_ms: self.linger_us.load(Ordering::Relaxed) as f64
