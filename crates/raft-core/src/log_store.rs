@@ -702,6 +702,27 @@ mod tests {
     }
 
     #[test]
+    fn stats_report_the_mean_and_the_slowest_durable_batch() {
+        use std::time::{Duration, Instant};
+        let stats = super::LogStats::default();
+        let ago = |ms| Instant::now() - Duration::from_millis(ms);
+        stats.record_batch(&Ok(()), 3, ago(1));
+        stats.record_batch(&Ok(()), 1, ago(5));
+        let v = stats.view();
+        assert_eq!((v.fsyncs, v.entries, v.max_entries_per_fsync), (2, 4, 3));
+        assert!(v.max_write_ms >= 5.0 && v.max_write_ms < 50.0, "{v:?}");
+        assert!(
+            v.mean_write_ms >= 3.0 && v.mean_write_ms < v.max_write_ms,
+            "{v:?}"
+        );
+        // A failed write counts toward the time but not the fsyncs.
+        stats.record_batch(&Err(std::io::Error::other("disk")), 1, ago(9));
+        let v = stats.view();
+        assert_eq!(v.fsyncs, 2);
+        assert!(v.max_write_ms >= 9.0, "{v:?}");
+    }
+
+    #[test]
     fn a_followers_appends_are_written_inline_unless_ops_are_queued_ahead() {
         use openraft::{Entry, EntryPayload, RaftLogReader};
         let dir = tempfile::tempdir().unwrap();
