@@ -27,6 +27,12 @@ pub enum Error {
     AlreadyHeld { token: Token },
     #[error("this owner is already waiting for the lock")]
     AlreadyWaiting,
+    #[error(
+        "this request_id already answered a different request of this owner \
+         (another operation, resource, mode or token); use a new id for each \
+         request and the same one only to retry it"
+    )]
+    RequestIdReused,
     #[error("no reachable leader")]
     NotLeader { leader: Option<(u64, String)> },
     #[error("{0}")]
@@ -67,6 +73,7 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "already_held", msg).with("token", token)
             }
             Error::AlreadyWaiting => ApiError::new(StatusCode::CONFLICT, "already_waiting", msg),
+            Error::RequestIdReused => ApiError::new(StatusCode::CONFLICT, "request_id_reused", msg),
             Error::NotLeader { leader } => {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -400,6 +400,7 @@ fn grant_or_error(outcome: Outcome) -> Result<GrantBody, Error> {
         Outcome::WaitTimeout => Err(Error::WaitTimeout),
         Outcome::AlreadyHeld { token } => Err(Error::AlreadyHeld { token }),
         Outcome::AlreadyWaiting { .. } => Err(Error::AlreadyWaiting),
+        Outcome::RequestIdReused => Err(Error::RequestIdReused),
         other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -457,6 +458,7 @@ fn hold_error(outcome: Outcome) -> Error {
         Outcome::NotHeld => Error::NotHeld,
         Outcome::TokenMismatch => Error::TokenMismatch,
         Outcome::OwnerMismatch => Error::OwnerMismatch,
+        Outcome::RequestIdReused => Error::RequestIdReused,
         other => Error::Internal(format!("unexpected outcome {other:?}")),
     }
 }

@@ -187,17 +187,33 @@ pub struct Grant {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Granted(Grant),
-    Queued { wait_id: WaitId, resource: String },
-    Held { holders: Vec<Hold> },
-    Deadlock { cycle: Vec<Owner> },
+    Queued {
+        wait_id: WaitId,
+        resource: String,
+    },
+    Held {
+        holders: Vec<Hold>,
+    },
+    Deadlock {
+        cycle: Vec<Owner>,
+    },
     WaitTimeout,
     Released,
-    Renewed { expires_at_ms: u64 },
+    Renewed {
+        expires_at_ms: u64,
+    },
     NotHeld,
     TokenMismatch,
     OwnerMismatch,
-    AlreadyHeld { token: Token },
-    AlreadyWaiting { wait_id: WaitId },
+    AlreadyHeld {
+        token: Token,
+    },
+    AlreadyWaiting {
+        wait_id: WaitId,
+    },
+    /// The `(owner, request_id)` answered a different request (another
+    /// command, resource, mode or token); nothing was done.
+    RequestIdReused,
     UnknownRequest,
     Ticked,
 }
@@ -214,6 +230,50 @@ pub struct Applied {
 struct Remembered {
     outcome: Outcome,
     forget_at_ms: u64,
+    /// [`Request::fingerprint`] of the request answered; 0 in snapshots
+    /// from before it was kept, which matches any request.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    request: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What makes two requests with one `(owner, request_id)` the same request:
+/// a retry repeats them all; a different value means the id was reused.
+enum Request<'a> {
+    Acquire { resource: &'a str, mode: Mode },
+    Release { resource: &'a str, token: Token },
+    Renew { resource: &'a str, token: Token },
+}
+
+impl Request<'_> {
+    /// FNV-1a over the fields: stable across builds and platforms, since
+    /// it is kept in snapshots and every replica must compute the same.
+    fn fingerprint(&self) -> u64 {
+        let (kind, resource, detail) = match self {
+            Request::Acquire { resource, mode } => {
+                let mode = match mode {
+                    Mode::Exclusive => 1,
+                    Mode::Shared => 2,
+                };
+                (1u8, resource, mode)
+            }
+            Request::Release { resource, token } => (2, resource, *token),
+            Request::Renew { resource, token } => (3, resource, *token),
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let bytes = std::iter::once(kind)
+            .chain(resource.bytes())
+            .chain(std::iter::once(0xff))
+            .chain(detail.to_le_bytes());
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h.max(1)
+    }
 }
 
 /// Counters kept in the replicated state (so every replica reports alike).
@@ -318,11 +378,22 @@ impl LockTable {
         self.next_token
     }
 
-    fn remembered(&self, owner: &str, request_id: &str) -> Option<&Outcome> {
+    fn remembered(&self, owner: &str, request_id: &str) -> Option<&Remembered> {
         self.requests
             .get(owner)
             .and_then(|m| m.get(request_id))
-            .map(|r| &r.outcome)
+            .map(|r| &**r)
+    }
+
+    /// The answer to a retry of `request`, or [`Outcome::RequestIdReused`]
+    /// when its id answered something else; `None` for a new request.
+    fn replay(&self, owner: &str, request_id: &str, request: &Request) -> Option<Outcome> {
+        let r = self.remembered(owner, request_id)?;
+        Some(if r.request == 0 || r.request == request.fingerprint() {
+            r.outcome.clone()
+        } else {
+            Outcome::RequestIdReused
+        })
     }
 
     /// Remember the answer to a new request for `memory_ms`; a request
@@ -331,6 +402,7 @@ impl LockTable {
         &mut self,
         owner: &str,
         request_id: &str,
+        request: &Request,
         outcome: Outcome,
         now: u64,
         memory_ms: u64,
@@ -346,6 +418,7 @@ impl LockTable {
             Arc::new(Remembered {
                 outcome,
                 forget_at_ms,
+                request: request.fingerprint(),
             }),
         );
         self.forget.insert((forget_at_ms, owner.into(), request_id));
@@ -597,8 +670,12 @@ impl LockTable {
         now: u64,
         settled: &mut Vec<(WaitId, Outcome)>,
     ) -> Outcome {
-        if let Some(prev) = self.remembered(&a.owner, &a.request_id) {
-            return prev.clone();
+        let request = Request::Acquire {
+            resource: &a.resource,
+            mode: a.mode,
+        };
+        if let Some(prev) = self.replay(&a.owner, &a.request_id, &request) {
+            return prev;
         }
         let r = self.resources.entry(a.resource.clone()).or_default();
         let outcome = if let Some(h) = r.holders.iter().find(|h| h.owner == a.owner) {
@@ -644,6 +721,7 @@ impl LockTable {
             self.remember(
                 &a.owner,
                 &a.request_id,
+                &request,
                 Outcome::Queued {
                     wait_id: index,
                     resource: a.resource.clone(),
@@ -672,6 +750,7 @@ impl LockTable {
         self.remember(
             &a.owner,
             &a.request_id,
+            &request,
             outcome.clone(),
             now,
             memory_ms(a.node_made_id, 0),
@@ -701,9 +780,13 @@ impl LockTable {
     }
 
     fn release(&mut self, rel: Release, now: u64, settled: &mut Vec<(WaitId, Outcome)>) -> Outcome {
+        let request = Request::Release {
+            resource: &rel.resource,
+            token: rel.token,
+        };
         if let Some(rid) = &rel.request_id {
-            if let Some(prev) = self.remembered(&rel.owner, rid) {
-                return prev.clone();
+            if let Some(prev) = self.replay(&rel.owner, rid, &request) {
+                return prev;
             }
         }
         let outcome = match self.find_hold(&rel.resource, &rel.owner, rel.token) {
@@ -723,6 +806,7 @@ impl LockTable {
             self.remember(
                 &rel.owner,
                 rid,
+                &request,
                 outcome.clone(),
                 now,
                 memory_ms(rel.node_made_id, 0),
@@ -732,9 +816,13 @@ impl LockTable {
     }
 
     fn renew(&mut self, ren: Renew, now: u64) -> Outcome {
+        let request = Request::Renew {
+            resource: &ren.resource,
+            token: ren.token,
+        };
         if let Some(rid) = &ren.request_id {
-            if let Some(prev) = self.remembered(&ren.owner, rid) {
-                return prev.clone();
+            if let Some(prev) = self.replay(&ren.owner, rid, &request) {
+                return prev;
             }
         }
         let outcome = match self.find_hold(&ren.resource, &ren.owner, ren.token) {
@@ -753,6 +841,7 @@ impl LockTable {
             self.remember(
                 &ren.owner,
                 rid,
+                &request,
                 outcome.clone(),
                 now,
                 memory_ms(ren.node_made_id, 0),
@@ -762,7 +851,10 @@ impl LockTable {
     }
 
     fn cancel(&mut self, c: Cancel, now: u64, settled: &mut Vec<(WaitId, Outcome)>) -> Outcome {
-        let Some(prev) = self.remembered(&c.owner, &c.request_id).cloned() else {
+        let Some(prev) = self
+            .remembered(&c.owner, &c.request_id)
+            .map(|r| r.outcome.clone())
+        else {
             return Outcome::UnknownRequest;
         };
         let Outcome::Queued { wait_id, resource } = prev else {

@@ -501,6 +501,80 @@ fn idempotent_replays_return_the_first_answer() {
 }
 
 #[test]
+fn a_request_id_reused_for_a_different_request_is_refused_and_changes_nothing() {
+    let with_id = |cmd: Command, id: &str| match cmd {
+        Command::Release(mut r) => {
+            r.request_id = Some(id.into());
+            Command::Release(r)
+        }
+        Command::Renew(mut r) => {
+            r.request_id = Some(id.into());
+            Command::Renew(r)
+        }
+        other => other,
+    };
+    let reused = || Want::Exact(Outcome::RequestIdReused);
+    let t = run(
+        "reuse",
+        vec![
+            step(
+                0,
+                acq("r", "a", Mode::Exclusive, 1_000, 0, "job"),
+                granted("a", 1),
+            ),
+            // The acquire's id on a release, a renew, another resource or
+            // another mode: refused, the lock stays held.
+            step(1, with_id(rel("r", "a", 1), "job"), reused()),
+            step(2, with_id(renew("r", "a", 1, 5_000), "job"), reused()),
+            step(3, acq("q", "a", Mode::Exclusive, 1_000, 0, "job"), reused()),
+            step(4, acq("r", "a", Mode::Shared, 1_000, 0, "job"), reused()),
+            step(5, x("r", "b", 0), Want::Held(1)),
+            // A retry of the acquire itself still gets its grant.
+            step(
+                6,
+                acq("r", "a", Mode::Exclusive, 1_000, 0, "job"),
+                granted("a", 1),
+            ),
+            // A release's id on a release of another token: refused too.
+            step(
+                7,
+                with_id(rel("r", "a", 1), "rel"),
+                Want::Exact(Outcome::Released),
+            ),
+            step(
+                8,
+                acq("r", "a", Mode::Exclusive, 1_000, 0, "job2"),
+                granted("a", 2),
+            ),
+            step(9, with_id(rel("r", "a", 2), "rel"), reused()),
+            step(
+                10,
+                with_id(rel("r", "a", 2), "rel2"),
+                Want::Exact(Outcome::Released),
+            ),
+            // The id is still the acquire's: a reuse did not replace it.
+            step(11, with_id(rel("r", "a", 1), "job"), reused()),
+        ],
+    );
+    assert_eq!(t.counters().grants, 2);
+    assert_eq!(t.counters().releases, 2);
+}
+
+#[test]
+fn answers_remembered_before_request_fingerprints_replay_for_any_request() {
+    let mut t = LockTable::new();
+    t.apply(acq("r", "a", Mode::Exclusive, 1_000, 0, "c1"), 1, 0);
+    let mut old = serde_json::to_value(&t).unwrap();
+    let answer = &mut old["requests"]["a"]["c1"];
+    assert!(answer["request"].is_u64(), "{answer}");
+    answer.as_object_mut().unwrap().remove("request");
+    let mut restored: LockTable = serde_json::from_value(old).unwrap();
+    // No fingerprint to compare: the remembered answer, as before.
+    let again = restored.apply(acq("q", "a", Mode::Shared, 1_000, 0, "c1"), 2, 1);
+    assert!(matches!(again.outcome, Outcome::Granted(g) if g.token == 1));
+}
+
+#[test]
 fn node_made_ids_are_remembered_through_the_retry_window_only() {
     const DAY: u64 = 24 * 3600 * 1000;
     const WAIT: u64 = 300_000;

@@ -241,6 +241,62 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_for_another_request_answers_409_and_changes_nothing() {
+    let (svc, _dir) = service().await;
+    let (s, g) = post(
+        &svc,
+        "/api/lock/acquire",
+        json!({"resource": "r", "owner": "a", "request_id": "job-1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{g}");
+    let token = g["token"].as_u64().unwrap();
+    // The acquire's id on its release (once a 500, and the lock stayed held).
+    let (s, v) = post(
+        &svc,
+        "/api/lock/release",
+        json!({"resource": "r", "owner": "a", "token": token, "request_id": "job-1"}),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].as_str()),
+        (409, Some("request_id_reused")),
+        "{v}"
+    );
+    let (s, v) = post(
+        &svc,
+        "/api/lock/renew",
+        json!({"resource": "r", "owner": "a", "token": token, "ttl_ms": 1_000,
+               "request_id": "job-1"}),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].as_str()),
+        (409, Some("request_id_reused")),
+        "{v}"
+    );
+    let (s, v) = call(&svc, "GET", "/api/lock/r", Body::empty(), false).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["holders"][0]["token"], token, "still held: {v}");
+    // A retry of the acquire is still answered with its grant.
+    let (s, v) = post(
+        &svc,
+        "/api/lock/acquire",
+        json!({"resource": "r", "owner": "a", "request_id": "job-1"}),
+    )
+    .await;
+    assert_eq!((s.as_u16(), v["token"].as_u64()), (200, Some(token)), "{v}");
+    let (s, v) = post(
+        &svc,
+        "/api/lock/release",
+        json!({"resource": "r", "owner": "a", "token": token, "request_id": "job-1-release"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_and_renew_answer_404_and_409_for_holds_that_are_not_theirs() {
     let (svc, _dir) = service().await;
     let (s, g) = post(
