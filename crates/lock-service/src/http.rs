@@ -342,10 +342,11 @@ async fn settle(
     request_id: &str,
     wait_ms: u64,
 ) -> Result<Outcome, Error> {
-    let rx = app.waiters.wait_for(wait_id);
+    let (ticket, rx) = app.waiters.wait_for(wait_id);
     let mut guard = CancelOnDrop {
         app: Some(app.clone()),
         wait_id,
+        ticket,
         owner: owner.to_string(),
         request_id: request_id.to_string(),
     };
@@ -353,7 +354,7 @@ async fn settle(
     let outcome = match tokio::time::timeout(limit, rx).await {
         Ok(Ok(outcome)) => outcome,
         _ => {
-            app.waiters.forget(wait_id);
+            app.waiters.forget(wait_id, ticket);
             let cancel = Command::Cancel(table::Cancel {
                 owner: owner.to_string(),
                 request_id: request_id.to_string(),
@@ -370,6 +371,7 @@ async fn settle(
 struct CancelOnDrop {
     app: Option<AppState>,
     wait_id: u64,
+    ticket: u64,
     owner: String,
     request_id: String,
 }
@@ -379,7 +381,7 @@ impl Drop for CancelOnDrop {
         let Some(app) = self.app.take() else {
             return;
         };
-        app.waiters.forget(self.wait_id);
+        app.waiters.forget(self.wait_id, self.ticket);
         let cancel = Command::Cancel(table::Cancel {
             owner: std::mem::take(&mut self.owner),
             request_id: std::mem::take(&mut self.request_id),

@@ -16,12 +16,14 @@ use tokio::sync::{oneshot, watch};
 
 use crate::table::{Applied, Command, LockTable, Outcome, WaitId};
 
-/// Settlements kept for handlers that have not registered yet. A handler
+/// Settlements kept for handlers that register after them. A handler
 /// registers within one round trip of its entry being applied, so a few
 /// thousand covers any realistic burst.
-const UNCLAIMED_CAPACITY: usize = 4096;
+const RECENT_CAPACITY: usize = 4096;
 
-/// Where blocked acquires wait for their settlement.
+/// Where blocked acquires wait for their settlement. Several handlers may
+/// wait for one request (a client's retry on a second connection gets the
+/// same wait id): each is answered, and each withdraws only itself.
 #[derive(Default)]
 pub struct Waiters {
     inner: Mutex<WaitersInner>,
@@ -29,28 +31,40 @@ pub struct Waiters {
 
 #[derive(Default)]
 struct WaitersInner {
-    waiting: HashMap<WaitId, oneshot::Sender<Outcome>>,
-    unclaimed: HashMap<WaitId, Outcome>,
-    unclaimed_order: VecDeque<WaitId>,
+    waiting: HashMap<WaitId, Vec<(u64, oneshot::Sender<Outcome>)>>,
+    next_ticket: u64,
+    /// The latest settlements, for handlers that register after theirs
+    /// was applied (the handler is still receiving its "queued" answer).
+    recent: HashMap<WaitId, Outcome>,
+    recent_order: VecDeque<WaitId>,
 }
 
 impl Waiters {
-    /// Register interest in `wait_id`; resolves with its settlement.
-    pub fn wait_for(&self, wait_id: WaitId) -> oneshot::Receiver<Outcome> {
+    /// Register interest in `wait_id`: a ticket for [`Waiters::forget`]
+    /// and the receiver its settlement comes on.
+    pub fn wait_for(&self, wait_id: WaitId) -> (u64, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(outcome) = inner.unclaimed.remove(&wait_id) {
-            let _ = tx.send(outcome);
-        } else {
-            inner.waiting.insert(wait_id, tx);
+        inner.next_ticket += 1;
+        let ticket = inner.next_ticket;
+        match inner.recent.get(&wait_id) {
+            Some(outcome) => {
+                let _ = tx.send(outcome.clone());
+            }
+            None => inner.waiting.entry(wait_id).or_default().push((ticket, tx)),
         }
-        rx
+        (ticket, rx)
     }
 
-    /// Stop waiting (the handler gave up or finished).
-    pub fn forget(&self, wait_id: WaitId) {
+    /// Stop waiting (the handler holding `ticket` gave up or finished).
+    pub fn forget(&self, wait_id: WaitId, ticket: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.waiting.remove(&wait_id);
+        if let Some(list) = inner.waiting.get_mut(&wait_id) {
+            list.retain(|(t, _)| *t != ticket);
+            if list.is_empty() {
+                inner.waiting.remove(&wait_id);
+            }
+        }
     }
 
     fn publish(&self, settled: Vec<(WaitId, Outcome)>) {
@@ -59,18 +73,15 @@ impl Waiters {
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for (id, outcome) in settled {
-            match inner.waiting.remove(&id) {
-                Some(tx) => {
-                    let _ = tx.send(outcome);
-                }
-                None => {
-                    inner.unclaimed.insert(id, outcome);
-                    inner.unclaimed_order.push_back(id);
-                    while inner.unclaimed_order.len() > UNCLAIMED_CAPACITY {
-                        if let Some(old) = inner.unclaimed_order.pop_front() {
-                            inner.unclaimed.remove(&old);
-                        }
-                    }
+            for (_, tx) in inner.waiting.remove(&id).unwrap_or_default() {
+                let _ = tx.send(outcome.clone());
+            }
+            if inner.recent.insert(id, outcome).is_none() {
+                inner.recent_order.push_back(id);
+            }
+            while inner.recent_order.len() > RECENT_CAPACITY {
+                if let Some(old) = inner.recent_order.pop_front() {
+                    inner.recent.remove(&old);
                 }
             }
         }
@@ -133,11 +144,32 @@ mod tests {
     fn settlement_before_registration_is_handed_over() {
         let w = Waiters::default();
         w.publish(vec![(7, Outcome::WaitTimeout)]);
-        let mut rx = w.wait_for(7);
+        let (_, mut rx) = w.wait_for(7);
         assert_eq!(rx.try_recv().unwrap(), Outcome::WaitTimeout);
-        let mut rx = w.wait_for(8);
+        let (_, mut rx) = w.wait_for(8);
         assert!(rx.try_recv().is_err());
         w.publish(vec![(8, Outcome::Released)]);
         assert_eq!(rx.try_recv().unwrap(), Outcome::Released);
+        // A late second handler of the same request gets it too.
+        let (_, mut late) = w.wait_for(8);
+        assert_eq!(late.try_recv().unwrap(), Outcome::Released);
+    }
+
+    #[test]
+    fn two_handlers_of_one_wait_are_both_answered_and_withdraw_only_themselves() {
+        let w = Waiters::default();
+        let (first, mut rx1) = w.wait_for(9);
+        let (_, mut rx2) = w.wait_for(9);
+        let (_, mut rx3) = w.wait_for(9);
+        // The first gives up: the others keep waiting.
+        w.forget(9, first);
+        assert!(rx2.try_recv().is_err() && rx3.try_recv().is_err());
+        w.publish(vec![(9, Outcome::WaitTimeout)]);
+        assert_eq!(rx2.try_recv().unwrap(), Outcome::WaitTimeout);
+        assert_eq!(rx3.try_recv().unwrap(), Outcome::WaitTimeout);
+        assert!(
+            rx1.try_recv().is_err(),
+            "the withdrawn handler hears nothing"
+        );
     }
 }

@@ -870,6 +870,9 @@ impl LockTable {
         }
         self.counters.wait_timeouts += 1;
         self.settle_remembered(&c.owner, &c.request_id, Outcome::WaitTimeout);
+        // Other handlers of this request (a retry on another connection or
+        // node) learn it now, not when their own wait runs out.
+        settled.push((wait_id, Outcome::WaitTimeout));
         // Removing a waiter can let the ones behind it go.
         self.grant_from_queue(&resource, now, settled);
         self.break_deadlocks(now, settled);

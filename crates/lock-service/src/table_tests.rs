@@ -655,13 +655,16 @@ fn cancel_withdraws_a_waiter_or_reports_its_fate() {
                 acq("r", "d", Mode::Exclusive, 1_000, 5_000, "d1"),
                 Want::Queued,
             ),
-            step(
+            // The withdrawn wait is settled too, for any other handler
+            // of the same request.
+            step_s(
                 1,
                 Command::Cancel(Cancel {
                     owner: "d".into(),
                     request_id: "d1".into(),
                 }),
                 Want::Exact(Outcome::WaitTimeout),
+                vec![(4, Want::Exact(Outcome::WaitTimeout))],
             ),
             step_s(
                 2,
@@ -708,7 +711,7 @@ fn cancelling_a_blocking_exclusive_waiter_lets_shared_ones_behind_it_go() {
                     request_id: "w1".into(),
                 }),
                 Want::Exact(Outcome::WaitTimeout),
-                vec![(3, granted("b", 2))],
+                vec![(2, Want::Exact(Outcome::WaitTimeout)), (3, granted("b", 2))],
             ),
         ],
     );

@@ -418,6 +418,63 @@ async fn a_blocked_acquire_is_granted_right_after_the_release() {
     assert!(samples[2] < Duration::from_millis(250), "{samples:?}");
 }
 
+/// A client that retries a blocking acquire (same body, so the same
+/// request id) while the first call still waits, on a second connection to
+/// the same node and on another node: all three calls get the one grant.
+/// Before, the second registration on a node dropped the first's, which then
+/// withdrew the request, and every call answered `wait_timeout` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_of_a_blocked_acquire_on_any_connection_all_get_its_grant() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(None, Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let hold = json!({"resource": "h", "owner": "a", "ttl_ms": 60_000});
+    let (s, g) = c.call(leader, "/api/lock/acquire", &hold).await;
+    assert_eq!(s, 200, "{g}");
+    let token = g["token"].as_u64().unwrap();
+    let body = json!({"resource": "h", "owner": "b", "wait_ms": 20_000, "request_id": "b-1"});
+    let waiting = [follower, follower, leader].map(|node| {
+        let http = c.http.clone();
+        let url = c.url(node, "/api/lock/acquire");
+        let body = body.clone();
+        tokio::spawn(async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.get(leader, "/api/lock/h").await.unwrap()["waiters"]
+        .as_array()
+        .is_none_or(|w| w.is_empty())
+    {
+        assert!(Instant::now() < deadline, "never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the retries reach their nodes and register too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for w in &waiting {
+        assert!(!w.is_finished(), "a call answered before the release");
+    }
+    let (s, v) = c
+        .call(
+            leader,
+            "/api/lock/release",
+            &json!({"resource": "h", "owner": "a", "token": token}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut tokens = Vec::new();
+    for w in waiting {
+        let (s, g) = w.await.unwrap();
+        assert_eq!(s, 200, "{g}");
+        tokens.push(g["token"].as_u64().unwrap());
+    }
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0] && *t > token),
+        "{tokens:?}"
+    );
+}
+
 /// A leader that cannot commit (both followers stopped with SIGSTOP) fills
 /// its write queue (one command here, `MAX_QUEUED_WRITES=1`, behind the 64
 /// entries waiting for commit). Further writes are answered 429
