@@ -162,6 +162,24 @@ fn unreachable<E: std::error::Error>(e: String) -> RPCError<NodeId, BasicNode, E
     RPCError::Unreachable(Unreachable::new(&Dropped(e)))
 }
 
+/// Largest append request sent: the peer's body limit less room for the
+/// request's fields around its entries.
+const MAX_APPEND_BYTES: usize = crate::http::INTERNAL_BODY_LIMIT - (64 << 10);
+
+/// How many of `entries`, from the first, fit in `budget` bytes of JSON
+/// (never fewer than one: an entry is at most one batch of commands, far
+/// below the limit, and sending none would make no progress).
+fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], budget: usize) -> usize {
+    let mut used = 0;
+    for (i, e) in entries.iter().enumerate() {
+        used += serde_json::to_vec(e).map_or(usize::MAX / 2, |b| b.len() + 1);
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
 const JSON: &str = "application/json";
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -382,13 +400,38 @@ impl RaftNetwork<TypeConfig> for Connection {
         Backoff::new(backoff_delays())
     }
 
+    /// openraft sends up to 300 entries at once to a follower that is
+    /// catching up, whatever their size; with large entries that is more
+    /// than the peer accepts (413), and openraft would resend the same
+    /// range forever. Such a request goes out cut to the entries that fit,
+    /// and a success is reported as partial, up to the last one sent, so
+    /// openraft sends the rest next.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("/internal/raft/append", &rpc, option.hard_ttl())
-            .await
+        const PATH: &str = "/internal/raft/append";
+        let body =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if body.len() <= MAX_APPEND_BYTES {
+            return self.call_body(PATH, body, JSON, option.hard_ttl()).await;
+        }
+        let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES);
+        if fit == rpc.entries.len() {
+            return self.call_body(PATH, body, JSON, option.hard_ttl()).await;
+        }
+        rpc.entries.truncate(fit);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        tracing::debug!(
+            target = self.target,
+            fit,
+            "append cut to the peer's body limit"
+        );
+        match self.call(PATH, &rpc, option.hard_ttl()).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -422,6 +465,25 @@ impl RaftNetwork<TypeConfig> for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_append_is_cut_to_the_entries_that_fit_and_never_to_none() {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+        let entry = |index, kb: usize| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::Request {
+                ts_ms: 0,
+                cmds: vec![serde_json::value::to_raw_value(&"x".repeat(kb << 10)).unwrap()],
+            }),
+        };
+        let entries: Vec<_> = (1..=10).map(|i| entry(i, 100)).collect();
+        // ~100 KiB each: 4 fit in 450 KiB, all 10 in 2 MiB, and one entry
+        // larger than the budget still goes alone.
+        assert_eq!(entries_that_fit(&entries, 450 << 10), 4);
+        assert_eq!(entries_that_fit(&entries, 2 << 20), 10);
+        assert_eq!(entries_that_fit(&entries, 10 << 10), 1);
+        assert_eq!(entries_that_fit(&[], 10), 0);
+    }
 
     #[test]
     fn backoff_doubles_from_20_ms_up_to_500_ms() {

@@ -585,6 +585,28 @@ async fn restarted_follower_catches_up_and_full_restart_recovers_from_disk() {
     c.shutdown().await;
 }
 
+/// A follower that missed more log than one append request may carry (the
+/// peer's 16 MiB body limit; openraft sends up to 300 entries at once)
+/// catches up through the log: before, every request was refused (413)
+/// and resent unchanged, and the follower got nothing until a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_by_more_than_one_request_can_carry_catches_up() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    let follower = others(leader)[0];
+    c.stop(follower).await;
+    // 24 entries of ~1 MiB each: 24 MiB behind.
+    let big = "k".repeat(1 << 20);
+    for i in 0..24u64 {
+        c.write(leader, &format!("{big}{i}"), i).await;
+    }
+    c.restart(follower).await;
+    let applied = c.node(leader).status().applied_index.unwrap();
+    c.caught_up(follower, applied).await;
+    assert_eq!(c.kv(follower).len(), 24);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn far_behind_node_catches_up_through_a_snapshot() {
     // Snapshot every 50 entries and keep no log behind it, so a follower
