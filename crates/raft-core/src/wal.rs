@@ -39,9 +39,9 @@ use crate::{NodeId, TypeConfig};
 /// would not fit even in a fresh segment.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
-/// Bytes zeroed past the end of the valid log on open (covers any batch a
-/// crash can have torn: batches are far smaller).
-const TAIL_WIPE_BYTES: u64 = 4 << 20;
+/// Chunk in which the bytes past the valid end are checked and zeroed on
+/// open.
+const WIPE_CHUNK: usize = 1 << 20;
 
 const FRAME: usize = 8;
 
@@ -286,12 +286,27 @@ impl Wal {
 
     /// Zero what a torn write may have left after the valid end, so a
     /// shorter record written there later is never followed by stale bytes.
+    ///
+    /// All the way to the end of the file: after a power loss any page of
+    /// the torn batch may have reached the disk, and a batch can be tens of
+    /// MiB (a follower catching up appends up to 16 MiB of entries at once).
+    /// Only chunks with a non-zero byte are written; the rest of a segment
+    /// is a sparse hole, which reads back as zeros without touching the
+    /// disk.
     fn wipe_tail(&mut self) -> io::Result<()> {
         let len = self.file.metadata()?.len();
-        let wipe = TAIL_WIPE_BYTES.min(len.saturating_sub(self.offset));
-        if wipe > 0 {
-            self.file
-                .write_all_at(&vec![0u8; wipe as usize], self.offset)?;
+        let (mut at, mut chunk, mut wrote) = (self.offset, vec![0u8; WIPE_CHUNK], false);
+        while at < len {
+            let n = WIPE_CHUNK.min((len - at) as usize);
+            self.file.read_exact_at(&mut chunk[..n], at)?;
+            if chunk[..n].iter().any(|b| *b != 0) {
+                chunk[..n].fill(0);
+                self.file.write_all_at(&chunk[..n], at)?;
+                wrote = true;
+            }
+            at += n as u64;
+        }
+        if wrote {
             self.file.sync_data()?;
         }
         Ok(())
@@ -433,6 +448,26 @@ mod tests {
             (1..=4).collect::<Vec<_>>(),
             "no stale bytes after the new record"
         );
+    }
+
+    #[test]
+    fn every_stale_byte_past_the_valid_end_is_zeroed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = reopen(dir.path(), SEGMENT_BYTES);
+        wal.append(&[entries(1..=3)]).unwrap();
+        let end = wal.offset;
+        // Pages of a large torn batch that reached the disk far past its
+        // start, as after a power loss (the frame at `end` never did).
+        let far = end + (10 << 20);
+        let mut stale = Vec::new();
+        encode(&entries(4..=6), &mut stale).unwrap();
+        wal.file.write_all_at(&stale, far).unwrap();
+        drop(wal);
+        let (wal, seen) = reopen(dir.path(), SEGMENT_BYTES);
+        assert_eq!(seen.indexes(), (1..=3).collect::<Vec<_>>());
+        let mut back = vec![0xffu8; stale.len()];
+        wal.file.read_exact_at(&mut back, far).unwrap();
+        assert!(back.iter().all(|b| *b == 0), "stale record left at {far}");
     }
 
     #[test]
