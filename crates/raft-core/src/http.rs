@@ -24,7 +24,7 @@ use crate::{NodeId, RaftNode, StateMachine, TypeConfig};
 /// Largest internal request body: a snapshot chunk is 1 MiB of data plus
 /// its header; append batches of up to `MAX_BATCH` commands per entry can
 /// be larger.
-pub(crate) const INTERNAL_BODY_LIMIT: usize = 16 << 20;
+const INTERNAL_BODY_LIMIT: usize = 16 << 20;
 
 /// The internal router for a node; merge it into the service's router.
 pub fn router<SM: StateMachine>(node: RaftNode<SM>) -> Router {

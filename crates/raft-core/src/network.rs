@@ -162,9 +162,12 @@ fn unreachable<E: std::error::Error>(e: String) -> RPCError<NodeId, BasicNode, E
     RPCError::Unreachable(Unreachable::new(&Dropped(e)))
 }
 
-/// Largest append request sent: the peer's body limit less room for the
-/// request's fields around its entries.
-const MAX_APPEND_BYTES: usize = crate::http::INTERNAL_BODY_LIMIT - (64 << 10);
+/// Largest append request sent (unless one entry alone is larger). Far
+/// below the peer's body limit (16 MiB), because the peer must also parse
+/// and sync the request inside the append deadline (100 ms): 16 MiB took
+/// longer than that in a debug build, so the request was abandoned and
+/// resent forever. A follower catching up takes ~1 MiB per round trip.
+const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// How many of `entries`, from the first, fit in `budget` bytes of JSON
 /// (never fewer than one: an entry is at most one batch of commands, far
@@ -402,10 +405,10 @@ impl RaftNetwork<TypeConfig> for Connection {
 
     /// openraft sends up to 300 entries at once to a follower that is
     /// catching up, whatever their size; with large entries that is more
-    /// than the peer accepts (413), and openraft would resend the same
-    /// range forever. Such a request goes out cut to the entries that fit,
-    /// and a success is reported as partial, up to the last one sent, so
-    /// openraft sends the rest next.
+    /// than the peer accepts (413) or can take in time, and openraft would
+    /// resend the same range forever. Such a request goes out cut to the
+    /// entries that fit [`MAX_APPEND_BYTES`], and a success is reported as
+    /// partial, up to the last one sent, so openraft sends the rest next.
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
