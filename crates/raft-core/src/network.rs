@@ -170,8 +170,8 @@ fn unreachable<E: std::error::Error>(e: String) -> RPCError<NodeId, BasicNode, E
 const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// How many of `entries`, from the first, fit in `budget` bytes of JSON
-/// (never fewer than one: an entry is at most one batch of commands, far
-/// below the limit, and sending none would make no progress).
+/// (never fewer than one: an entry larger than the budget goes alone, as
+/// sending none would make no progress).
 fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], budget: usize) -> usize {
     let mut used = 0;
     for (i, e) in entries.iter().enumerate() {
@@ -417,20 +417,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         const PATH: &str = "/internal/raft/append";
         let body =
             serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if body.len() <= MAX_APPEND_BYTES {
-            return self.call_body(PATH, body, JSON, option.hard_ttl()).await;
-        }
-        let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES);
+        let fit = if body.len() > MAX_APPEND_BYTES {
+            entries_that_fit(&rpc.entries, MAX_APPEND_BYTES)
+        } else {
+            rpc.entries.len()
+        };
         if fit == rpc.entries.len() {
             return self.call_body(PATH, body, JSON, option.hard_ttl()).await;
         }
         rpc.entries.truncate(fit);
         let last = rpc.entries.last().map(|e| e.log_id);
-        tracing::debug!(
-            target = self.target,
-            fit,
-            "append cut to the peer's body limit"
-        );
+        tracing::debug!(target = self.target, fit, "append cut to MAX_APPEND_BYTES");
         match self.call(PATH, &rpc, option.hard_ttl()).await? {
             AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
             other => Ok(other),
