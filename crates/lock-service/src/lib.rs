@@ -94,15 +94,23 @@ pub async fn run(
     tracing::info!(id = config.id, addr = %config.listen, "lock node serving");
     // Small request/response messages on long-lived connections (clients
     // and peers): never let Nagle hold one back waiting for an ACK.
-    axum::serve(
+    let serve = axum::serve(
         axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         }),
         service.router.clone(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| Error::Unavailable(format!("server: {e}")))?;
+    .with_graceful_shutdown(shutdown);
+    // Fail-stop: a node whose log failed (or whose Raft core stopped) must
+    // not go on answering as if it were a member; the process exits
+    // non-zero, and a supervisor restarts it from what is on its disk.
+    tokio::select! {
+        served = serve => served.map_err(|e| Error::Unavailable(format!("server: {e}")))?,
+        why = service.node.fatal() => {
+            tracing::error!(id = config.id, error = %why, "stopping: this node can no longer serve safely");
+            return Err(Error::Fatal(why));
+        }
+    }
     service.stop().await;
     Ok(())
 }

@@ -1,167 +1,14 @@
 //! Black-box tests of a real three-node lock cluster: `lock-service`
 //! processes on 127.0.0.1, real HTTP, real SIGKILLs.
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-struct Cluster {
-    ports: BTreeMap<u64, u16>,
-    dir: tempfile::TempDir,
-    procs: BTreeMap<u64, Child>,
-    http: reqwest::Client,
-    /// Extra environment (flag fallbacks) for every node.
-    env: Vec<(&'static str, &'static str)>,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        Self::start_with_env(Vec::new()).await
-    }
-
-    async fn start_with_env(env: Vec<(&'static str, &'static str)>) -> Self {
-        let ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
-        let mut c = Cluster {
-            ports,
-            dir: tempfile::tempdir().unwrap(),
-            procs: BTreeMap::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            env,
-        };
-        for id in 1..=3 {
-            c.spawn(id);
-        }
-        c.wait_leader(None, Duration::from_secs(10)).await;
-        c
-    }
-
-    fn peers(&self) -> String {
-        self.ports
-            .iter()
-            .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn spawn(&mut self, id: u64) {
-        let child = Command::new(env!("CARGO_BIN_EXE_lock-service"))
-            .args([
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{}", self.ports[&id]),
-                "--peers",
-                &self.peers(),
-                "--data-dir",
-                self.dir.path().join(format!("n{id}")).to_str().unwrap(),
-            ])
-            .env("RUST_LOG", "warn")
-            // As run-local.sh and compose.yaml run three nodes on one host.
-            .env("WORKER_THREADS", "1")
-            .envs(self.env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start lock-service");
-        self.procs.insert(id, child);
-    }
-
-    fn kill(&mut self, id: u64) {
-        let mut child = self.procs.remove(&id).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGSTOP or SIGCONT one of our nodes (by its PID).
-    fn signal(&self, id: u64, sig: &str) {
-        let pid = self.procs[&id].id().to_string();
-        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
-        assert!(ok.success(), "kill {sig} {pid}");
-    }
-
-    fn url(&self, id: u64, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports[&id])
-    }
-
-    async fn get(&self, id: u64, path: &str) -> Option<Value> {
-        let r = self.http.get(self.url(id, path)).send().await.ok()?;
-        r.json().await.ok()
-    }
-
-    async fn post(&self, id: u64, path: &str, body: &Value) -> Result<(u16, Value), String> {
-        let r = self
-            .http
-            .post(self.url(id, path))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().await.map_err(|e| e.to_string())?))
-    }
-
-    /// Wait until every running node names the same leader (≠ `not`).
-    async fn wait_leader(&self, not: Option<u64>, within: Duration) -> u64 {
-        let deadline = Instant::now() + within;
-        loop {
-            let mut leaders = Vec::new();
-            for id in self.procs.keys() {
-                let l = self
-                    .get(*id, "/cluster")
-                    .await
-                    .and_then(|v| v["leader_id"].as_u64());
-                leaders.push(l);
-            }
-            if let Some(Some(l)) = leaders.first() {
-                if leaders.iter().all(|x| *x == Some(*l)) && Some(*l) != not {
-                    return *l;
-                }
-            }
-            assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// POST to the given node, falling over to the others on connection
-    /// errors and 503s (the same request body, so the same request id).
-    async fn call(&self, first: u64, path: &str, body: &Value) -> (u16, Value) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut i = 0;
-        loop {
-            let ids: Vec<u64> = self.ports.keys().copied().collect();
-            let id = ids[(ids.iter().position(|x| *x == first).unwrap() + i) % ids.len()];
-            match self.post(id, path, body).await {
-                Ok((503, _)) | Err(_) => {
-                    assert!(Instant::now() < deadline, "{path} never succeeded");
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(other) => return other,
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.procs) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use support::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn contending_clients_never_overlap_and_tokens_increase_across_a_leader_kill() {
@@ -171,10 +18,7 @@ async fn contending_clients_never_overlap_and_tokens_increase_across_a_leader_ki
     let grants_after_kill = Arc::new(AtomicU64::new(0));
     let killed = Arc::new(AtomicBool::new(false));
     let stop_at = Instant::now() + Duration::from_secs(6);
-    let view = {
-        let g = c.lock().unwrap();
-        (g.ports.clone(), g.http.clone())
-    };
+    let view = c.lock().unwrap().client_view();
     let mut tasks = Vec::new();
     for client in 0..10u64 {
         let (inside, tokens, after, killed) = (
@@ -183,13 +27,7 @@ async fn contending_clients_never_overlap_and_tokens_increase_across_a_leader_ki
             grants_after_kill.clone(),
             killed.clone(),
         );
-        let cl = Cluster {
-            ports: view.0.clone(),
-            dir: tempfile::tempdir().unwrap(),
-            procs: BTreeMap::new(),
-            http: view.1.clone(),
-            env: Vec::new(),
-        };
+        let cl = view.client_view();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < stop_at {

@@ -2,10 +2,10 @@
 //! plus forwarded writes and read-index requests from followers. Every route
 //! requires the cluster token when one is configured.
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use common::{ApiError, ApiJson};
@@ -36,6 +36,7 @@ pub fn router<SM: StateMachine>(node: RaftNode<SM>) -> Router {
         .route("/internal/raft/snapshot", post(snapshot::<SM>))
         .route("/internal/raft/write", post(write::<SM>))
         .route("/internal/raft/read-index", post(read_index::<SM>))
+        .route("/internal/raft/applied", get(applied::<SM>))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             token,
@@ -44,17 +45,29 @@ pub fn router<SM: StateMachine>(node: RaftNode<SM>) -> Router {
         .with_state(node)
 }
 
+/// An append (or heartbeat) from the leader. "I hold these entries" goes
+/// back only once everything this node's log took so far is on its disk:
+/// openraft answers at once when the request holds nothing new, and what
+/// it holds may still wait in the writer's queue (entries it appended as a
+/// leader before it lost the leadership; see `Durability::all_flushed`).
+/// A node whose log failed answers 503, which the leader takes as
+/// unreachable.
 async fn append<SM: StateMachine>(
     State(node): State<RaftNode<SM>>,
     ApiJson(req): ApiJson<AppendEntriesRequest<TypeConfig>>,
-) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, ApiError> {
     let res = node.raft().append_entries(req).await;
+    if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) = &res {
+        node.log_flushed()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("this node's raft log failed: {e}")))?;
+    }
     // Anything but a refusal by vote means the sender is our leader and
     // openraft renewed its lease.
     if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
         node.heard_from_leader();
     }
-    Json(res)
+    Ok(Json(res))
 }
 
 async fn vote<SM: StateMachine>(
@@ -106,6 +119,32 @@ async fn write<SM: StateMachine>(
     ApiJson(cmd): ApiJson<Box<RawValue>>,
 ) -> Json<ForwardReply<Box<RawValue>>> {
     Json(node.propose_local(cmd).await)
+}
+
+#[derive(serde::Deserialize)]
+struct AppliedQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "applied_limit")]
+    limit: usize,
+}
+
+fn applied_limit() -> usize {
+    10_000
+}
+
+/// Digests of the entries this replica applied (see
+/// `state_machine::AppliedDigests`): `{"entries": [[index, "hex"], …]}`
+/// from index `from`, at most `limit` (≤ 100,000).
+async fn applied<SM: StateMachine>(
+    State(node): State<RaftNode<SM>>,
+    q: Result<Query<AppliedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let entries = node.applied_digests(q.from, q.limit.min(100_000));
+    Ok(Json(
+        serde_json::json!({ "id": node.id(), "entries": entries }),
+    ))
 }
 
 async fn read_index<SM: StateMachine>(

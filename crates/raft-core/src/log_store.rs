@@ -1,16 +1,19 @@
 //! The durable Raft log: entries, vote, committed index and purge point in
 //! a segmented write-ahead log ([`crate::wal`]) under `dir/log/`, written by
-//! one group-commit thread (a follower's appends by the calling task, when
-//! nothing is queued for that thread), and the newest snapshot in
-//! `dir/snapshot.bin`, written apart from it ([`SnapshotWriter`]).
+//! one group-commit thread, and the newest snapshot in `dir/snapshot.bin`,
+//! written apart from it ([`SnapshotWriter`]).
 //!
 //! Invariants:
 //! - openraft is told an append is flushed only after the batch that holds
 //!   it was written and `fdatasync`ed;
 //! - writes reach disk in the order openraft issued them: one thread takes
-//!   them from one FIFO channel, a batch is a prefix of that order, and an
-//!   inline append is written only while that channel has nothing unwritten
-//!   (checked under the lock the writer holds while it writes);
+//!   them from one FIFO channel, and a batch is a prefix of that order;
+//! - fail-stop: the first I/O error poisons the log ([`crate::wal`]); every
+//!   later write fails, and [`Durability::failed`] tells the node to stop;
+//! - on open, the entries must be contiguous (a hole refuses the open), and
+//!   a vote this node had committed for itself comes back uncommitted: a
+//!   restarted leader must win a new term before it leads again (see
+//!   [`open`]);
 //! - everything queued while the previous fsync ran goes into the next
 //!   batch, so concurrent appends share one fsync;
 //! - `save_vote` returns only once the vote is on disk (a node must never
@@ -28,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::wal::{Record, Wal};
@@ -75,10 +78,90 @@ pub struct LogStats {
     /// Entries the batcher proposed, and the client commands they carried.
     pub batches: AtomicU64,
     pub batched_commands: AtomicU64,
-    /// `append` calls made durable so far; the proposal batcher watches it
-    /// to hand the leader its next entry the moment the previous one is on
-    /// disk (see `node::batch_proposals`).
+}
+
+/// How far the log is durable, and whether it failed.
+#[derive(Debug)]
+pub struct Durability {
+    /// `append` calls made so far.
+    submitted: AtomicU64,
+    /// `append` calls made durable so far, in order. The proposal batcher
+    /// watches it to hand the leader its next entry the moment the previous
+    /// one is on disk (see `node::batch_proposals`); a follower's append
+    /// answer waits for it to catch up with `submitted` (see
+    /// [`Durability::all_flushed`]).
     flushed: tokio::sync::watch::Sender<u64>,
+    /// The first I/O error of the log; the node stops on it (fail-stop).
+    failure: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self {
+            submitted: AtomicU64::new(0),
+            flushed: tokio::sync::watch::Sender::new(0),
+            failure: tokio::sync::watch::Sender::new(None),
+        }
+    }
+}
+
+impl Durability {
+    /// Follow the number of appends made durable.
+    pub fn flushed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.flushed.subscribe()
+    }
+
+    /// Wait until every append submitted so far is durable; `Err` with the
+    /// log's first error if it failed instead.
+    ///
+    /// A follower's openraft core waits for the flush of each append it
+    /// makes, but it answers at once when a request holds nothing it lacks,
+    /// and what it already holds may still be in the writer's queue: entries
+    /// it appended as a leader whose flush never came before it lost the
+    /// leadership. Answering "I have it" for those before they are on disk
+    /// would count this node toward a commit that a crash could undo.
+    pub async fn all_flushed(&self) -> std::result::Result<(), String> {
+        let target = self.submitted.load(Ordering::SeqCst);
+        let mut flushed = self.flushed.subscribe();
+        let mut failure = self.failure.subscribe();
+        tokio::select! {
+            r = flushed.wait_for(|n| *n >= target) => r.map(|_| ()).map_err(|e| e.to_string()),
+            f = failure.wait_for(|f| f.is_some()) => Err(match f {
+                Ok(f) => f.clone().unwrap_or_default(),
+                Err(e) => e.to_string(),
+            }),
+        }
+    }
+
+    /// Resolves with the log's first I/O error, once there is one.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.failure.subscribe();
+        let first = match failure.wait_for(|f| f.is_some()).await {
+            Ok(f) => f.clone(),
+            Err(_) => None,
+        };
+        match first {
+            Some(first) => first,
+            // The store is gone; so is the node.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The first error, if the log failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    fn fail(&self, error: &str) {
+        self.failure.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            tracing::error!(error, "raft log write failed: this node stops (fail-stop)");
+            *f = Some(error.to_string());
+            true
+        });
+    }
 }
 
 impl Default for LogStats {
@@ -95,7 +178,6 @@ impl Default for LogStats {
             linger_us: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batched_commands: AtomicU64::new(0),
-            flushed: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -139,11 +221,6 @@ impl LogStats {
             }
             Err(e) => tracing::error!(error = %e, "raft log write failed"),
         }
-    }
-
-    /// Follow the number of appends made durable.
-    pub fn flushed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.flushed.subscribe()
     }
 
     pub fn view(&self) -> LogStatsView {
@@ -243,21 +320,24 @@ pub struct LogStore {
     tx: mpsc::Sender<Op>,
     hint: Hint,
     stats: Arc<LogStats>,
-    /// The files, shared by the writer thread and a follower's inline
-    /// appends (see `append`); whoever writes holds the lock.
-    wal: Arc<Mutex<Wal>>,
-    /// Ops sent to the writer thread and not yet written. An inline append
-    /// is allowed only at zero, so writes still reach disk in openraft's
-    /// order.
-    queued: Arc<AtomicUsize>,
-    /// This node's id: an append while the saved vote names another node
-    /// is a follower's, written inline.
-    me: NodeId,
+    durability: Arc<Durability>,
 }
 
 /// Open (or create) node `me`'s log and snapshot in `dir`, load them, and
-/// start the writer thread that writes the files from then on (a follower
-/// writes its appends itself, see [`LogStore::append`]).
+/// start the writer thread that writes the files from then on.
+///
+/// A vote that node `me` had committed for itself (it was the leader) is
+/// loaded uncommitted, so openraft starts it as a follower, not as the
+/// leader of its old term. Our openraft patch lets a leader replicate an
+/// entry before its own flush; if it crashed before that flush, followers
+/// hold an entry under `(term, me, index)` that its own log lacks, and
+/// restored as leader of that term it would number its next entry with the
+/// same log id: two different commands under one log id, applied by
+/// different replicas (issue "raft-core safety", scenario 1). Uncommitted,
+/// the vote still keeps it from voting for anyone below its term, and
+/// openraft only ever campaigns for a higher term, which needs a quorum whose
+/// logs are no newer than its own. The vote on disk is left as it is: the
+/// next vote this node saves is higher.
 pub fn open(dir: &Path, me: NodeId) -> std::result::Result<Opened, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     if dir.join(OLD_FORMAT_FILE).exists() && !dir.join(LOG_DIR).exists() {
@@ -271,6 +351,17 @@ pub fn open(dir: &Path, me: NodeId) -> std::result::Result<Opened, String> {
     let mut mem = LogMem::default();
     let wal = Wal::open(&dir.join(LOG_DIR), |r| mem.replay(r))
         .map_err(|e| format!("opening the raft log in {}: {e}", dir.display()))?;
+    mem.check_contiguous()
+        .map_err(|e| format!("the raft log in {} is damaged: {e}", dir.display()))?;
+    if let Some(v) = mem.vote {
+        if v.is_committed() && v.leader_id().voted_for() == Some(me) {
+            tracing::info!(
+                vote = %v,
+                "this node led before the restart; it follows until it wins a new term"
+            );
+            mem.vote = Some(Vote::new(v.leader_id().term, me));
+        }
+    }
     let snapshot_path = dir.join(SNAPSHOT_FILE);
     let snapshot = match std::fs::read(&snapshot_path) {
         Ok(b) => Some(b),
@@ -278,26 +369,23 @@ pub fn open(dir: &Path, me: NodeId) -> std::result::Result<Opened, String> {
         Err(e) => return Err(format!("reading {}: {e}", snapshot_path.display())),
     };
     let stats = Arc::new(LogStats::default());
+    let durability = Arc::new(Durability::default());
     let (tx, rx) = mpsc::channel();
-    let writer_stats = stats.clone();
     let hint = Hint::default();
-    let writer_hint = hint.clone();
-    let wal = Arc::new(Mutex::new(wal));
-    let queued = Arc::new(AtomicUsize::new(0));
-    let (writer_wal, writer_queued) = (wal.clone(), queued.clone());
-    let writer = std::thread::Builder::new()
-        .name("raft-log-writer".into())
-        .spawn(move || writer(writer_wal, rx, writer_stats, writer_hint, writer_queued))
-        .map_err(|e| format!("spawning log writer: {e}"))?;
+    let writer = {
+        let (stats, hint, durability) = (stats.clone(), hint.clone(), durability.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer(wal, rx, stats, hint, durability))
+            .map_err(|e| format!("spawning log writer: {e}"))?
+    };
     Ok(Opened {
         log: LogStore {
             mem: Arc::new(Mutex::new(mem)),
             tx: tx.clone(),
             hint,
             stats,
-            wal,
-            queued,
-            me,
+            durability,
         },
         snapshots: SnapshotWriter {
             dir: Arc::from(dir),
@@ -341,6 +429,25 @@ impl LogMem {
         self.entries = self.entries.split_off(&(upto.index + 1));
         self.last_purged = Some(upto);
     }
+
+    /// The replayed entries must follow the purge point and each other
+    /// without a gap. A hole (a batch lost while a later one was kept, as
+    /// when a write went on after a failed one) would let this node report
+    /// a log it does not have; it must not start on it.
+    pub(crate) fn check_contiguous(&self) -> std::result::Result<(), String> {
+        let mut expected = self.last_purged.map(|p| p.index + 1);
+        for index in self.entries.keys() {
+            if let Some(want) = expected {
+                if *index != want {
+                    return Err(format!(
+                        "entry {want} is missing (the next one on disk is {index})"
+                    ));
+                }
+            }
+            expected = Some(index + 1);
+        }
+        Ok(())
+    }
 }
 
 /// A read-only view of the local log's end. Unlike a [`LogStore`] clone it
@@ -376,54 +483,24 @@ impl LogStore {
         self.stats.clone()
     }
 
+    pub fn durability(&self) -> Arc<Durability> {
+        self.durability.clone()
+    }
+
     fn mem(&self) -> std::sync::MutexGuard<'_, LogMem> {
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn send(&self, op: Op) -> Result<()> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        self.tx.send(op).map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            StorageIOError::write_logs(AnyError::error("log writer stopped")).into()
-        })
-    }
-
-    /// Write a follower's append on the calling task, if nothing is queued
-    /// for the writer thread ahead of it; `Err(entries)` hands them back
-    /// to be queued instead.
-    ///
-    /// A follower's openraft core waits for each append's flush before it
-    /// does anything else (only a leader's is asynchronous, see
-    /// vendor/README.md), so writing here costs it nothing, and it saves the
-    /// two thread wake-ups of the writer path (the writer's, and the
-    /// runtime's for the flush report) on every replication round trip,
-    /// which is the commit's critical path.
-    fn append_inline(
-        &self,
-        entries: Vec<Entry<TypeConfig>>,
-    ) -> std::result::Result<std::io::Result<()>, Vec<Entry<TypeConfig>>> {
-        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        // Read under the lock: the writer decrements only after its batch
-        // is written, and holds the lock while it writes.
-        if self.queued.load(Ordering::SeqCst) > 0 {
-            return Err(entries);
+        if let Some(first) = self.durability.failure() {
+            return Err(StorageIOError::write_logs(AnyError::error(format!(
+                "the raft log failed earlier: {first}"
+            )))
+            .into());
         }
-        // As in the writer: every entry the hint covers is already on disk
-        // (nothing is queued) or in this write, ahead of the hint.
-        let committed = self.hint.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let n = entries.len() as u64;
-        let mut records = vec![Record::Entries(entries)];
-        if let Some(c) = committed {
-            records.push(Record::Committed(c));
-        }
-        let started = std::time::Instant::now();
-        let result = wal.append(&records);
-        drop(wal);
-        self.stats.record_batch(&result, n, started);
-        if result.is_ok() {
-            self.stats.flushed.send_modify(|c| *c += 1);
-        }
-        Ok(result)
+        self.tx
+            .send(op)
+            .map_err(|_| StorageIOError::write_logs(AnyError::error("log writer stopped")).into())
     }
 }
 
@@ -440,11 +517,11 @@ enum Ack {
 /// waits in the `hint` slot and rides along with the next durable batch (or
 /// is written when the store closes).
 fn writer(
-    wal: Arc<Mutex<Wal>>,
+    mut wal: Wal,
     rx: mpsc::Receiver<Op>,
     stats: Arc<LogStats>,
     hint: Hint,
-    queued: Arc<AtomicUsize>,
+    durability: Arc<Durability>,
 ) {
     let take_hint = || hint.lock().unwrap_or_else(|e| e.into_inner()).take();
     while let Ok(first) = rx.recv() {
@@ -470,7 +547,6 @@ fn writer(
                 committed = None;
             }
         }
-        let ops = batch.len();
         let mut records = Vec::with_capacity(batch.len() + 1);
         let mut acks = Vec::with_capacity(batch.len());
         let mut purged = None;
@@ -498,14 +574,17 @@ fn writer(
             records.push(Record::Committed(c));
         }
         let started = std::time::Instant::now();
-        let result = {
-            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
-            let result = write_batch(&mut wal, &records, purged);
-            queued.fetch_sub(ops, Ordering::SeqCst);
-            result
-        };
+        let result = write_batch(&mut wal, &records, purged);
         stats.record_batch(&result, entries, started);
         let result = result.map_err(|e| e.to_string());
+        match &result {
+            // Counted before the acknowledgements go out, so that a
+            // follower's append answer, sent once openraft hears of its
+            // flush, finds it counted (see `Durability::all_flushed`).
+            Ok(()) if appends > 0 => durability.flushed.send_modify(|n| *n += appends),
+            Ok(()) => {}
+            Err(e) => durability.fail(e),
+        }
         for ack in acks {
             match ack {
                 Ack::Flushed(done) => {
@@ -516,12 +595,8 @@ fn writer(
                 }
             }
         }
-        if result.is_ok() && appends > 0 {
-            stats.flushed.send_modify(|n| *n += appends);
-        }
     }
     if let Some(c) = take_hint() {
-        let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = wal.append(&[Record::Committed(c)]) {
             tracing::warn!(error = %e, "committed-index hint not written at close");
         }
@@ -620,28 +695,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // The mirror keeps one copy, the writer encodes the other off this
         // (openraft core's) task.
+        //
+        // Every append goes through the writer thread, a follower's too. A
+        // follower's used to be written and synced on the calling task,
+        // which saved two thread wake-ups per replication round trip, but
+        // that task runs on the node's runtime (one thread in the usual
+        // deployment), so a slow fsync froze everything else the node does:
+        // its HTTP routes, its pre-votes, its health answer.
         let entries: Vec<_> = entries.into_iter().collect();
-        // A leader's vote names itself; any other vote is a follower's.
-        let follower = {
+        {
             let mut mem = self.mem();
             for entry in &entries {
                 mem.entries.insert(entry.log_id.index, entry.clone());
             }
-            mem.vote
-                .is_some_and(|v| v.leader_id().voted_for() != Some(self.me))
-        };
+        }
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
-        let entries = if follower {
-            match self.append_inline(entries) {
-                Ok(result) => {
-                    callback.log_io_completed(result);
-                    return Ok(());
-                }
-                Err(entries) => entries,
-            }
-        } else {
-            entries
-        };
+        self.durability.submitted.fetch_add(1, Ordering::SeqCst);
         self.send(Op::Append {
             entries,
             done: callback,
@@ -722,50 +791,87 @@ mod tests {
         assert!(v.max_write_ms >= 9.0, "{v:?}");
     }
 
+    fn entry(index: u64) -> openraft::Entry<crate::TypeConfig> {
+        openraft::Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// Write records straight into node's log dir, as an older or faulty
+    /// build could have left them.
+    fn write_raw(dir: &std::path::Path, records: &[crate::wal::Record]) {
+        let mut wal = crate::wal::Wal::open(&dir.join(super::LOG_DIR), |_| {}).unwrap();
+        wal.append(records).unwrap();
+    }
+
     #[test]
-    fn a_followers_appends_are_written_inline_unless_ops_are_queued_ahead() {
-        use openraft::{Entry, EntryPayload, RaftLogReader};
+    fn a_log_with_a_hole_refuses_to_open() {
+        use crate::wal::Record;
         let dir = tempfile::tempdir().unwrap();
+        write_raw(
+            dir.path(),
+            &[
+                Record::Entries(vec![entry(1), entry(2)]),
+                Record::Entries(vec![entry(4)]),
+            ],
+        );
+        let err = super::open(dir.path(), 1).err().unwrap();
+        assert!(err.contains("entry 3 is missing"), "{err}");
+        // Entries right after the purge point are fine; a gap after it is not.
+        let dir = tempfile::tempdir().unwrap();
+        write_raw(
+            dir.path(),
+            &[
+                Record::Entries(vec![entry(1), entry(2), entry(3)]),
+                Record::Purge(LogId::new(CommittedLeaderId::new(1, 1), 2)),
+            ],
+        );
+        assert!(super::open(dir.path(), 1).is_ok());
+        write_raw(dir.path(), &[Record::Entries(vec![entry(5)])]);
+        assert!(super::open(dir.path(), 1).is_err());
+    }
+
+    #[test]
+    fn a_restarted_leader_comes_back_with_its_vote_uncommitted_a_follower_keeps_its_own() {
+        use crate::wal::Record;
+        let dir = tempfile::tempdir().unwrap();
+        write_raw(dir.path(), &[Record::Vote(Vote::new_committed(3, 1))]);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let entry = |index| Entry::<crate::TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Blank,
+        let vote = |me| {
+            let mut log = super::open(dir.path(), me).unwrap().log;
+            rt.block_on(log.read_vote()).unwrap().unwrap()
         };
-        let super::Opened {
-            mut log,
-            snapshots,
-            writer,
-            ..
-        } = super::open(dir.path(), 2).unwrap();
-        // Node 2 following node 1.
-        rt.block_on(log.save_vote(&Vote::new_committed(1, 1)))
-            .unwrap();
-        let fsyncs = || log.stats.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
-        let before = fsyncs();
-        assert!(matches!(
-            log.append_inline(vec![entry(1), entry(2)]),
-            Ok(Ok(()))
-        ));
-        assert_eq!(
-            fsyncs(),
-            before + 1,
-            "written and synced on the calling thread"
-        );
-        // An op queued for the writer thread and not yet written: the next
-        // append must queue behind it, not overtake it.
-        log.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let back = log.append_inline(vec![entry(3)]).err().unwrap();
-        assert_eq!(back.len(), 1, "the entries are handed back to be queued");
-        assert_eq!(fsyncs(), before + 1);
-        log.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        drop((log, snapshots));
-        writer.join().unwrap();
-        let mut again = super::open(dir.path(), 2).unwrap().log;
-        let on_disk = rt.block_on(again.try_get_log_entries(0..10)).unwrap();
-        let indexes: Vec<u64> = on_disk.iter().map(|e| e.log_id.index).collect();
-        assert_eq!(indexes, vec![1, 2]);
+        // Node 1 led term 3: it must win a new term before it leads again.
+        assert_eq!(vote(1), Vote::new(3, 1));
+        assert!(!vote(1).is_committed());
+        // Node 2 followed node 1 in term 3: nothing to undo.
+        assert_eq!(vote(2), Vote::new_committed(3, 1));
+    }
+
+    #[tokio::test]
+    async fn all_flushed_waits_for_every_submitted_append_and_fails_with_the_log() {
+        let d = std::sync::Arc::new(super::Durability::default());
+        assert_eq!(d.all_flushed().await, Ok(()), "nothing submitted");
+        d.submitted
+            .fetch_add(2, std::sync::atomic::Ordering::SeqCst);
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { d.all_flushed().await }
+        });
+        d.flushed.send_modify(|n| *n += 1);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one of two appends is not on disk");
+        d.flushed.send_modify(|n| *n += 1);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        d.submitted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        d.fail("EIO");
+        d.fail("a later error is not the first");
+        assert_eq!(d.all_flushed().await, Err("EIO".to_string()));
+        assert_eq!(d.failed().await, "EIO");
     }
 
     #[test]

@@ -35,9 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::election::{pre_vote_verdict, Campaigner, Heard, PreVoteRequest, PreVoteResponse};
 use crate::linger::{Linger, Window, LINGER};
-use crate::log_store::{LogStats, LogStatsView, LogTail};
+use crate::log_store::{Durability, LogStats, LogStatsView, LogTail};
 use crate::network::{http_client, Faults, Network};
-use crate::state_machine::{Applied, SmStore};
+use crate::state_machine::{Applied, AppliedDigests, SmStore};
 use crate::{Error, NodeId, Request, StateMachine, TypeConfig, MAX_BATCH};
 
 /// How long a write or read barrier keeps retrying while there is no
@@ -169,6 +169,8 @@ struct Inner<SM> {
     token: ClusterToken,
     faults: Faults,
     log_stats: Arc<LogStats>,
+    durability: Arc<Durability>,
+    digests: AppliedDigests,
     /// The local log's end, for the read index.
     log: LogTail,
     proposals: mpsc::Sender<Proposal>,
@@ -196,6 +198,7 @@ impl<SM: StateMachine> RaftNode<SM> {
     pub async fn start(config: NodeConfig, app: SM) -> Result<Self, Error> {
         let opened = crate::log_store::open(&config.data_dir, config.id).map_err(Error::Storage)?;
         let log_stats = opened.log.stats();
+        let durability = opened.log.durability();
         let log = opened.log.tail();
         let sm = SmStore::open(
             app,
@@ -205,6 +208,7 @@ impl<SM: StateMachine> RaftNode<SM> {
         )
         .map_err(Error::Storage)?;
         let state = sm.state();
+        let digests = sm.digests();
         let snapshot_due = sm.snapshot_due();
         let raft_config = Config {
             cluster_name: "distributed-sync".into(),
@@ -296,6 +300,7 @@ impl<SM: StateMachine> RaftNode<SM> {
         tokio::spawn(batch_proposals(
             raft.clone(),
             log_stats.clone(),
+            durability.clone(),
             proposal_rx,
             config.proposals.in_flight.max(1),
         ));
@@ -311,6 +316,8 @@ impl<SM: StateMachine> RaftNode<SM> {
                 token,
                 faults,
                 log_stats,
+                durability,
+                digests,
                 log,
                 writer: std::sync::Mutex::new(Some(opened.writer)),
             }),
@@ -368,6 +375,44 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// Log write counters (fsyncs, entries, appends).
     pub fn log_stats(&self) -> LogStatsView {
         self.inner.log_stats.view()
+    }
+
+    /// Wait until every append this node's log has taken is on disk (see
+    /// [`Durability::all_flushed`]); `Err` if the log failed.
+    pub(crate) async fn log_flushed(&self) -> Result<(), String> {
+        self.inner.durability.all_flushed().await
+    }
+
+    /// Digests of the entries applied from index `from` on, at most `limit`
+    /// (see [`AppliedDigests`]).
+    pub fn applied_digests(&self, from: u64, limit: usize) -> Vec<(u64, String)> {
+        self.inner.digests.since(from, limit)
+    }
+
+    /// Resolves when this node can no longer serve safely: its log failed
+    /// (fail-stop: a write or sync error, after which nothing can be
+    /// reported durable) or openraft's core stopped on a fatal error. The
+    /// process should then exit; a supervisor restarts it from its disk.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        let core = async move {
+            loop {
+                let stopped = match &metrics.borrow_and_update().running_state {
+                    Ok(()) => None,
+                    Err(e) => Some(format!("the raft core stopped: {e}")),
+                };
+                if let Some(why) = stopped {
+                    return why;
+                }
+                if metrics.changed().await.is_err() {
+                    return "the raft core stopped".to_string();
+                }
+            }
+        };
+        tokio::select! {
+            why = self.inner.durability.failed() => format!("the raft log failed: {why}"),
+            why = core => why,
+        }
     }
 
     /// Openraft's metrics stream (leader, term, applied index, …).
@@ -649,10 +694,11 @@ const COMMIT_GATE_AT: usize = 6;
 async fn batch_proposals(
     raft: Raft<TypeConfig>,
     stats: Arc<LogStats>,
+    durability: Arc<Durability>,
     mut rx: mpsc::Receiver<Proposal>,
     in_flight: usize,
 ) {
-    let mut flushed = stats.flushed();
+    let mut flushed = durability.flushed();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     // Commands in entries proposed and not yet settled.
     let awaiting = Arc::new(AtomicUsize::new(0));

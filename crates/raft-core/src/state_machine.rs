@@ -10,8 +10,13 @@
 //! Determinism: the clock passed to `apply` is `max(stamp, previous clock)`,
 //! carried inside snapshots, so leader changes and clock skew between
 //! leaders never move time backwards for the application.
+//!
+//! Every applied entry leaves a digest ([`AppliedDigests`]), so tests (and
+//! operators, over `/internal/raft/applied`) can check that all replicas
+//! applied the same command at every index.
 
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -144,6 +149,77 @@ impl SnapshotPlan {
     }
 }
 
+/// How many applied entries keep their digest.
+const DIGESTS_KEPT: usize = 65_536;
+
+/// Digests of the most recently applied entries ([`DIGESTS_KEPT`]), by
+/// index, in apply order. A digest is FNV-1a (64 bits) over the entry's log
+/// id and payload (the leader's stamp and each command's JSON as
+/// replicated), so two replicas that applied different commands at one
+/// index disagree here. After a restart it starts empty and fills again as
+/// the log after the snapshot is re-applied. Clones share one ring.
+#[derive(Clone, Default)]
+pub struct AppliedDigests(Arc<Mutex<VecDeque<(u64, u64)>>>);
+
+impl AppliedDigests {
+    fn record(&self, entry: &Entry<TypeConfig>) {
+        let mut h = Fnv::default();
+        let id = entry.log_id;
+        h.write(&id.leader_id.term.to_le_bytes());
+        h.write(&id.leader_id.node_id.to_le_bytes());
+        h.write(&id.index.to_le_bytes());
+        match &entry.payload {
+            EntryPayload::Blank => h.write(b"blank"),
+            EntryPayload::Membership(m) => {
+                h.write(b"membership");
+                h.write(format!("{m:?}").as_bytes());
+            }
+            EntryPayload::Normal(req) => {
+                h.write(&req.ts_ms.to_le_bytes());
+                for cmd in &req.cmds {
+                    h.write(cmd.get().as_bytes());
+                    h.write(&[0xff]);
+                }
+            }
+        }
+        let mut ring = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() == DIGESTS_KEPT {
+            ring.pop_front();
+        }
+        ring.push_back((id.index, h.0));
+    }
+
+    /// Up to `limit` digests of entries applied at index `from` or later,
+    /// oldest first, as `(index, hex digest)`.
+    pub fn since(&self, from: u64, limit: usize) -> Vec<(u64, String)> {
+        let ring = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let start = ring.partition_point(|(i, _)| *i < from);
+        ring.range(start..)
+            .take(limit)
+            .map(|(i, d)| (*i, format!("{d:016x}")))
+            .collect()
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash (std's `DefaultHasher` may change between
+/// Rust releases, and digests are compared across processes).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// The state machine store handed to openraft. Clones share state.
 pub struct SmStore<SM> {
     state: Arc<RwLock<Applied<SM>>>,
@@ -157,6 +233,7 @@ pub struct SmStore<SM> {
     plan: Arc<Mutex<SnapshotPlan>>,
     /// Woken when the plan says a snapshot is due.
     snapshot_due: Arc<tokio::sync::Notify>,
+    digests: AppliedDigests,
 }
 
 impl<SM> Clone for SmStore<SM> {
@@ -169,6 +246,7 @@ impl<SM> Clone for SmStore<SM> {
             snapshot_seq: self.snapshot_seq.clone(),
             plan: self.plan.clone(),
             snapshot_due: self.snapshot_due.clone(),
+            digests: self.digests.clone(),
         }
     }
 }
@@ -227,12 +305,18 @@ impl<SM: StateMachine> SmStore<SM> {
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(seq)),
             plan: Arc::new(Mutex::new(SnapshotPlan::new(snapshot_every, last_bytes))),
             snapshot_due: Arc::default(),
+            digests: AppliedDigests::default(),
         })
     }
 
     /// Shared access to the applied state (for reads).
     pub fn state(&self) -> Arc<RwLock<Applied<SM>>> {
         self.state.clone()
+    }
+
+    /// What this replica applied, by index.
+    pub fn digests(&self) -> AppliedDigests {
+        self.digests.clone()
     }
 
     /// Notified whenever a snapshot is due (see [`SnapshotPlan`]).
@@ -401,6 +485,7 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for entry in entries {
+            self.digests.record(&entry);
             st.last_applied = Some(entry.log_id);
             let resp = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
@@ -622,6 +707,29 @@ mod tests {
         let again = crate::log_store::open(dir.path(), 1).unwrap();
         let on_disk = StoredSnapshot::from_bytes(&again.snapshot.unwrap()).unwrap();
         assert_eq!(on_disk.meta, meta_at(30));
+    }
+
+    #[test]
+    fn applied_digests_tell_different_commands_at_one_index_apart() {
+        let normal = |index, cmd: &str| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Normal(crate::Request {
+                ts_ms: 7,
+                cmds: vec![RawValue::from_string(cmd.to_string()).unwrap()],
+            }),
+        };
+        let (a, b) = (AppliedDigests::default(), AppliedDigests::default());
+        for i in 1..=3 {
+            a.record(&normal(i, "1"));
+            b.record(&normal(i, if i == 2 { "2" } else { "1" }));
+        }
+        let (da, db) = (a.since(0, 10), b.since(0, 10));
+        assert_eq!(da.len(), 3);
+        assert_eq!(da[0], db[0]);
+        assert_ne!(da[1], db[1], "another command at index 2");
+        assert_eq!(da[2], db[2]);
+        assert_eq!(a.since(2, 1), vec![da[1].clone()]);
+        assert!(a.since(4, 10).is_empty());
     }
 
     #[test]

@@ -23,7 +23,16 @@
 //! - a segment is created at its full size (sparse), so appends do not
 //!   change the file's length and `fdatasync` has no size to write;
 //! - a new segment and its header are durable (file and directory synced)
-//!   before any record is written after them.
+//!   before any record is written after them;
+//! - records found on open are trusted only once they are durable: every
+//!   segment is synced before the open returns (a killed process leaves
+//!   written but unsynced records in the page cache, where the next power
+//!   loss would still take them);
+//! - fail-stop: the first failed write or sync poisons the log. Every later
+//!   call fails with the first error, so nothing is ever reported durable
+//!   after one (Linux may drop the dirty pages of a failed `fdatasync` and
+//!   report the next one as a success, and the offset of a failed batch is
+//!   unknown).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -120,6 +129,8 @@ pub struct Wal {
     head: HeadState,
     buf: Vec<u8>,
     segment_bytes: u64,
+    /// The first I/O error; set, every later write fails with it.
+    failed: Option<String>,
 }
 
 fn segment_name(seq: u64) -> String {
@@ -237,10 +248,17 @@ impl Wal {
                     head,
                     buf: Vec::new(),
                     segment_bytes,
+                    failed: None,
                 }
             }
             None => Wal::create(dir, 1, head, segment_bytes)?,
         };
+        // What a killed process wrote and never synced is still in the page
+        // cache, and was just read back as if durable: make it so before
+        // anything (a vote, an append answer) is built on it.
+        for seg in &wal.segments {
+            File::open(&seg.path)?.sync_all()?;
+        }
         wal.wipe_tail()?;
         if wal.offset == 0 {
             // A crash inside `create` left the newest segment without its
@@ -281,6 +299,7 @@ impl Wal {
             head,
             buf: Vec::new(),
             segment_bytes,
+            failed: None,
         })
     }
 
@@ -312,8 +331,40 @@ impl Wal {
         Ok(())
     }
 
+    /// Fail with the first error if the log is poisoned.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(first) => Err(io::Error::other(format!(
+                "the raft log failed earlier and accepts no writes: {first}"
+            ))),
+        }
+    }
+
+    /// Remember the first I/O error; every later write fails with it.
+    fn poison<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            if self.failed.is_none() {
+                self.failed = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// The first I/O error, if the log has failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     /// Append `records` as one durable batch: one write, one `fdatasync`.
+    /// The first error poisons the log (see the module docs).
     pub fn append(&mut self, records: &[Record]) -> io::Result<()> {
+        self.check()?;
+        let result = self.append_unchecked(records);
+        self.poison(result)
+    }
+
+    fn append_unchecked(&mut self, records: &[Record]) -> io::Result<()> {
         self.buf.clear();
         for r in records {
             encode(r, &mut self.buf)?;
@@ -350,6 +401,12 @@ impl Wal {
     /// Delete the oldest segments whose every entry is at or below
     /// `purged` (never the one being written).
     pub fn drop_purged(&mut self, purged: u64) -> io::Result<()> {
+        self.check()?;
+        let result = self.drop_purged_unchecked(purged);
+        self.poison(result)
+    }
+
+    fn drop_purged_unchecked(&mut self, purged: u64) -> io::Result<()> {
         let mut dropped = false;
         while self.segments.len() > 1 && self.segments[0].last_index.is_none_or(|i| i <= purged) {
             let seg = self.segments.remove(0);
@@ -495,6 +552,27 @@ mod tests {
             "its header kept the vote"
         );
         assert_eq!(seen.0.last_purged, Some(log_id(50)));
+    }
+
+    #[test]
+    fn the_first_failed_write_poisons_the_log_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = reopen(dir.path(), SEGMENT_BYTES);
+        wal.append(&[entries(1..=2)]).unwrap();
+        let path = wal.segments.last().unwrap().path.clone();
+        // A handle that cannot write: the next batch fails as a disk would.
+        let writable = std::mem::replace(&mut wal.file, File::open(&path).unwrap());
+        assert!(wal.append(&[entries(3..=3)]).is_err());
+        // The disk is fine again, but the failed batch's fate is unknown:
+        // nothing may be written, or reported durable, after it.
+        wal.file = writable;
+        let err = wal.append(&[entries(3..=3)]).unwrap_err();
+        assert!(err.to_string().contains("failed earlier"), "{err}");
+        assert!(wal.drop_purged(1).is_err());
+        assert!(wal.failure().is_some());
+        drop(wal);
+        let (_, seen) = reopen(dir.path(), SEGMENT_BYTES);
+        assert_eq!(seen.indexes(), vec![1, 2]);
     }
 
     #[test]

@@ -208,8 +208,21 @@ where
 
     pub(crate) span: Span,
 
+    /// distributed-sync patch: the one task that forwards a leader's flush
+    /// completions to the core, in the order the appends were submitted
+    /// (see `submit_leader_append`). Started with the first such append.
+    pub(crate) flush_reports: Option<mpsc::UnboundedSender<FlushReport<C>>>,
+
     pub(crate) _p: PhantomData<SM>,
 }
+
+/// distributed-sync patch: a leader's submitted append: its flush
+/// completion, and the vote and last log id it was submitted under.
+pub(crate) type FlushReport<C> = (
+    futures::future::BoxFuture<'static, Result<(), String>>,
+    Vote<<C as RaftTypeConfig>::NodeId>,
+    LogId<<C as RaftTypeConfig>::NodeId>,
+);
 
 impl<C, N, LS, SM> RaftCore<C, N, LS, SM>
 where
@@ -305,7 +318,11 @@ where
 
         let my_id = self.id.clone();
         let my_vote = self.engine.state.vote_ref().clone();
-        let ttl = Duration::from_millis(self.config.heartbeat_interval);
+        // distributed-sync patch: the same patience as an append (see
+        // `Config::append_entries_timeout`). One heartbeat interval failed
+        // linearizable reads whenever a follower answered a little late,
+        // though it would have confirmed the leadership.
+        let ttl = self.config.append_entries_timeout();
         let eff_mem = self.engine.state.membership_state.effective().clone();
         let core_tx = self.tx_notify.clone();
 
@@ -731,9 +748,11 @@ where
     }
 
     /// distributed-sync patch: submit a leader's append without waiting for
-    /// the flush; a task forwards the storage's completion to the core as
-    /// `Notify::LocalLogFlushed`. The storage completes appends in the order
-    /// they were submitted, so the notifications arrive in log order.
+    /// the flush; one task forwards the storage's completions to the core
+    /// as `Notify::LocalLogFlushed`, awaiting them one by one in the order
+    /// the appends were submitted, so the core hears of flushes in log order
+    /// whatever order the completions are polled in. (A task per append, as
+    /// first written, could deliver a later flush before an earlier one.)
     pub(crate) async fn submit_leader_append<I>(
         &mut self,
         entries: I,
@@ -748,21 +767,27 @@ where
         let callback = LogFlushed::new(LogIOId::new(vote.clone(), Some(last_log_id.clone())), tx);
         self.log_store.append(entries, callback).await?;
 
-        let tx_notify = self.tx_notify.clone();
-        // False positive lint warning(`non-binding `let` on a future`): https://github.com/rust-lang/rust-clippy/issues/9932
-        #[allow(clippy::let_underscore_future)]
-        let _ = C::AsyncRuntime::spawn(async move {
-            let result = match rx.await {
+        let done: futures::future::BoxFuture<'static, Result<(), String>> = Box::pin(async move {
+            match rx.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(e.to_string()),
-            };
-            let _ = tx_notify.send(Notify::LocalLogFlushed {
-                vote,
-                log_id: last_log_id,
-                result,
-            });
+            }
         });
+        let reports = self.flush_reports.get_or_insert_with(|| {
+            let (tx_reports, mut rx_reports) = mpsc::unbounded_channel::<FlushReport<C>>();
+            let tx_notify = self.tx_notify.clone();
+            // False positive lint warning(`non-binding `let` on a future`): https://github.com/rust-lang/rust-clippy/issues/9932
+            #[allow(clippy::let_underscore_future)]
+            let _ = C::AsyncRuntime::spawn(async move {
+                while let Some((done, vote, log_id)) = rx_reports.recv().await {
+                    let result = done.await;
+                    let _ = tx_notify.send(Notify::LocalLogFlushed { vote, log_id, result });
+                }
+            });
+            tx_reports
+        });
+        let _ = reports.send((done, vote, last_log_id));
         Ok(())
     }
 

@@ -300,6 +300,7 @@ where C: RaftTypeConfig
 
             command_state: CommandState::default(),
             span: core_span,
+            flush_reports: None,
 
             _p: Default::default(),
         };
