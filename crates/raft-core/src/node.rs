@@ -604,13 +604,15 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// The leader's read index, confirmed by a quorum; `NotLeader` elsewhere.
     ///
     /// openraft 0.9 answers `max(committed, first entry of this leader's
-    /// term)`. A leader restarted with its vote keeps its term and proposes
-    /// no new entry, and its `committed` is only the restart hint, so that
-    /// answer can miss entries committed before the restart (a stale
-    /// "linearizable" read; the full-restart test caught it). The local last
-    /// index is never below anything committed, so reading at the larger of
-    /// the two is always safe; it costs at most one commit of wait when
-    /// entries are in flight.
+    /// term)`. A leader restarted with its vote used to keep its term and
+    /// propose no new entry, with only the restart hint as `committed`, so
+    /// that answer could miss entries committed before the restart (a stale
+    /// "linearizable" read; the full-restart test caught it). A restarted
+    /// node now has to win a new term first (see `log_store::open`), whose
+    /// blank entry covers that, but the guard stays: the local last index is
+    /// never below anything committed, so reading at the larger of the two
+    /// is always safe; it costs at most one commit of wait when entries are
+    /// in flight.
     pub(crate) async fn read_index_local(&self) -> ForwardReply<Option<u64>> {
         match self.inner.raft.get_read_log_id().await {
             Ok((read, _applied)) => {
