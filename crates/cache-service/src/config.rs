@@ -33,6 +33,13 @@ pub struct Config {
     /// Most bytes of keys and values this node caches.
     #[arg(long, env = "MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_bytes: usize,
+    /// Most values a home keeps in its own memory (no `REDIS_URL`); the
+    /// least recently used goes first, and reads of it then miss.
+    #[arg(long, env = "MAX_MEMORY_ENTRIES", default_value_t = 100_000)]
+    pub max_memory_entries: usize,
+    /// Most bytes of keys and values a home keeps in its own memory.
+    #[arg(long, env = "MAX_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_memory_bytes: usize,
     /// When modified lines reach the backing memory.
     #[arg(long, env = "WRITE_POLICY", value_enum, default_value = "write-back")]
     pub write_policy: WritePolicy,

@@ -18,7 +18,13 @@
 //! - every transaction that changes holders takes a new, larger epoch;
 //! - the first transaction on a key this home has no entry for invalidates
 //!   the key on every live node (a previous home, now dead or restarted, may
-//!   have left copies behind).
+//!   have left copies behind);
+//! - **write-back: memory never holds a value while a node holds the key
+//!   exclusively** (E or M). Granting E or M deletes the memory value; the
+//!   owner's value (dirty or clean) is written back when it surrenders it
+//!   (downgrade, eviction). So when an exclusive owner is lost (it crashed,
+//!   was suspected, or its home moved), the key reads as absent — never as
+//!   the value before the owner's unacknowledged-to-memory writes.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -261,26 +267,23 @@ impl Directory {
                     Holders::Shared { sharers } => sharers.clone(),
                     _ => BTreeSet::new(),
                 };
-                let mut memory_op = MemoryOp::None;
                 let mut data = memory;
+                // The owner's value, surrendered: memory held nothing while
+                // it was exclusive (write-back), so it must be written even
+                // when clean.
+                let mut surrendered = false;
                 if let Some(owner) = &owner {
                     if let Some((_, r)) =
                         replies.iter().find(|(n, r)| n == owner && r.data.is_some())
                     {
-                        let d = r.data.clone().expect("filtered");
-                        if r.dirty && policy == WritePolicy::WriteBack {
-                            memory_op = if d.is_expired(now_ms) {
-                                MemoryOp::Delete
-                            } else {
-                                MemoryOp::Write(d.clone())
-                            };
-                        }
+                        surrendered = r.dirty || policy == WritePolicy::WriteBack;
                         if owner != &requester {
                             holders.insert(owner.clone()); // downgraded to S
                         }
-                        data = Some(d);
+                        data = r.data.clone();
                     }
                 }
+                let expired = data.as_ref().is_some_and(|d| d.is_expired(now_ms));
                 let was_sharer = holders.remove(&requester);
                 match data.filter(|d| !d.is_expired(now_ms)) {
                     None => {
@@ -292,19 +295,38 @@ impl Directory {
                         entry.holders = shared_or_uncached(holders);
                         Outcome {
                             reply: HomeReply::Absent { epoch },
-                            memory: memory_op,
+                            memory: if expired {
+                                MemoryOp::Delete
+                            } else {
+                                MemoryOp::None
+                            },
                         }
                     }
                     Some(d) => {
-                        let state = if holders.is_empty() {
+                        let (state, memory) = if holders.is_empty() {
                             entry.holders = Holders::Exclusive {
                                 owner: requester.clone(),
                             };
-                            LineState::E
+                            // An E line may turn M silently under
+                            // write-back: memory must not keep a value the
+                            // owner can make stale without telling anyone.
+                            let op = if policy == WritePolicy::WriteBack {
+                                MemoryOp::Delete
+                            } else if surrendered {
+                                MemoryOp::Write(d.clone())
+                            } else {
+                                MemoryOp::None
+                            };
+                            (LineState::E, op)
                         } else {
                             holders.insert(requester.clone());
                             entry.holders = Holders::Shared { sharers: holders };
-                            LineState::S
+                            let op = if surrendered {
+                                MemoryOp::Write(d.clone())
+                            } else {
+                                MemoryOp::None
+                            };
+                            (LineState::S, op)
                         };
                         Outcome {
                             reply: HomeReply::Line {
@@ -312,7 +334,7 @@ impl Directory {
                                 epoch,
                                 data: d,
                             },
-                            memory: memory_op,
+                            memory,
                         }
                     }
                 }
@@ -330,7 +352,9 @@ impl Directory {
                 };
                 entry.holders = Holders::Exclusive { owner: requester };
                 let (state, memory) = match policy {
-                    WritePolicy::WriteBack => (LineState::M, MemoryOp::None),
+                    // The value lives only in the M line from now on; memory
+                    // keeps nothing older that a lost line would expose.
+                    WritePolicy::WriteBack => (LineState::M, MemoryOp::Delete),
                     WritePolicy::WriteThrough => (LineState::E, MemoryOp::Write(data.clone())),
                 };
                 Outcome {
@@ -410,6 +434,12 @@ impl Directory {
                 _ => {}
             }
         }
+    }
+
+    /// Forget everything about `key` (a transaction abandoned after a view
+    /// change); the next one starts with a sweep of every live node.
+    pub fn remove(&mut self, key: &str) {
+        self.entries.remove(key);
     }
 
     /// Keep only entries for which `keep` holds (keys still homed here) and

@@ -18,6 +18,10 @@ pub enum Error {
     /// the sender retries once views agree.
     #[error("this node is not the home of the key; its home is {home}")]
     NotHome { home: NodeId },
+    /// Internal: the sender routed or acted by view `theirs`, the receiver
+    /// is in view `mine`; the sender retries once views agree.
+    #[error("membership views differ: this node is in view {mine}, the request in view {theirs}")]
+    StaleView { mine: u64, theirs: u64 },
     /// Retry later: a peer or the backing memory did not answer in time.
     #[error("{0}")]
     Unavailable(String),

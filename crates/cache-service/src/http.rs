@@ -52,6 +52,11 @@ impl From<Error> for ApiError {
             Error::NotHome { home } => {
                 ApiError::new(StatusCode::CONFLICT, "not_home", msg).with("home", home)
             }
+            Error::StaleView { mine, theirs } => {
+                ApiError::new(StatusCode::CONFLICT, "stale_view", msg)
+                    .with("view", mine)
+                    .with("request_view", theirs)
+            }
             Error::Unavailable(_) => ApiError::unavailable(msg),
         }
     }
@@ -164,6 +169,20 @@ async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
 
 async fn health(State(s): State<AppState>) -> Response {
     let live = s.node.view().live.len();
+    if !s.node.authorized() {
+        // A minority side, or a view change settling: this node serves
+        // nothing now (every cache call would wait, then answer 503).
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable", "node": s.node.me(), "live_nodes": live,
+                "memory": s.node.memory().backend(),
+                "reason": "membership view not confirmed by a majority of the cache nodes",
+                "view": s.node.view_json(),
+            })),
+        )
+            .into_response();
+    }
     match s.node.memory().ping().await {
         Ok(()) => Json(json!({
             "status": "ok", "node": s.node.me(), "live_nodes": live,
@@ -194,6 +213,7 @@ async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
         "peers": s.node.peers_json(),
         "live": view.live,
         "view_generation": view.generation,
+        "view": s.node.view_json(),
         "write_policy": s.node.policy(),
         "memory": s.node.memory().backend(),
     }))
@@ -203,15 +223,22 @@ async fn internal_home(
     State(s): State<AppState>,
     ApiJson(env): ApiJson<HomeEnvelope>,
 ) -> Result<Response, ApiError> {
-    let reply = s.node.handle_home(env.from, &env.key, env.request).await?;
+    let key = check_key(Some(&env.key))?;
+    let reply = s
+        .node
+        .handle_home(env.from, key, env.view, env.request)
+        .await?;
     Ok(Json(reply).into_response())
 }
 
 async fn internal_forward(
     State(s): State<AppState>,
     ApiJson(env): ApiJson<ForwardEnvelope>,
-) -> Json<crate::protocol::ForwardReply> {
-    Json(s.node.handle_forward(&env.key, env.forward).await)
+) -> Result<Json<crate::protocol::ForwardReply>, ApiError> {
+    let key = check_key(Some(&env.key))?;
+    Ok(Json(
+        s.node.handle_forward(key, env.view, env.forward).await?,
+    ))
 }
 
 async fn internal_ping(State(s): State<AppState>, ApiJson(from): ApiJson<Ping>) -> Json<Ping> {

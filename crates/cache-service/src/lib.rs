@@ -7,6 +7,8 @@
 //!   rules) — pure;
 //! - [`directory`]: a home's per-key directory and its transactions — pure;
 //! - [`membership`]: heartbeat failure detection — pure;
+//! - [`view`]: membership views confirmed by a majority (one home per key
+//!   at a time) — pure;
 //! - [`store`]: the backing memory (Redis or the home's own map);
 //! - [`peer`]: calls to other nodes over `/internal/`;
 //! - [`node`]: the engine joining all of the above;
@@ -23,6 +25,7 @@ pub mod node;
 pub mod peer;
 pub mod protocol;
 pub mod store;
+pub mod view;
 
 use std::time::Duration;
 
@@ -44,8 +47,15 @@ const FORWARD_WAIT: Duration = Duration::from_secs(2);
 /// must be known: pass the bound address when listening on port 0).
 pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Members)> {
     let token = ClusterToken(config.cluster_token.clone().filter(|t| !t.is_empty()));
-    let memory =
-        store::Memory::connect(config.redis_url.as_deref().filter(|u| !u.is_empty())).await?;
+    let memory_bounds = store::Bounds {
+        max_entries: config.max_memory_entries,
+        max_bytes: config.max_memory_bytes,
+    };
+    let memory = store::Memory::connect(
+        config.redis_url.as_deref().filter(|u| !u.is_empty()),
+        memory_bounds,
+    )
+    .await?;
     let heartbeat = Duration::from_millis(config.heartbeat_ms.max(10));
     let failure_timeout =
         Duration::from_millis(config.failure_timeout_ms.max(config.heartbeat_ms * 2));
@@ -73,6 +83,7 @@ pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Mem
             heartbeat,
             failure_timeout,
             forward_wait: FORWARD_WAIT,
+            memory_bounds,
         },
         memory,
         peers,

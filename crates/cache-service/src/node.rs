@@ -9,20 +9,31 @@
 //!   waiting for every reply before it grants;
 //! - as a holder it obeys forwards: invalidations at once, downgrades as soon
 //!   as the grant they refer to has landed;
-//! - the heartbeat loop keeps the view of live nodes; the ring of homes is
-//!   built over live nodes only, and when it changes every line, directory
-//!   entry and (home-memory) value whose home moved is dropped.
+//! - the heartbeat loop runs the failure detector ([`Membership`]) and the
+//!   view agreement ([`Views`]); the ring of homes is built over the
+//!   accepted view's live set, and when the view changes every line,
+//!   directory entry and (home-memory) value whose home moved is dropped —
+//!   everything, when this node may have missed a view in between;
+//! - it acts (answers as a home, serves a cached line, sends a request) only
+//!   while its view is confirmed by a majority ([`Views::authorized_until`]),
+//!   and every request, forward and Redis write carries the view number: a
+//!   home refuses a request routed by another view, a holder refuses a
+//!   forward from an older view, Redis refuses a write from an older view.
 //!
-//! Why this is linearizable per key while nodes are up: every transaction on
+//! Why this is linearizable per key: one view is confirmed at a time, so a
+//! key has one acting home at a time, and every transaction on
 //! a key is serialized at its home; a write is granted only after every
 //! other copy acknowledged its invalidation, and takes effect when the
 //! writer installs its line (a downgrade that reaches the writer earlier
 //! waits for that); a read miss takes effect at the home's grant, and the
 //! fill is installed only if no invalidation newer than the grant already
 //! arrived (epochs), so no node ever serves a copy older than a completed
-//! write.
+//! write. Under write-back memory holds no value while a line is exclusive
+//! (see [`crate::directory`]), so losing an owner or a home loses the value
+//! (reads miss) but never brings back an older one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -41,10 +52,13 @@ use crate::membership::{Change, Membership};
 use crate::peer::{ForwardEnvelope, HomeEnvelope, LocalView, Peers, Ping};
 use crate::protocol::{Data, Forward, ForwardReply, HomeReply, HomeRequest, LineState, NodeId};
 use crate::store::Memory;
+use crate::view::{Timing, Transition, ViewId, ViewInfo, Views};
 
-/// How many times a client operation re-routes when homes disagree or a
-/// home is unreachable, before answering 503.
-const MAX_ROUTE_ATTEMPTS: u32 = 60;
+/// A client operation re-routes when views disagree or a home is
+/// unreachable for at most this many failure timeouts (plus a second)
+/// before answering 503: long enough to ride out one view change
+/// (detection, then settling).
+const ROUTE_TIMEOUTS: u32 = 2;
 /// Pause between such attempts.
 const ROUTE_BACKOFF: Duration = Duration::from_millis(25);
 /// Pause between retries of a forward to a peer that is not (yet) dead.
@@ -63,6 +77,8 @@ pub struct NodeConfig {
     pub failure_timeout: Duration,
     /// How long a downgrade waits for the grant it refers to.
     pub forward_wait: Duration,
+    /// Bounds of the home memory (unused with Redis).
+    pub memory_bounds: crate::store::Bounds,
 }
 
 /// Domain counters, exported both as JSON stats and Prometheus metrics.
@@ -75,6 +91,14 @@ pub struct Stats {
     pub invalidations_received: Counter,
     pub write_backs: Counter,
     pub lines: Family<StateLabel, Gauge>,
+    /// Home-memory entries evicted by its bounds (a delete).
+    pub memory_evictions: Counter,
+    pub memory_entries: Gauge,
+    pub memory_bytes: Gauge,
+    /// Accepted view changes.
+    pub view_changes: Counter,
+    /// 1 while this node's view is confirmed by a majority.
+    pub view_confirmed: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -119,12 +143,39 @@ impl Stats {
             "Lines held per MESI state",
             self.lines.clone(),
         );
+        r.register(
+            "cache_memory_evictions",
+            "Home-memory entries evicted (deleted) by the memory bounds",
+            self.memory_evictions.clone(),
+        );
+        r.register(
+            "cache_memory_entries",
+            "Entries in this node's home memory",
+            self.memory_entries.clone(),
+        );
+        r.register(
+            "cache_memory_bytes",
+            "Bytes of keys and values in this node's home memory",
+            self.memory_bytes.clone(),
+        );
+        r.register(
+            "cache_view_changes",
+            "Membership views this node accepted",
+            self.view_changes.clone(),
+        );
+        r.register(
+            "cache_view_confirmed",
+            "1 while a majority confirms this node's view (it may serve)",
+            self.view_confirmed.clone(),
+        );
     }
 }
 
-/// The live view: who is up and the ring of homes over them.
+/// The accepted view: its number, who is in it and the ring of homes over
+/// them (id 0: none yet).
 #[derive(Debug)]
 pub struct View {
+    pub id: ViewId,
     pub live: Vec<NodeId>,
     pub ring: Ring,
     pub generation: u64,
@@ -140,6 +191,9 @@ struct Inner {
     peers: Peers,
     view: RwLock<Arc<View>>,
     membership: Mutex<Membership>,
+    views: Mutex<Views>,
+    /// Monotonic ms until which the view is confirmed (0: not confirmed).
+    authorized_until: AtomicU64,
     /// Bumped whenever a fill lands or a request ends: wakes waiting
     /// downgrades.
     fills: watch::Sender<u64>,
@@ -167,13 +221,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Node {
     pub fn new(cfg: NodeConfig, memory: Memory, peers: Peers, members: &[NodeId]) -> Self {
+        let memory_evictions = memory.evictions().clone();
         let mut membership =
             Membership::new(cfg.me.clone(), cfg.failure_timeout.as_millis() as u64);
         membership.set_members(members, 0);
-        let live = membership.live();
+        let timeout_ms = cfg.failure_timeout.as_millis() as u64;
+        let mut views = Views::new(
+            cfg.me.clone(),
+            Timing::from_failure_timeout(timeout_ms, cfg.heartbeat.as_millis() as u64),
+            0,
+        );
+        views.set_configured(members);
         let view = View {
-            ring: Ring::new(live.clone()),
-            live,
+            id: 0,
+            ring: Ring::new(Vec::<String>::new()),
+            live: Vec::new(),
             generation: 0,
         };
         let inner = Inner {
@@ -184,8 +246,13 @@ impl Node {
             peers,
             view: RwLock::new(Arc::new(view)),
             membership: Mutex::new(membership),
+            views: Mutex::new(views),
+            authorized_until: AtomicU64::new(0),
             fills: watch::channel(0).0,
-            stats: Stats::default(),
+            stats: Stats {
+                memory_evictions,
+                ..Stats::default()
+            },
             started: Instant::now(),
             incarnation: rand::random::<u64>() >> 1,
             cfg,
@@ -219,12 +286,14 @@ impl Node {
             .clone()
     }
 
-    fn home_of(&self, key: &str) -> NodeId {
-        self.view()
-            .ring
-            .owner(key)
-            .unwrap_or(&self.inner.cfg.me)
-            .to_string()
+    /// Whether this node's view is confirmed by a majority right now.
+    pub fn authorized(&self) -> bool {
+        self.mono_ms() < self.inner.authorized_until.load(Ordering::Acquire)
+    }
+
+    /// How long a client operation keeps re-routing before answering 503.
+    fn route_deadline(&self) -> Instant {
+        Instant::now() + self.inner.cfg.failure_timeout * ROUTE_TIMEOUTS + Duration::from_secs(1)
     }
 
     fn now_ms(&self) -> u64 {
@@ -236,9 +305,11 @@ impl Node {
     /// Read `key`: `(data, hit)`; `data` is `None` when the key has no value.
     pub async fn get(&self, key: &str) -> Result<(Option<Data>, bool)> {
         let mut counted = false;
-        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+        let deadline = self.route_deadline();
+        loop {
             let (now, mono) = (self.now_ms(), self.mono_ms());
-            let hit = lock(&self.inner.lines).lookup_if(key, now, |h| self.lease_ok(h, mono));
+            let hit = lock(&self.inner.lines)
+                .lookup_if(key, now, |h| self.authorized() && self.lease_ok(h, mono));
             if let Lookup::Hit(_, data) = hit {
                 self.inner.stats.hits.inc();
                 return Ok((data, true));
@@ -250,10 +321,9 @@ impl Node {
             match self.request(key, HomeRequest::GetS).await {
                 Ok(HomeReply::Line { data, .. }) => return Ok((Some(data), false)),
                 Ok(_) => return Ok((None, false)),
-                Err(e) => self.backoff(attempt, e).await?,
+                Err(e) => self.backoff(deadline, e).await?,
             }
         }
-        Err(Error::Unavailable("no home answered for this key".into()))
     }
 
     /// Write `key`; returns the new value's version.
@@ -268,14 +338,15 @@ impl Node {
             let mono = self.mono_ms();
             let local =
                 lock(&self.inner.lines).write_owned_if(key, value.clone(), expires_at_ms, |h| {
-                    self.lease_ok(h, mono)
+                    self.authorized() && self.lease_ok(h, mono)
                 });
             if let Some((version, ev)) = local {
                 self.after_evictions(ev);
                 return Ok(version);
             }
         }
-        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+        let deadline = self.route_deadline();
+        loop {
             let req = HomeRequest::GetM {
                 value: value.clone(),
                 expires_at_ms,
@@ -287,49 +358,61 @@ impl Node {
                         "unexpected home reply {other:?}"
                     )))
                 }
-                Err(e) => self.backoff(attempt, e).await?,
+                Err(e) => self.backoff(deadline, e).await?,
             }
         }
-        Err(Error::Unavailable("no home answered for this key".into()))
     }
 
     /// Delete `key` everywhere.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+        let deadline = self.route_deadline();
+        loop {
             match self.request(key, HomeRequest::Delete).await {
                 Ok(_) => return Ok(()),
-                Err(e) => self.backoff(attempt, e).await?,
+                Err(e) => self.backoff(deadline, e).await?,
             }
         }
-        Err(Error::Unavailable("no home answered for this key".into()))
     }
 
-    /// Retry routing errors (views disagree, home unreachable) after a pause;
-    /// give up on anything else.
-    async fn backoff(&self, attempt: u32, e: Error) -> Result<()> {
+    /// Retry routing errors (views disagree, home unreachable, no confirmed
+    /// view) after a pause until `deadline`; give up on anything else.
+    async fn backoff(&self, deadline: Instant, e: Error) -> Result<()> {
         match e {
-            Error::NotHome { .. } | Error::Unavailable(_) if attempt + 1 < MAX_ROUTE_ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "retrying at the key's home");
+            Error::NotHome { .. } | Error::StaleView { .. } | Error::Unavailable(_)
+                if Instant::now() + ROUTE_BACKOFF < deadline =>
+            {
+                tracing::debug!(error = %e, "retrying at the key's home");
                 tokio::time::sleep(ROUTE_BACKOFF).await;
                 Ok(())
             }
+            Error::NotHome { .. } | Error::StaleView { .. } => Err(Error::Unavailable(format!(
+                "no home in a confirmed view answered for this key in time ({e})"
+            ))),
             e => Err(e),
         }
     }
 
     /// Send one request to the key's home and apply the reply locally.
     async fn request(&self, key: &str, req: HomeRequest) -> Result<HomeReply> {
-        let home = self.home_of(key);
+        if !self.authorized() {
+            return Err(Error::Unavailable(
+                "this node's membership view is not confirmed by a majority of the cache nodes"
+                    .into(),
+            ));
+        }
+        let view = self.view();
+        let home = view.ring.owner(key).unwrap_or(self.me()).to_string();
         lock(&self.inner.lines).begin_request(key);
-        let res = self.to_home(&home, key, req).await;
+        let res = self.to_home(&home, key, view.id, req).await;
         let mut ev = Evictions::default();
         {
             let mut lines = lock(&self.inner.lines);
             match &res {
                 Ok(HomeReply::Line { state, epoch, data }) => {
-                    // A grant from a home that is no longer the key's home
-                    // is answered but not cached.
-                    if self.home_of(key) == home {
+                    // A grant from another view is answered but not cached
+                    // (the view is read under the lines lock: a view change
+                    // after this drops whatever it must).
+                    if self.view().id == view.id {
                         ev = lines.install(key, *state, *epoch, data.clone(), &home).1;
                     } else {
                         lines.invalidate(key, *epoch, false);
@@ -347,13 +430,21 @@ impl Node {
         res
     }
 
-    async fn to_home(&self, home: &str, key: &str, request: HomeRequest) -> Result<HomeReply> {
+    async fn to_home(
+        &self,
+        home: &str,
+        key: &str,
+        view: ViewId,
+        request: HomeRequest,
+    ) -> Result<HomeReply> {
         if home == self.me() {
-            self.handle_home(self.me().to_string(), key, request).await
+            self.handle_home(self.me().to_string(), key, view, request)
+                .await
         } else {
             let env = HomeEnvelope {
                 key: key.to_string(),
                 from: self.me().to_string(),
+                view,
                 request,
             };
             self.inner.peers.home(home, &env).await
@@ -369,13 +460,18 @@ impl Node {
             let node = self.clone();
             tokio::spawn(async move {
                 let epoch = e.line.grant_epoch;
-                let data = (e.line.state == LineState::M).then(|| e.line.data.clone());
+                // Under write-back memory holds nothing while a line is
+                // exclusive, so a clean E line is written back too.
+                let data = (e.line.state == LineState::M
+                    || node.policy() == WritePolicy::WriteBack)
+                    .then(|| e.line.data.clone());
                 for _ in 0..PUT_ATTEMPTS {
                     let req = HomeRequest::Put {
                         epoch,
                         data: data.clone(),
                     };
-                    match node.to_home(&e.line.home, &e.key, req).await {
+                    let view = node.view().id;
+                    match node.to_home(&e.line.home, &e.key, view, req).await {
                         Ok(_) => break,
                         Err(err) => {
                             tracing::debug!(key = %e.key, error = %err, "eviction notice failed");
@@ -391,31 +487,67 @@ impl Node {
     // ----- the home --------------------------------------------------------
 
     /// Run one transaction on `key` for `from`, as its home.
+    /// Run one transaction on `key` for `from`, as its home, in view
+    /// `view` (the one the requester routed by).
     pub async fn handle_home(
         &self,
         from: NodeId,
         key: &str,
+        view: ViewId,
         request: HomeRequest,
     ) -> Result<HomeReply> {
-        let home = self.home_of(key);
+        let v = self.view();
+        if v.id != view {
+            return Err(Error::StaleView {
+                mine: v.id,
+                theirs: view,
+            });
+        }
+        if !self.authorized() {
+            return Err(Error::Unavailable(
+                "this node's membership view is not confirmed by a majority of the cache nodes"
+                    .into(),
+            ));
+        }
+        let home = v.ring.owner(key).unwrap_or(self.me()).to_string();
         if home != self.me() {
             return Err(Error::NotHome { home });
         }
         let key_lock = self.key_lock(key);
         let reply = {
             let _guard = key_lock.lock().await;
-            self.transact(&from, key, request).await
+            self.transact(&from, key, view, request).await
         };
         drop(key_lock);
         self.release_key_lock(key);
         reply
     }
 
-    async fn transact(&self, from: &str, key: &str, request: HomeRequest) -> Result<HomeReply> {
+    /// Whether this node still acts as a home in `view`; when not, the
+    /// transaction on `key` is abandoned and its directory entry dropped
+    /// (what it recorded may be out of date in the new view).
+    fn still_home(&self, key: &str, view: ViewId) -> Result<()> {
+        if self.view().id == view && self.authorized() {
+            return Ok(());
+        }
+        lock(&self.inner.dir).remove(key);
+        Err(Error::Unavailable(
+            "the membership view changed during the transaction".into(),
+        ))
+    }
+
+    async fn transact(
+        &self,
+        from: &str,
+        key: &str,
+        view: ViewId,
+        request: HomeRequest,
+    ) -> Result<HomeReply> {
         let now = self.now_ms();
         if let HomeRequest::Put { epoch, data } = request {
             let op = lock(&self.inner.dir).put(key, from, epoch, data, now);
-            self.apply_memory(key, &op).await?;
+            self.still_home(key, view)?;
+            self.apply_memory(key, &op, view).await?;
             return Ok(HomeReply::PutAck);
         }
         let live = self.view().live.clone();
@@ -423,7 +555,7 @@ impl Node {
             .begin(key, from, &request, &live, now)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         let sends = plan.forwards.into_iter().map(|(node, fwd)| async move {
-            let r = self.send_forward(&node, key, fwd).await;
+            let r = self.send_forward(&node, key, view, fwd).await;
             (node, r)
         });
         let mut replies = Vec::new();
@@ -438,7 +570,7 @@ impl Node {
         }
         let needs_memory = lock(&self.inner.dir).needs_memory(key, &replies);
         let mem = if needs_memory {
-            match self.inner.memory.get(key, self.now_ms()).await {
+            match self.inner.memory.get(key, self.now_ms(), view).await {
                 Ok(m) => m,
                 Err(e) => {
                     lock(&self.inner.dir).abort(key);
@@ -448,23 +580,33 @@ impl Node {
         } else {
             None
         };
+        self.still_home(key, view)?;
         let outcome = lock(&self.inner.dir)
             .finish(key, &replies, mem, self.now_ms())
             .map_err(|e| Error::Unavailable(e.to_string()))?;
-        if matches!(request, HomeRequest::GetS) {
-            self.apply_memory(key, &outcome.memory).await?;
+        let applied = if matches!(request, HomeRequest::GetS) {
+            self.apply_memory(key, &outcome.memory, view).await
         } else {
             // Write-through writes and deletes are not write-backs.
-            self.inner.memory.apply(key, &outcome.memory).await?;
+            self.inner.memory.apply(key, &outcome.memory, view).await
+        };
+        if let Err(e) = applied {
+            // The grant is not sent; the directory may list a holder that
+            // never got it, which only costs a spare forward later. Memory
+            // may hold an older value than an owner it lists: drop the
+            // entry so the next transaction starts with a full sweep.
+            lock(&self.inner.dir).remove(key);
+            return Err(e);
         }
+        self.still_home(key, view)?;
         Ok(outcome.reply)
     }
 
-    async fn apply_memory(&self, key: &str, op: &MemoryOp) -> Result<()> {
+    async fn apply_memory(&self, key: &str, op: &MemoryOp, view: ViewId) -> Result<()> {
         if matches!(op, MemoryOp::Write(_)) {
             self.inner.stats.write_backs.inc();
         }
-        self.inner.memory.apply(key, op).await
+        self.inner.memory.apply(key, op, view).await
     }
 
     fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -483,16 +625,27 @@ impl Node {
 
     /// Deliver a forward, retrying until the peer answers or is declared
     /// dead (a dead node holds nothing: its answer is an empty ack).
-    async fn send_forward(&self, node: &str, key: &str, fwd: Forward) -> Result<ForwardReply> {
+    /// Deliver a forward, retrying until the peer answers, the view changes
+    /// (a node that left the view holds nothing any more, but the
+    /// transaction is abandoned: it was planned in the old view) or the
+    /// deadline passes.
+    async fn send_forward(
+        &self,
+        node: &str,
+        key: &str,
+        view: ViewId,
+        fwd: Forward,
+    ) -> Result<ForwardReply> {
         if matches!(fwd, Forward::Invalidate { .. }) {
             self.inner.stats.invalidations_sent.inc();
         }
         if node == self.me() {
-            return Ok(self.handle_forward(key, fwd).await);
+            return self.handle_forward(key, view, fwd).await;
         }
         let env = ForwardEnvelope {
             key: key.to_string(),
             from: self.me().to_string(),
+            view,
             forward: fwd,
         };
         let deadline =
@@ -501,10 +654,7 @@ impl Node {
             match self.inner.peers.forward(node, &env).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    if !lock(&self.inner.membership).is_alive(node) {
-                        return Ok(ForwardReply::ack());
-                    }
-                    if Instant::now() >= deadline {
+                    if self.view().id != view || Instant::now() >= deadline {
                         return Err(e);
                     }
                     tokio::time::sleep(FORWARD_RETRY).await;
@@ -515,8 +665,22 @@ impl Node {
 
     // ----- a holder --------------------------------------------------------
 
-    /// Obey a forward from a key's home.
-    pub async fn handle_forward(&self, key: &str, fwd: Forward) -> ForwardReply {
+    /// Obey a forward from a key's home acting in `view`; refuse one from
+    /// a view older than this node's (its home may have been deposed).
+    pub async fn handle_forward(
+        &self,
+        key: &str,
+        view: ViewId,
+        fwd: Forward,
+    ) -> Result<ForwardReply> {
+        let mine = self.view().id;
+        if view < mine {
+            return Err(Error::StaleView { mine, theirs: view });
+        }
+        Ok(self.obey(key, fwd).await)
+    }
+
+    async fn obey(&self, key: &str, fwd: Forward) -> ForwardReply {
         match fwd {
             Forward::Invalidate { epoch, force } => {
                 self.inner.stats.invalidations_received.inc();
@@ -630,6 +794,10 @@ impl Node {
                 })
                 .set(n as i64);
         }
+        let (mem_entries, mem_bytes) = self.inner.memory.local_usage();
+        s.memory_entries.set(mem_entries as i64);
+        s.memory_bytes.set(mem_bytes as i64);
+        let view = self.view();
         let (hits, misses) = (s.hits.get(), s.misses.get());
         let total = hits + misses;
         serde_json::json!({
@@ -648,9 +816,16 @@ impl Node {
             "max_bytes": self.inner.cfg.max_bytes,
             "directory_entries": lock(&self.inner.dir).len(),
             "memory_backend": self.inner.memory.backend(),
-            "memory_local_entries": self.inner.memory.local_len(),
+            "memory_local_entries": mem_entries,
+            "memory_local_bytes": mem_bytes,
+            "max_memory_entries": self.inner.cfg.memory_bounds.max_entries,
+            "max_memory_bytes": self.inner.cfg.memory_bounds.max_bytes,
+            "memory_evictions": s.memory_evictions.get(),
             "write_policy": self.inner.cfg.policy,
-            "view_generation": self.view().generation,
+            "view_generation": view.generation,
+            "view": view.id,
+            "view_confirmed": self.authorized(),
+            "view_changes": s.view_changes.get(),
         })
     }
 
@@ -664,7 +839,7 @@ impl Node {
         v
     }
 
-    // ----- failure detection ---------------------------------------------
+    // ----- failure detection and views -------------------------------------
 
     /// Whether this node may serve lines homed on `home` (see
     /// [`Membership::lease_valid`]).
@@ -677,17 +852,27 @@ impl Node {
     }
 
     pub fn ping_reply(&self) -> Ping {
+        let report = lock(&self.inner.views).report(self.mono_ms());
         Ping {
             node: self.me().to_string(),
             incarnation: self.inner.incarnation,
+            view: report,
         }
     }
 
-    /// A peer pinged us: it is alive.
+    /// A peer pinged us: it is alive, and we adopt its view if newer (its
+    /// report does not count towards confirmation: we do not know when it
+    /// was made).
     pub fn observe_ping(&self, from: &Ping) {
         let now = self.mono_ms();
         let change = lock(&self.inner.membership).observe(&from.node, from.incarnation, now);
         self.apply_change(change);
+        if let Some(r) = &from.view {
+            let configured = lock(&self.inner.views).configured().contains(&from.node);
+            if configured {
+                self.with_views(|v, now| v.offer(&r.view, now));
+            }
+        }
     }
 
     /// Adopt a new configured member list (discovery).
@@ -695,10 +880,15 @@ impl Node {
         let now = self.mono_ms();
         let change = lock(&self.inner.membership).set_members(members, now);
         self.apply_change(change);
+        self.with_views(|v, _| {
+            v.set_configured(members);
+            None
+        });
     }
 
-    /// One heartbeat round: ping every configured peer, then declare the
-    /// silent ones dead.
+    /// One heartbeat round: ping every configured peer, declare the silent
+    /// ones dead, count the views they report, and propose a view when the
+    /// failure detector disagrees with the accepted one.
     pub async fn heartbeat_round(&self) {
         let peers: Vec<NodeId> = lock(&self.inner.membership)
             .peers()
@@ -712,8 +902,8 @@ impl Node {
             async move { (p, self.inner.peers.ping(p, &me).await) }
         });
         for (peer, res) in join_all(pings).await {
-            if let Ok(reply) = res {
-                if &reply.node == peer {
+            match res {
+                Ok(reply) if &reply.node == peer => {
                     let now = self.mono_ms();
                     let change = lock(&self.inner.membership).observe_reply(
                         peer,
@@ -722,46 +912,114 @@ impl Node {
                         now,
                     );
                     self.apply_change(change);
+                    self.with_views(|v, now| v.observe_reply(peer, reply.view.as_ref(), sent, now));
                 }
+                _ => {}
             }
         }
         let now = self.mono_ms();
         let change = lock(&self.inner.membership).tick(now);
         self.apply_change(change);
+        let live = lock(&self.inner.membership).live();
+        let wall = self.now_ms();
+        self.with_views(|v, now| {
+            let p = v.proposal(&live, now, wall)?;
+            tracing::info!(view = p.id, live = ?p.live, "proposing a cache membership view");
+            v.offer(&p, now)
+        });
     }
 
-    /// Rebuild the ring over live nodes and drop whatever lost its home.
+    /// Run `f` on the views, then apply the transition it returns (if any)
+    /// and refresh the confirmation deadline, all under the views lock so
+    /// that deadlines and transitions are published in order.
+    fn with_views(&self, f: impl FnOnce(&mut Views, u64) -> Option<Transition>) {
+        let mut views = lock(&self.inner.views);
+        let now = self.mono_ms();
+        let t = f(&mut views, now);
+        if let Some(t) = t {
+            self.inner.authorized_until.store(0, Ordering::Release);
+            self.apply_transition(t);
+        }
+        let until = views.authorized_until(self.mono_ms());
+        self.inner.authorized_until.store(until, Ordering::Release);
+        self.inner.stats.view_confirmed.set(i64::from(until > now));
+    }
+
+    /// A peer restarted (new incarnation): it holds nothing any more. Died
+    /// and revived peers change nothing here: only an accepted view moves
+    /// homes.
     fn apply_change(&self, change: Change) {
-        if change.is_empty() {
+        if change.restarted.is_empty() {
             return;
         }
-        let live = lock(&self.inner.membership).live();
-        let old = self.view();
-        tracing::info!(?change, ?live, "cache membership changed");
+        tracing::info!(restarted = ?change.restarted, "cache peer restarted");
+        lock(&self.inner.lines).retain(|_, line| !change.restarted.contains(&line.home));
+        let mut dir = lock(&self.inner.dir);
+        for g in &change.restarted {
+            dir.forget_node(g);
+        }
+    }
+
+    /// Adopt a new view: rebuild the ring and drop whatever lost its home
+    /// (everything, if a view may have been missed in between).
+    fn apply_transition(&self, t: Transition) {
+        let continuous = t.continuous();
+        tracing::info!(
+            from = t.from.as_ref().map(|v| v.id),
+            to = t.to.id,
+            live = ?t.to.live,
+            continuous,
+            "cache membership view accepted"
+        );
+        self.inner.stats.view_changes.inc();
+        let ViewInfo { id, live } = t.to;
         let ring = Ring::new(live.clone());
-        let gone: Vec<&NodeId> = change.died.iter().chain(&change.restarted).collect();
-        {
-            let mut lines = lock(&self.inner.lines);
-            lines.retain(|key, line| {
-                !gone.contains(&&line.home) && ring.owner(key) == Some(line.home.as_str())
-            });
-        }
-        {
-            let mut dir = lock(&self.inner.dir);
-            for g in &gone {
-                dir.forget_node(g);
-            }
-            dir.retain(|key| ring.owner(key) == Some(self.me()));
-        }
-        self.inner
-            .memory
-            .retain_local(|key| ring.owner(key) == Some(self.me()));
+        let old = self.view();
         let view = View {
-            live,
+            id,
+            live: live.clone(),
             ring,
             generation: old.generation + 1,
         };
-        *self.inner.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+        let view = Arc::new(view);
+        // The view first, then the lines: an install that read the old
+        // view under the lines lock is dropped below if it must be.
+        *self.inner.view.write().unwrap_or_else(|e| e.into_inner()) = view.clone();
+        let me = self.me().to_string();
+        let keep = |key: &str, home: &str| {
+            continuous && live.iter().any(|n| n == home) && view.ring.owner(key) == Some(home)
+        };
+        lock(&self.inner.lines).retain(|key, line| keep(key, &line.home));
+        {
+            let mut dir = lock(&self.inner.dir);
+            if continuous {
+                let gone: Vec<NodeId> = old
+                    .live
+                    .iter()
+                    .filter(|n| !live.contains(n))
+                    .cloned()
+                    .collect();
+                for g in &gone {
+                    dir.forget_node(g);
+                }
+            }
+            dir.retain(|key| keep(key, &me));
+        }
+        self.inner.memory.retain_local(|key| keep(key, &me));
+    }
+
+    /// Accepted view, confirmation and configured members, for `/cluster`.
+    pub fn view_json(&self) -> serde_json::Value {
+        let views = lock(&self.inner.views);
+        let view = self.view();
+        serde_json::json!({
+            "id": view.id,
+            "live": view.live,
+            "confirmed": self.authorized(),
+            "configured": views.configured(),
+            "quorum": views.quorum(),
+            "generation": view.generation,
+        })
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -9,12 +9,16 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::protocol::{Forward, ForwardReply, HomeReply, HomeRequest, NodeId};
+use crate::view::{ViewId, ViewReport};
 
 /// Body of `POST /internal/cache/home`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HomeEnvelope {
     pub key: String,
     pub from: NodeId,
+    /// The view the requester routed by; the home answers only in the same.
+    #[serde(default)]
+    pub view: ViewId,
     pub request: HomeRequest,
 }
 
@@ -23,6 +27,9 @@ pub struct HomeEnvelope {
 pub struct ForwardEnvelope {
     pub key: String,
     pub from: NodeId,
+    /// The view the home acts in; a holder in a later view refuses.
+    #[serde(default)]
+    pub view: ViewId,
     pub forward: Forward,
 }
 
@@ -31,6 +38,9 @@ pub struct ForwardEnvelope {
 pub struct Ping {
     pub node: NodeId,
     pub incarnation: u64,
+    /// The sender's accepted view, and whether it is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<ViewReport>,
 }
 
 /// One node's own view of a key (`GET /internal/cache/local`).
@@ -134,7 +144,7 @@ async fn decode<T: DeserializeOwned>(
     }
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     let err = &body["error"];
-    if err["code"] == "not_home" {
+    if err["code"] == "not_home" || err["code"] == "stale_view" {
         return Err(Error::NotHome {
             home: err["home"].as_str().unwrap_or_default().to_string(),
         });

@@ -135,15 +135,37 @@ async fn three_nodes_with_redis_memory() {
     })
     .await;
     write_read_everywhere(&c, WritePolicy::WriteBack).await;
-    // A downgrade wrote the value back to Redis.
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let raw: Option<String> = redis::cmd("GET")
-        .arg("dsync:cache:user:42")
+    let in_redis = || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("GET")
+                .arg("dsync:cache:user:42")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    // While a node holds the key in M, Redis holds nothing for it: a crash
+    // of the owner must not leave an older value behind.
+    c.clients[0]
+        .set("user:42", json!({"n": 9}), None)
+        .await
+        .unwrap();
+    assert_eq!(in_redis().await, None, "memory empty while a line is M");
+    // A read on another node downgrades the owner, which writes back.
+    let got = c.clients[1].get("user:42").await.unwrap().unwrap();
+    assert_eq!(got.value, json!({"n": 9}));
+    let raw = in_redis().await.expect("value written back to redis");
+    assert!(raw.contains("9"), "{raw}");
+    conn = client.get_multiplexed_async_connection().await.unwrap();
+    let fence: String = redis::cmd("GET")
+        .arg(cache_service::store::REDIS_FENCE_KEY)
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(raw.is_some(), "value written back to redis");
+    assert_eq!(fence.len(), 20, "the view fence is set: {fence}");
     let h = reqwest::get(format!("http://{}/health", c.addrs[0]))
         .await
         .unwrap();

@@ -72,10 +72,7 @@ async fn start(addrs: &[String], extra: &[&str]) -> Vec<Option<Proc>> {
         .collect();
     for a in addrs {
         let c = CacheClient::new(a);
-        wait_until("process answers", Duration::from_secs(20), || async {
-            c.cluster().await.is_ok()
-        })
-        .await;
+        common::wait_confirmed(&c, addrs, Duration::from_secs(30)).await;
     }
     procs
 }

@@ -9,7 +9,25 @@ use tower::ServiceExt;
 async fn app(token: Option<&str>) -> Router {
     let mut cfg = crate::Config::for_test("127.0.0.1:1", &[]);
     cfg.cluster_token = token.map(str::to_string);
+    // A cluster of one confirms its own view once it has settled.
+    cfg.heartbeat_ms = 10;
+    cfg.failure_timeout_ms = 100;
     let (state, _members) = crate::build(&cfg, "127.0.0.1:1".into()).await.unwrap();
+    let node = state.node.clone();
+    tokio::spawn(async move {
+        loop {
+            node.heartbeat_round().await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    while !state.node.authorized() {
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "a node of one never confirmed its view"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     router(state)
 }
 

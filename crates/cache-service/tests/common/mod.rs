@@ -71,12 +71,9 @@ impl Cluster {
             clients,
             tasks,
         };
-        // Every node answers before tests start.
+        // Every node serves (its view is confirmed) before tests start.
         for cl in &c.clients {
-            wait_until("node answers /cluster", Duration::from_secs(5), || async {
-                cl.cluster().await.is_ok()
-            })
-            .await;
+            wait_confirmed(cl, &c.addrs, Duration::from_secs(20)).await;
         }
         c
     }
@@ -104,6 +101,35 @@ impl Drop for Cluster {
             t.abort();
         }
     }
+}
+
+/// Wait until `client`'s node is in a confirmed view whose live set is
+/// exactly `live`.
+pub async fn wait_confirmed(client: &CacheClient, live: &[String], limit: Duration) {
+    let mut want: Vec<String> = live.to_vec();
+    want.sort();
+    wait_until("node's view is confirmed", limit, || async {
+        let Ok(c) = client.cluster().await else {
+            return false;
+        };
+        let got: Vec<String> = c["view"]["live"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        c["view"]["confirmed"] == true && got == want
+    })
+    .await;
+}
+
+/// The accepted view number of `client`'s node.
+pub async fn view_id(client: &CacheClient) -> u64 {
+    client.cluster().await.unwrap()["view"]["id"]
+        .as_u64()
+        .unwrap()
 }
 
 /// Poll `f` every 20 ms until it is true; panic after `limit`.
