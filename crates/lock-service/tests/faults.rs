@@ -196,6 +196,63 @@ async fn a_full_disk_stops_a_follower_and_the_cluster_goes_on_without_it() {
     assert!(c.assert_same_applied().await > 0);
 }
 
+/// A node syncs the log it finds on open before it trusts it: a process
+/// killed after a write and before its sync leaves the record in the page
+/// cache, where it reads back as if it were durable. Shown by a sync that
+/// fails at open: the node refuses to start rather than go on with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_syncs_its_log_before_trusting_it() {
+    let mut c = Cluster::start_faulty().await;
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (s, v) = c
+        .post(leader, "/api/lock/acquire", &acquire("a", "o"))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    c.kill(follower);
+    c.fault(follower, "eio 1");
+    c.spawn(follower);
+    let status = c
+        .exited(follower, Duration::from_secs(10))
+        .await
+        .expect("started on a log it could not sync");
+    assert!(!status.success(), "{status:?}");
+    let log = std::fs::read_to_string(c.log_path(follower)).unwrap();
+    assert!(log.contains("raft log"), "no clear message: {log}");
+    c.spawn(follower);
+    c.wait_converged(Duration::from_secs(10)).await;
+    assert_locks_agree(&c, &["a"]).await;
+}
+
+/// A follower's slow fsync happens off its runtime thread: while its disk
+/// takes 3 s per sync, the node still answers everything that does not wait
+/// for that disk. (Its appends were once synced on the runtime's one
+/// thread, and the whole node froze with its disk.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_slow_disk_does_not_freeze_the_rest_of_the_node() {
+    let c = Cluster::start_faulty().await;
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.fault(follower, "slow 3000");
+    let (s, v) = c
+        .post(leader, "/api/lock/acquire", &acquire("a", "o"))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "the other follower commits it: {v}");
+    // The follower is now inside a 3 s sync of that entry.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = Instant::now();
+    let status = c.get(follower, "/cluster").await.expect("answered");
+    let took = asked.elapsed();
+    assert_eq!(status["id"], follower, "{status}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the node answered only after {took:?}, with its disk"
+    );
+    c.fault(follower, "ok");
+}
+
 /// kill -9 and an immediate restart of the leader, 20 times, under a
 /// concurrent write load, half the rounds with the leader's disk slow (so
 /// entries are replicated before they are on its disk). Clients never see

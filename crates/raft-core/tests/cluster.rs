@@ -477,6 +477,29 @@ async fn a_follower_slower_than_a_heartbeat_keeps_up_without_an_election() {
     c.shutdown().await;
 }
 
+/// The leadership check behind a linearizable read waits for followers as
+/// long as an append does. With one heartbeat interval (30 ms), as openraft
+/// 0.9 has it, followers that answer 45 ms late confirmed nothing and every
+/// read failed, though they kept up with every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizable_reads_succeed_while_followers_answer_later_than_a_heartbeat() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(None, Duration::from_secs(5)).await;
+    c.write(leader, "before", 1).await;
+    let late = Duration::from_millis(3 * Timing::default().heartbeat_ms / 2);
+    c.node(leader).faults().delay_answers(&others(leader), late);
+    for i in 0..5u64 {
+        c.write(leader, &format!("k{i}"), i).await;
+        for id in 1..=3 {
+            c.node(id)
+                .read_barrier()
+                .await
+                .unwrap_or_else(|e| panic!("read {i} on node {id}: {e}"));
+        }
+    }
+    c.shutdown().await;
+}
+
 /// A leader whose queue is full refuses at once, and what it refused never
 /// applies. The leader is cut off so that nothing commits: its one entry in
 /// flight stays there, the batcher holds the next command, the queue the
