@@ -986,8 +986,12 @@ impl Node {
         // view under the lines lock is dropped below if it must be.
         *self.inner.view.write().unwrap_or_else(|e| e.into_inner()) = view.clone();
         let me = self.me().to_string();
+        // Kept: what a continuous change leaves in place, on a node that is
+        // still in the view (one left out was declared dead: its homes
+        // forgot its copies, and its keys have other homes).
+        let stays = continuous && live.contains(&me);
         let keep = |key: &str, home: &str| {
-            continuous && live.iter().any(|n| n == home) && view.ring.owner(key) == Some(home)
+            stays && live.iter().any(|n| n == home) && view.ring.owner(key) == Some(home)
         };
         lock(&self.inner.lines).retain(|key, line| keep(key, &line.home));
         {

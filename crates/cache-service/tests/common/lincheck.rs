@@ -1,6 +1,13 @@
 //! A linearizability checker for one register (a key that can be read,
 //! written and deleted): the Wing–Gong search with Lowe's memoization of
 //! (linearized set, state), as Porcupine implements it.
+//!
+//! Two models: [`Model::Register`] (a read returns the current value or
+//! absent after a delete) and [`Model::Cache`], the cache's promise: a read
+//! may miss (absent) at any time, but a value it returns must be the
+//! current one — an older value after a newer acknowledged write is a
+//! violation. An operation whose outcome is unknown (it failed or timed
+//! out) has `ret = u64::MAX`: it may take effect at any time after its call.
 
 use std::collections::HashSet;
 
@@ -24,18 +31,35 @@ pub struct Event {
 
 type State = Option<u64>;
 
-fn step(state: State, op: &Op) -> Option<State> {
+/// What a read may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// Exactly the current value.
+    Register,
+    /// The current value, or a miss at any time.
+    Cache,
+}
+
+fn step(model: Model, state: State, op: &Op) -> Option<State> {
     match op {
         Op::Write(v) => Some(Some(*v)),
         Op::Delete => Some(None),
+        Op::Read(None) if model == Model::Cache => Some(state),
         Op::Read(v) => (*v == state).then_some(state),
     }
 }
 
 const NIL: usize = usize::MAX;
 
-/// Whether `history` (of one key, starting from "absent") is linearizable.
+/// Whether `history` (of one key, starting from "absent") is linearizable
+/// as a register.
 pub fn check(history: &[Event]) -> bool {
+    check_model(Model::Register, history)
+}
+
+/// Whether `history` (of one key, starting from "absent") is linearizable
+/// under `model`.
+pub fn check_model(model: Model, history: &[Event]) -> bool {
     let n = history.len();
     if n == 0 {
         return true;
@@ -103,7 +127,7 @@ pub fn check(history: &[Event]) -> bool {
         }
         if is_call[entry] {
             let i = op_of[entry];
-            if let Some(new_state) = step(state, &history[i].op) {
+            if let Some(new_state) = step(model, state, &history[i].op) {
                 let mut lin = linearized.clone();
                 lin[i / 64] |= 1 << (i % 64);
                 if cache.insert((lin.clone(), new_state)) {
@@ -179,6 +203,73 @@ mod tests {
             ev(0, 1, Write(1)),
             ev(2, 3, Delete),
             ev(4, 5, Read(Some(1)))
+        ]));
+    }
+
+    #[test]
+    fn the_cache_model_allows_misses_but_never_an_older_value() {
+        use Op::*;
+        let cache = |h: &[Event]| check_model(Model::Cache, h);
+        // A miss after a write: fine for a cache, not for a register.
+        let miss = [ev(0, 1, Write(1)), ev(2, 3, Read(None))];
+        assert!(cache(&miss));
+        assert!(!check(&miss));
+        // The owner-crash bug: v1 read, v2 written, a miss, then v1 again.
+        assert!(!cache(&[
+            ev(0, 1, Write(1)),
+            ev(2, 3, Read(Some(1))),
+            ev(4, 5, Write(2)),
+            ev(6, 7, Read(None)),
+            ev(8, 9, Read(Some(1)))
+        ]));
+        // Misses interleaved with current values are fine.
+        assert!(cache(&[
+            ev(0, 1, Write(1)),
+            ev(2, 3, Read(None)),
+            ev(4, 5, Read(Some(1))),
+            ev(6, 7, Write(2)),
+            ev(8, 9, Read(None)),
+            ev(10, 11, Read(Some(2)))
+        ]));
+        // New then old during one write is still a violation.
+        assert!(!cache(&[
+            ev(0, 1, Write(1)),
+            ev(2, 20, Write(2)),
+            ev(3, 4, Read(Some(2))),
+            ev(5, 6, Read(None)),
+            ev(7, 8, Read(Some(1)))
+        ]));
+        // A value never written is a violation.
+        assert!(!cache(&[ev(0, 1, Read(Some(9)))]));
+    }
+
+    #[test]
+    fn an_unknown_outcome_may_take_effect_any_time_after_its_call() {
+        use Op::*;
+        let cache = |h: &[Event]| check_model(Model::Cache, h);
+        // A failed write of 2 may have landed late: reading 2 afterwards is
+        // fine, and so is never seeing it.
+        assert!(cache(&[
+            ev(0, 1, Write(1)),
+            ev(2, u64::MAX, Write(2)),
+            ev(10, 11, Read(Some(2))),
+        ]));
+        assert!(cache(&[
+            ev(0, 1, Write(1)),
+            ev(2, u64::MAX, Write(2)),
+            ev(10, 11, Read(Some(1))),
+        ]));
+        // But not before it was called, nor older after newer.
+        assert!(!cache(&[
+            ev(0, 1, Write(1)),
+            ev(5, u64::MAX, Write(2)),
+            ev(2, 3, Read(Some(2))),
+        ]));
+        assert!(!cache(&[
+            ev(0, 1, Write(1)),
+            ev(2, u64::MAX, Write(2)),
+            ev(10, 11, Read(Some(2))),
+            ev(12, 13, Read(Some(1))),
         ]));
     }
 }
