@@ -217,3 +217,49 @@ async fn ttl_is_coherent_across_nodes() {
         assert!(cl.get("t").await.unwrap().is_none());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn home_memory_is_bounded_and_an_evicted_value_reads_as_a_miss() {
+    // Write-through puts every value in its home's memory; two entries fit.
+    let c = Cluster::start(Opts {
+        policy: WritePolicy::WriteThrough,
+        max_memory_entries: 2,
+        max_entries: 1,
+        ..Opts::default()
+    })
+    .await;
+    // Distinct keys, all homed on node 0, written through node 1.
+    let ring = ::common::Ring::new(c.addrs.clone());
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("bound-{i}"))
+        .filter(|k| ring.owner(k) == Some(c.addrs[0].as_str()))
+        .take(6)
+        .collect();
+    assert_eq!(keys.len(), 6);
+    for (i, k) in keys.iter().enumerate() {
+        c.clients[1].set(k, json!(i), None).await.unwrap();
+    }
+    let s = c.clients[0].stats().await.unwrap();
+    assert_eq!(s["memory_local_entries"], 2, "{s}");
+    assert_eq!(s["max_memory_entries"], 2, "{s}");
+    assert!(s["memory_evictions"].as_u64().unwrap() >= 4, "{s}");
+    // Node 2 holds nothing: the oldest keys miss (their memory entry was
+    // evicted and node 1 keeps one line); every answer is the value written
+    // or a miss, never anything else.
+    let mut misses = 0;
+    for (i, k) in keys.iter().enumerate() {
+        match c.clients[2].get(k).await.unwrap() {
+            None => misses += 1,
+            Some(g) => assert_eq!(g.value, json!(i), "{k}"),
+        }
+    }
+    assert!(misses >= 3, "evicted values miss ({misses})");
+    let m = reqwest::get(format!("http://{}/metrics", c.addrs[0]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("cache_memory_evictions_total"), "{m}");
+    assert!(m.contains("cache_memory_entries 2"), "{m}");
+}

@@ -532,3 +532,60 @@ fn race_delete_reply_in_flight_while_another_node_writes() {
     sim.receive("b", &del);
     assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
 }
+
+/// Issue 21: under write-back, memory holds no value while a node holds the
+/// key exclusively, so losing that node (it crashed or was suspected, and
+/// the home forgets it) leaves a miss, never the value before its writes.
+#[test]
+fn write_back_memory_is_empty_while_a_line_is_exclusive() {
+    let mem = |sim: &Sim| sim.memory.as_ref().map(|d| d.value.clone());
+    let mut sim = Sim::new(WritePolicy::WriteBack);
+    run(&mut sim, "w a 1; r b");
+    assert_eq!(mem(&sim), Some(json!(1)), "downgrade wrote back");
+    run(&mut sim, "w a 2");
+    assert_eq!(sim.states(), "MII");
+    assert_eq!(mem(&sim), None, "granting M deleted the older value");
+    // a crashes: the home forgets it; b reads a miss, not 1.
+    sim.lines.insert("a".into(), LineTable::new(100, 1 << 20));
+    sim.dir.forget_node("a");
+    assert_eq!(run(&mut sim, "r b"), vec![None]);
+
+    // A read that grants E from memory empties memory too (E may turn M
+    // silently); the clean value comes back on the downgrade.
+    let mut sim = Sim::new(WritePolicy::WriteBack);
+    run(&mut sim, "w a 1; r b; d c");
+    sim.memory = Some(Data {
+        value: json!(5),
+        version: Version::granted(1),
+        expires_at_ms: None,
+    });
+    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(5))]);
+    assert_eq!((sim.states().as_str(), mem(&sim)), ("IEI", None));
+    assert_eq!(run(&mut sim, "r c"), vec![Some(json!(5))]);
+    assert_eq!(sim.states(), "ISS");
+    assert_eq!(mem(&sim), Some(json!(5)), "clean E value written back");
+    // The owner of a silently modified E line is lost: a miss.
+    let mut sim = Sim::new(WritePolicy::WriteBack);
+    run(&mut sim, "w a 1; r b; d c");
+    sim.memory = Some(Data {
+        value: json!(5),
+        version: Version::granted(1),
+        expires_at_ms: None,
+    });
+    run(&mut sim, "r b; w b 6");
+    assert_eq!(sim.states(), "IMI");
+    sim.lines.insert("b".into(), LineTable::new(100, 1 << 20));
+    sim.dir.forget_node("b");
+    assert_eq!(run(&mut sim, "r c"), vec![None]);
+}
+
+#[test]
+fn write_through_keeps_memory_current_for_exclusive_lines() {
+    let mut sim = Sim::new(WritePolicy::WriteThrough);
+    run(&mut sim, "w a 1; r b; w a 2");
+    assert_eq!(sim.states(), "EII");
+    assert_eq!(sim.memory.as_ref().unwrap().value, json!(2));
+    sim.lines.insert("a".into(), LineTable::new(100, 1 << 20));
+    sim.dir.forget_node("a");
+    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
+}

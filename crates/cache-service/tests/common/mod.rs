@@ -26,6 +26,7 @@ pub struct Opts {
     pub redis_url: Option<String>,
     pub token: Option<String>,
     pub failure_timeout_ms: u64,
+    pub max_memory_entries: usize,
 }
 
 impl Default for Opts {
@@ -37,6 +38,7 @@ impl Default for Opts {
             redis_url: None,
             token: Some("test-token".into()),
             failure_timeout_ms: 3000,
+            max_memory_entries: 100_000,
         }
     }
 }
@@ -59,6 +61,7 @@ impl Cluster {
             cfg.redis_url = opts.redis_url.clone();
             cfg.cluster_token = opts.token.clone();
             cfg.failure_timeout_ms = opts.failure_timeout_ms;
+            cfg.max_memory_entries = opts.max_memory_entries;
             tasks.push(Some(tokio::spawn(async move {
                 if let Err(e) = cache_service::run(cfg, l, std::future::pending()).await {
                     panic!("node failed: {e:#}");
