@@ -49,6 +49,10 @@ pub struct Config {
     /// A peer silent for this long is dropped from the ring and directories.
     #[arg(long, env = "FAILURE_TIMEOUT_MS", default_value_t = 1500)]
     pub failure_timeout_ms: u64,
+    /// Enable `POST /internal/cache/faults` (cut this node's outgoing
+    /// links to chosen peers). For fault tests only; off by default.
+    #[arg(long, env = "FAULT_INJECTION", default_value_t = false)]
+    pub fault_injection: bool,
     /// Shared secret required on `/internal/` routes (unset: open).
     #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,

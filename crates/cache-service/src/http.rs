@@ -36,6 +36,8 @@ pub struct AppState {
     pub node: Node,
     pub metrics: Metrics,
     pub token: ClusterToken,
+    /// Whether `POST /internal/cache/faults` is served.
+    pub fault_injection: bool,
 }
 
 impl From<Error> for ApiError {
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/cache/forward", post(internal_forward))
         .route("/internal/cache/ping", post(internal_ping))
         .route("/internal/cache/local", get(internal_local))
+        .route("/internal/cache/faults", post(internal_faults))
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             require_cluster_token,
@@ -244,6 +247,25 @@ async fn internal_forward(
 async fn internal_ping(State(s): State<AppState>, ApiJson(from): ApiJson<Ping>) -> Json<Ping> {
     s.node.observe_ping(&from);
     Json(s.node.ping_reply())
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultsBody {
+    /// Peers this node's outgoing calls must fail to (empty: heal).
+    block: Vec<String>,
+}
+
+async fn internal_faults(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<FaultsBody>,
+) -> Result<Response, ApiError> {
+    if !s.fault_injection {
+        return Err(ApiError::not_found(
+            "fault injection is off (start the node with --fault-injection)",
+        ));
+    }
+    s.node.peers().set_blocked(body.block);
+    Ok(Json(json!({ "node": s.node.me(), "blocked": s.node.peers().blocked() })).into_response())
 }
 
 async fn internal_local(

@@ -95,6 +95,7 @@ pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Mem
         node,
         metrics: Metrics::new(registry),
         token,
+        fault_injection: config.fault_injection,
     };
     Ok((state, members))
 }

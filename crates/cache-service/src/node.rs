@@ -270,6 +270,10 @@ impl Node {
         &self.inner.stats
     }
 
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
     pub fn memory(&self) -> &Memory {
         &self.inner.memory
     }

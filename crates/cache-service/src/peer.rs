@@ -61,6 +61,9 @@ pub struct LocalView {
 pub struct Peers {
     http: reqwest::Client,
     token: ClusterToken,
+    /// Fault injection (tests): peers this node's outgoing calls to fail
+    /// at once, as if the link in that direction were cut.
+    blocked: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>,
     /// Bound on a home request (covers the home's forwards and retries).
     home_timeout: Duration,
     /// Bound on a forward (covers a downgrade waiting for its grant).
@@ -82,6 +85,7 @@ impl Peers {
             .build()
             .expect("reqwest client builds");
         Self {
+            blocked: Default::default(),
             http,
             token,
             home_timeout,
@@ -105,7 +109,37 @@ impl Peers {
             .await
     }
 
+    /// Cut (or restore) this node's outgoing calls to `to` (fault
+    /// injection; see `--fault-injection`).
+    pub fn set_blocked(&self, to: Vec<NodeId>) {
+        *self.blocked.write().unwrap_or_else(|e| e.into_inner()) = to.into_iter().collect();
+    }
+
+    pub fn blocked(&self) -> Vec<NodeId> {
+        self.blocked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn check_link(&self, addr: &str) -> Result<()> {
+        if self
+            .blocked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(addr)
+        {
+            return Err(Error::Unavailable(format!(
+                "peer {addr}: link cut by fault injection"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn local(&self, addr: &str, key: &str) -> Result<LocalView> {
+        self.check_link(addr)?;
         let req = self
             .http
             .get(format!("http://{addr}/internal/cache/local"))
@@ -121,6 +155,7 @@ impl Peers {
         body: &B,
         timeout: Duration,
     ) -> Result<T> {
+        self.check_link(addr)?;
         let req = self
             .http
             .post(format!("http://{addr}{path}"))

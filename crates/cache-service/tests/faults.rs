@@ -14,6 +14,11 @@
 //!   linearizability checker (a miss is allowed any time, an older value
 //!   never).
 //!
+//! - the same traffic while the link between two nodes is cut in both
+//!   directions (fault injection in the nodes' transport): each suspects
+//!   the other, the third suspects neither — a peer suspecting the home of
+//!   a key while another does not.
+//!
 //! Bounded: every test runs a fixed schedule (about 20 s at most) with at
 //! most a fixed number of operations per client.
 
@@ -250,10 +255,41 @@ const CLIENTS_PER_NODE: usize = 2;
 /// Cap on operations per client (bounds the checker's work).
 const MAX_OPS_PER_CLIENT: usize = 150;
 
-/// Concurrent clients on every node while the nemesis pauses node 0 past
-/// the failure timeout, then kills and restarts node 1; returns each key's
-/// history and the number of reads that returned a value.
-async fn chaos(p: &mut Procs, seed: u64, keys: &[String]) -> (Vec<Vec<Event>>, usize) {
+/// What the nemesis does while the clients work.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Pause node 0 (home of key 0) past the failure timeout: the others
+    /// suspect it and move on while it still thinks it is home, then it
+    /// resumes with requests in flight. Then kill node 1 and restart it
+    /// (empty) before the others notice.
+    PauseThenRestart,
+    /// Cut the link between node 0 and node 1 in both directions: each
+    /// suspects the other (and the home of the other's keys) while node 2
+    /// suspects neither.
+    CutLink,
+}
+
+/// Cut (or heal, with `to` empty) node `i`'s outgoing calls to `to`.
+async fn block(p: &Procs, i: usize, to: &[&str]) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/internal/cache/faults", p.addrs[i]))
+        .header("authorization", "Bearer fault-token")
+        .json(&json!({ "block": to }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+}
+
+/// Concurrent clients on every node while the nemesis runs `fault`;
+/// returns each key's history and the number of reads that returned a
+/// value.
+async fn chaos(
+    p: &mut Procs,
+    seed: u64,
+    keys: &[String],
+    fault: Fault,
+) -> (Vec<Vec<Event>>, usize) {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let http = reqwest::Client::builder()
@@ -327,18 +363,26 @@ async fn chaos(p: &mut Procs, seed: u64, keys: &[String]) -> (Vec<Vec<Event>>, u
     }
     // The nemesis, while the clients work.
     let ft = Duration::from_millis(FAILURE_TIMEOUT_MS);
-    // 1. Pause node 0 (home of key 0) past the failure timeout: the
-    //    others suspect it and move on while it still thinks it is
-    //    home; then it resumes with requests in flight.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    p.stop(0);
-    tokio::time::sleep(ft * 3).await;
-    p.cont(0);
-    tokio::time::sleep(ft * 2).await;
-    // 2. Kill node 1 and restart it (empty) soon after.
-    p.kill(1);
-    tokio::time::sleep(ft / 2).await;
-    p.restart(1);
+    match fault {
+        Fault::PauseThenRestart => {
+            p.stop(0);
+            tokio::time::sleep(ft * 3).await;
+            p.cont(0);
+            tokio::time::sleep(ft * 2).await;
+            p.kill(1);
+            tokio::time::sleep(ft / 2).await;
+            p.restart(1);
+        }
+        Fault::CutLink => {
+            let (a, b) = (p.addrs[0].clone(), p.addrs[1].clone());
+            block(p, 0, &[b.as_str()]).await;
+            block(p, 1, &[a.as_str()]).await;
+            tokio::time::sleep(ft * 4).await;
+            block(p, 0, &[]).await;
+            block(p, 1, &[]).await;
+        }
+    }
     let all = p.addrs.clone();
     for c in &p.clients {
         wait_confirmed(c, &all, Duration::from_secs(20)).await;
@@ -358,14 +402,16 @@ async fn chaos(p: &mut Procs, seed: u64, keys: &[String]) -> (Vec<Vec<Event>>, u
     (per_key, values)
 }
 
-async fn chaos_is_linearizable(extra: &[&str], seed: u64) {
-    let mut p = Procs::start(extra).await;
+async fn chaos_is_linearizable(extra: &[&str], seed: u64, fault: Fault) {
+    let mut extra = extra.to_vec();
+    extra.push("--fault-injection");
+    let mut p = Procs::start(&extra).await;
     let keys: Vec<String> = vec![
         p.key_homed_on(0, &format!("chaos{seed}-a")),
         p.key_homed_on(1, &format!("chaos{seed}-b")),
     ];
     let started = Instant::now();
-    let (histories, values) = chaos(&mut p, seed, &keys).await;
+    let (histories, values) = chaos(&mut p, seed, &keys, fault).await;
     let ran = started.elapsed();
     for (k, h) in histories.iter().enumerate() {
         assert!(h.len() >= 30, "key {k} got only {} ops", h.len());
@@ -407,37 +453,36 @@ async fn chaos_is_linearizable(extra: &[&str], seed: u64) {
     }
 }
 
+const WRITE_BACK: [&str; 2] = ["--write-policy", "write-back"];
+const WRITE_THROUGH: [&str; 2] = ["--write-policy", "write-through"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_write_back_home_memory() {
-    chaos_is_linearizable(&["--write-policy", "write-back"], 1).await;
+    chaos_is_linearizable(&WRITE_BACK, 1, Fault::PauseThenRestart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_write_back_redis() {
     let r = Redis::start().await;
-    chaos_is_linearizable(
-        &[
-            "--write-policy",
-            "write-back",
-            "--redis-url",
-            r.url.as_str(),
-        ],
-        2,
-    )
-    .await;
+    let extra = [&WRITE_BACK[..], &["--redis-url", r.url.as_str()]].concat();
+    chaos_is_linearizable(&extra, 2, Fault::PauseThenRestart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_write_through_redis() {
     let r = Redis::start().await;
-    chaos_is_linearizable(
-        &[
-            "--write-policy",
-            "write-through",
-            "--redis-url",
-            r.url.as_str(),
-        ],
-        3,
-    )
-    .await;
+    let extra = [&WRITE_THROUGH[..], &["--redis-url", r.url.as_str()]].concat();
+    chaos_is_linearizable(&extra, 3, Fault::PauseThenRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_link_write_back_home_memory() {
+    chaos_is_linearizable(&WRITE_BACK, 4, Fault::CutLink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_link_write_back_redis() {
+    let r = Redis::start().await;
+    let extra = [&WRITE_BACK[..], &["--redis-url", r.url.as_str()]].concat();
+    chaos_is_linearizable(&extra, 5, Fault::CutLink).await;
 }

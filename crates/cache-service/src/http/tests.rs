@@ -268,3 +268,51 @@ async fn ttl_expires_values() {
     let (s, b) = call(&app, get("/api/cache/get?key=t")).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
 }
+
+#[tokio::test]
+async fn internal_routes_refuse_other_views_bad_keys_and_off_faults() {
+    let app = app(None).await;
+    let (_, c) = call(&app, get("/cluster")).await;
+    let view = c["view"]["id"].as_u64().unwrap();
+    assert!(view > 0 && c["view"]["confirmed"] == true, "{c}");
+    // A request routed by another view: 409 stale_view (the sender retries).
+    let body = |v: u64, key: &str| {
+        serde_json::json!({"key": key, "from": "127.0.0.1:1", "view": v, "request": {"op": "get_s"}})
+            .to_string()
+    };
+    let (s, b) = call(&app, post_json("/internal/cache/home", body(view - 1, "k"))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "stale_view");
+    let (s, b) = call(&app, post_json("/internal/cache/home", body(view, "k"))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["grant"], "absent");
+    // Bad keys on internal routes are 400s too, never 500s.
+    let (s, b) = call(&app, post_json("/internal/cache/home", body(view, ""))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // A forward from an older view is refused; from this view, obeyed.
+    let fwd = |v: u64| {
+        serde_json::json!({"key": "k", "from": "x:1", "view": v,
+            "forward": {"kind": "invalidate", "epoch": 1, "force": true}})
+        .to_string()
+    };
+    let (s, b) = call(&app, post_json("/internal/cache/forward", fwd(view - 1))).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (StatusCode::CONFLICT, &json!("stale_view"))
+    );
+    let (s, _) = call(&app, post_json("/internal/cache/forward", fwd(view))).await;
+    assert_eq!(s, StatusCode::OK);
+    // Fault injection is off unless asked for.
+    let (s, b) = call(
+        &app,
+        post_json("/internal/cache/faults", r#"{"block":["127.0.0.1:2"]}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert_eq!(b["error"]["code"], "not_found");
+    // The stats and metrics show the view and the memory bounds.
+    let (_, st) = call(&app, get("/stats")).await;
+    assert_eq!(st["view"], view);
+    assert_eq!(st["max_memory_entries"], 100_000);
+    assert_eq!(st["memory_evictions"], 0);
+}
