@@ -65,10 +65,15 @@ async fn start_cluster() -> Vec<String> {
         cfg.failure_timeout_ms = 5000;
         tokio::spawn(cache_service::run(cfg, l, std::future::pending()));
     }
+    // Wait until every node serves: its membership view is confirmed by a
+    // majority (one failure timeout after the view is agreed).
     for a in &addrs {
         let c = CacheClient::new(a);
-        for _ in 0..200 {
-            if c.cluster().await.is_ok() {
+        for _ in 0..3000 {
+            if c.cluster()
+                .await
+                .is_ok_and(|v| v["view"]["confirmed"] == true)
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -159,10 +164,23 @@ async fn main() {
     let gets_per_s = done.load(Ordering::Relaxed) as f64 / elapsed;
 
     // The cache itself, without HTTP: a local hit through `Node::get`.
-    let cfg = Config::for_test("127.0.0.1:1", &[]);
+    let mut cfg = Config::for_test("127.0.0.1:1", &[]);
+    cfg.heartbeat_ms = 10;
+    cfg.failure_timeout_ms = 100;
     let (state, _members) = cache_service::build(&cfg, "127.0.0.1:1".into())
         .await
         .unwrap();
+    // A node of one confirms its own view once settled; keep it confirmed.
+    let node = state.node.clone();
+    tokio::spawn(async move {
+        loop {
+            node.heartbeat_round().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    while !state.node.authorized() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     state.node.set("hot", json!({"v": 1}), None).await.unwrap();
     const IN_PROCESS_GETS: u32 = 200_000;
     let t = Instant::now();

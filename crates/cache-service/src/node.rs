@@ -292,7 +292,13 @@ impl Node {
 
     /// Whether this node's view is confirmed by a majority right now.
     pub fn authorized(&self) -> bool {
-        self.mono_ms() < self.inner.authorized_until.load(Ordering::Acquire)
+        self.authorized_at(self.mono_ms())
+    }
+
+    /// [`Node::authorized`] at monotonic time `mono_ms` (one clock read per
+    /// hit).
+    fn authorized_at(&self, mono_ms: u64) -> bool {
+        mono_ms < self.inner.authorized_until.load(Ordering::Acquire)
     }
 
     /// How long a client operation keeps re-routing before answering 503.
@@ -312,8 +318,9 @@ impl Node {
         let deadline = self.route_deadline();
         loop {
             let (now, mono) = (self.now_ms(), self.mono_ms());
-            let hit = lock(&self.inner.lines)
-                .lookup_if(key, now, |h| self.authorized() && self.lease_ok(h, mono));
+            let hit = lock(&self.inner.lines).lookup_if(key, now, |h| {
+                self.authorized_at(mono) && self.lease_ok(h, mono)
+            });
             if let Lookup::Hit(_, data) = hit {
                 self.inner.stats.hits.inc();
                 return Ok((data, true));
@@ -342,7 +349,7 @@ impl Node {
             let mono = self.mono_ms();
             let local =
                 lock(&self.inner.lines).write_owned_if(key, value.clone(), expires_at_ms, |h| {
-                    self.authorized() && self.lease_ok(h, mono)
+                    self.authorized_at(mono) && self.lease_ok(h, mono)
                 });
             if let Some((version, ev)) = local {
                 self.after_evictions(ev);
