@@ -7,6 +7,18 @@
 //!
 //! - [`history`]: operations and faults as recorded (JSON lines).
 //! - [`check`]: pure checkers over a history, one per promise.
+//! - [`system`]: the services as real processes, killed, paused and
+//!   restarted by PID.
+//! - [`nemesis`]: the seeded schedule of faults.
+//! - [`workload`]: the clients and what they record.
+//! - [`netns`]: the lock nodes' private network, for partitions.
+//! - [`faultfs`]: the `LD_PRELOAD` shim that makes a process's disk slow,
+//!   failing or full.
 
 pub mod check;
+pub mod faultfs;
 pub mod history;
+pub mod nemesis;
+pub mod netns;
+pub mod system;
+pub mod workload;

@@ -1,7 +1,7 @@
 //! A real three-node lock cluster for the black-box tests: `lock-service`
 //! processes on 127.0.0.1, real HTTP, real signals, and optionally a
-//! fault-injecting disk under each node (`faultfs.c`, an `LD_PRELOAD` shim
-//! this module builds with `cc`).
+//! fault-injecting disk under each node (`chaos::faultfs`, an
+//! `LD_PRELOAD` shim built with `cc`).
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
@@ -29,24 +29,11 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// The fault shim, compiled once per test binary (into a unique file, then
-/// renamed, so concurrent test processes never load a half-written one).
+/// The fault shim (chaos's `faultfs`), compiled once per test binary.
 pub fn faultfs() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/faultfs.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libfaultfs.so");
-        let tmp = out.with_extension(format!("so.{}", std::process::id()));
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .args(["-ldl", "-lpthread"])
-            .status()
-            .expect("run cc to build the fault shim");
-        assert!(status.success(), "building {}", src.display());
-        std::fs::rename(&tmp, &out).unwrap();
-        out
+        chaos::faultfs::build(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("build the fault shim")
     })
 }
 
@@ -118,8 +105,8 @@ impl Cluster {
         self.dir.path().join(format!("faultfs-{id}.ctl"))
     }
 
-    /// Set node `id`'s disk fault (a line as `faultfs.c` describes it:
-    /// "ok", "slow MS", "eio N [MS]", "enospc N"); it applies from the
+    /// Set node `id`'s disk fault (a line as chaos's `faultfs.c` describes
+    /// it: "ok", "slow MS", "eio N [MS]", "enospc N"); it applies from the
     /// node's next sync or write on.
     pub fn fault(&self, id: u64, how: &str) {
         assert!(self.faulty, "the cluster was not started on the fault shim");

@@ -1,6 +1,7 @@
 /*
  * faultfs: an LD_PRELOAD shim that makes one process's disk slow, failing
- * or full, for the fault tests (built by tests/support/mod.rs with cc).
+ * or full, for the fault tests and the chaos suite (built at run time with
+ * cc by faultfs.rs).
  *
  * The process reads the file named by FAULTFS_CTL at every intercepted call,
  * so a test changes the fault while the process runs. One line:
