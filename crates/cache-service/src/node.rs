@@ -864,10 +864,17 @@ impl Node {
 
     pub fn ping_reply(&self) -> Ping {
         let report = lock(&self.inner.views).report(self.mono_ms());
+        let suspects = lock(&self.inner.membership)
+            .peers()
+            .iter()
+            .filter(|(_, p)| !p.alive)
+            .map(|(id, _)| id.clone())
+            .collect();
         Ping {
             node: self.me().to_string(),
             incarnation: self.inner.incarnation,
             view: report,
+            suspects,
         }
     }
 
@@ -881,7 +888,10 @@ impl Node {
         if let Some(r) = &from.view {
             let configured = lock(&self.inner.views).configured().contains(&from.node);
             if configured {
-                self.with_views(|v, now| v.offer(&r.view, now));
+                self.with_views(|v, now| {
+                    v.observe_suspects(&from.node, &from.suspects);
+                    v.offer(&r.view, now)
+                });
             }
         }
     }
@@ -923,7 +933,10 @@ impl Node {
                         now,
                     );
                     self.apply_change(change);
-                    self.with_views(|v, now| v.observe_reply(peer, reply.view.as_ref(), sent, now));
+                    self.with_views(|v, now| {
+                        v.observe_suspects(peer, &reply.suspects);
+                        v.observe_reply(peer, reply.view.as_ref(), sent, now)
+                    });
                 }
                 _ => {}
             }

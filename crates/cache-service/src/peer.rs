@@ -41,6 +41,9 @@ pub struct Ping {
     /// The sender's accepted view, and whether it is settled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<ViewReport>,
+    /// The peers the sender's failure detector suspects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspects: Vec<NodeId>,
 }
 
 /// One node's own view of a key (`GET /internal/cache/local`).

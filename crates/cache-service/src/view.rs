@@ -5,9 +5,15 @@
 //!
 //! A **view** is a numbered set of live nodes; the ring of homes is built
 //! over it. Every node holds one *accepted* view and gossips it on every
-//! heartbeat; a node adopts any view numbered above its own. A node whose
-//! failure detector disagrees with its view proposes the next number with
-//! its own live set (it accepts it itself; the heartbeats spread it). A
+//! heartbeat; a node adopts any view numbered above its own. A node proposes
+//! the next number (it accepts it itself; the heartbeats spread it) when the
+//! live set it would propose differs from its view's. That live set is the
+//! configured nodes minus those **a majority suspects**: heartbeats also
+//! carry each node's suspicions, and a node counts its own plus those of the
+//! peers its failure detector hears. So one node that cannot reach another
+//! (a cut link) does not evict it, and two nodes suspecting each other do
+//! not make views flap; their shared keys wait instead. A node that hears
+//! fewer than a majority proposes nothing (it could not be confirmed). A
 //! node accepts at most one view per number, so at most one live set per
 //! number can gather a majority.
 //!
@@ -121,6 +127,8 @@ pub struct Views {
     started_ms: u64,
     last_proposal_ms: Option<u64>,
     seen: BTreeMap<NodeId, Seen>,
+    /// The latest suspicions each peer reported.
+    suspicions: BTreeMap<NodeId, Vec<NodeId>>,
 }
 
 impl Views {
@@ -134,6 +142,7 @@ impl Views {
             started_ms: now_ms,
             last_proposal_ms: None,
             seen: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
         }
     }
 
@@ -151,6 +160,7 @@ impl Views {
         c.sort();
         c.dedup();
         self.seen.retain(|n, _| c.contains(n));
+        self.suspicions.retain(|n, _| c.contains(n));
         self.configured = c;
     }
 
@@ -219,6 +229,45 @@ impl Views {
         t
     }
 
+    /// `peer` reported (on a ping or a reply) the nodes its failure
+    /// detector suspects.
+    pub fn observe_suspects(&mut self, peer: &str, suspects: &[NodeId]) {
+        if self.configured.iter().any(|c| c == peer) {
+            self.suspicions.insert(peer.to_string(), suspects.to_vec());
+        }
+    }
+
+    /// The live set this node would propose: configured nodes that fewer
+    /// than a majority suspect, counting this node's detector (`reachable`:
+    /// the nodes it considers up) and the reports of the peers in
+    /// `reachable`. `None` when fewer than a majority are reachable.
+    fn wanted_live(&self, reachable: &[NodeId]) -> Option<Vec<NodeId>> {
+        let reachable: Vec<&NodeId> = self
+            .configured
+            .iter()
+            .filter(|c| reachable.contains(c) || **c == self.me)
+            .collect();
+        if reachable.len() < self.quorum() {
+            return None;
+        }
+        let suspected_by = |x: &NodeId| {
+            let mine = usize::from(!reachable.contains(&x));
+            let theirs = reachable
+                .iter()
+                .filter(|p| ***p != self.me)
+                .filter(|p| self.suspicions.get(**p).is_some_and(|s| s.contains(x)))
+                .count();
+            mine + theirs
+        };
+        Some(
+            self.configured
+                .iter()
+                .filter(|x| **x == self.me || suspected_by(x) < self.quorum())
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Until when (exclusive, ms) this node may act in its accepted view,
     /// as known at `now_ms`; 0 when it may not act at all.
     pub fn authorized_until(&self, now_ms: u64) -> u64 {
@@ -242,23 +291,19 @@ impl Views {
 
     /// A view to propose now, if any: a genesis view when this node has
     /// heard of none for `genesis_wait_ms`, else the next number with the
-    /// failure detector's live set when that differs from the view's (at
-    /// most once per `propose_gap_ms`), or when the view has stayed
-    /// unconfirmed for that long (a split between competing proposals).
-    /// The caller offers it to itself; heartbeats spread it.
+    /// live set it wants (see [`Views::wanted_live`]; `reachable` is what
+    /// its failure detector considers up) when that differs from the
+    /// view's — at most once per `propose_gap_ms` — or when the view has
+    /// stayed unconfirmed for that long (a split between competing
+    /// proposals). Nothing when fewer than a majority are reachable. The
+    /// caller offers it to itself; heartbeats spread it.
     pub fn proposal(
         &mut self,
-        detector_live: &[NodeId],
+        reachable: &[NodeId],
         now_ms: u64,
         wall_ms: u64,
     ) -> Option<ViewInfo> {
-        let mut live: Vec<NodeId> = detector_live
-            .iter()
-            .filter(|n| self.configured.contains(n))
-            .cloned()
-            .collect();
-        live.sort();
-        live.dedup();
+        let live = self.wanted_live(reachable)?;
         let id = match &self.accepted {
             None if now_ms >= self.started_ms + self.timing.genesis_wait_ms => {
                 wall_ms << GENESIS_SHIFT
@@ -322,6 +367,7 @@ mod tests {
         let mut a = node("a");
         assert_eq!(a.proposal(&ids(&["a", "b", "c"]), 10, 5), None);
         let g = a.proposal(&ids(&["a", "b", "c", "zz"]), 30, 5).unwrap();
+        // (an unconfigured node is never part of a view)
         assert_eq!(g, view(5 << GENESIS_SHIFT, &["a", "b", "c"]));
         assert!(a.offer(&g, 30).is_some());
         assert!(a.offer(&g, 31).is_none(), "same number twice: no");
@@ -381,7 +427,9 @@ mod tests {
         a.observe_reply("b", b.report(t_ping).as_ref(), t_ping, t_ping + 1);
         let a_until = a.authorized_until(t_ping + 1);
         assert_eq!(a_until, t_ping + T.valid_ms);
-        // c proposes 8 and b adopts it right after answering a.
+        // c proposes 8 (b told it a is down too) and b adopts it right
+        // after answering a.
+        c.observe_suspects("b", &ids(&["a"]));
         let p = c.proposal(&ids(&["b", "c"]), t_ping, 9).unwrap();
         assert_eq!(p, v8);
         c.offer(&p, t_ping);
@@ -402,17 +450,51 @@ mod tests {
     }
 
     #[test]
-    fn a_detector_change_proposes_the_next_number_at_most_once_per_gap() {
-        let mut a = node("a");
-        a.offer(&view(7, &["a", "b", "c"]), 0);
-        assert_eq!(a.proposal(&ids(&["a", "b", "c"]), 10, 0), None);
-        let p = a.proposal(&ids(&["a", "b"]), 20, 0).unwrap();
-        assert_eq!(p, view(8, &["a", "b"]));
+    fn a_majority_suspicion_proposes_the_next_number_at_most_once_per_gap() {
+        let mut a = Views::new("a".into(), T, 0);
+        a.set_configured(&ids(&["a", "b", "c", "d", "e"]));
+        a.offer(&view(7, &["a", "b", "c", "d", "e"]), 0);
+        let all = ids(&["a", "b", "c", "d", "e"]);
+        assert_eq!(a.proposal(&all, 10, 0), None);
+        // a alone suspects e: not enough.
+        let up = ids(&["a", "b", "c", "d"]);
+        assert_eq!(a.proposal(&up, 20, 0), None);
+        // b and c (which a hears) suspect e too: e goes.
+        a.observe_suspects("b", &ids(&["e"]));
+        a.observe_suspects("c", &ids(&["e", "d"]));
+        let p = a.proposal(&up, 20, 0).unwrap();
+        assert_eq!(p, view(8, &["a", "b", "c", "d"]));
         assert!(a.offer(&p, 20).unwrap().continuous());
-        assert_eq!(a.proposal(&ids(&["a"]), 50, 0), None, "too soon");
-        assert_eq!(a.proposal(&ids(&["a"]), 120, 0), Some(view(9, &["a"])));
+        // d down too, seen by a, c, and now b.
+        a.observe_suspects("b", &ids(&["e", "d"]));
+        let up = ids(&["a", "b", "c"]);
+        assert_eq!(a.proposal(&up, 50, 0), None, "too soon");
+        assert_eq!(a.proposal(&up, 120, 0), Some(view(9, &["a", "b", "c"])));
         // A jump over a number is not continuous.
         assert!(!a.offer(&view(11, &["a"]), 130).unwrap().continuous());
+    }
+
+    #[test]
+    fn two_nodes_suspecting_each_other_evict_nobody() {
+        // The link a-b is cut; c hears both. a suspects b, b suspects a.
+        let all = ids(&["a", "b", "c"]);
+        let (mut a, mut b) = (node("a"), node("b"));
+        a.offer(&view(7, &["a", "b", "c"]), 0);
+        b.offer(&view(7, &["a", "b", "c"]), 0);
+        a.observe_suspects("c", &[]);
+        b.observe_suspects("c", &[]);
+        assert_eq!(a.proposal(&ids(&["a", "c"]), 250, 0), None);
+        assert_eq!(b.proposal(&ids(&["b", "c"]), 250, 0), None);
+        // A node hearing no majority proposes nothing, not even when stuck.
+        let mut m = node("a");
+        m.offer(&view(7, &["a", "b", "c"]), 0);
+        assert_eq!(m.proposal(&ids(&["a"]), 10_000, 0), None);
+        // c, hearing both, keeps everyone.
+        let mut c = node("c");
+        c.offer(&view(7, &["a", "b", "c"]), 0);
+        c.observe_suspects("a", &ids(&["b"]));
+        c.observe_suspects("b", &ids(&["a"]));
+        assert_eq!(c.proposal(&all, 250, 0), None);
     }
 
     #[test]
