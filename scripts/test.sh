@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's one test command (README, CI): format, lints, every Rust
-# test, then the compose topology in real containers.
+# test, the short fault suite, then the compose topology in real containers.
 #
 # Tests need a real `redis-server` on PATH (the queue and cache suites start
 # throwaway servers on free ports); scripts/install-deps.sh installs it. The
@@ -23,6 +23,16 @@ echo "== cargo nextest"
 # Cluster tests start several nodes each; on a 2-core machine running too
 # many at once only produces election timeouts, not coverage.
 cargo nextest run --workspace --no-fail-fast --test-threads "${TEST_THREADS:-2}" "$@"
+
+# The fault suite, short: every workload under every fault kind, checked
+# (crates/chaos; a failing run keeps its history and logs under run/chaos).
+# Debug binaries: nextest just built them. SKIP_CHAOS=1 leaves it out.
+if [ -n "${SKIP_CHAOS:-}" ]; then
+  echo "== chaos suite skipped (SKIP_CHAOS set)"
+else
+  echo "== chaos suite (short)"
+  PROFILE=debug bash scripts/chaos.sh --short
+fi
 
 # The compose topology in real containers (images built locally, no
 # registry): on machines with a Docker engine, which this project's CI

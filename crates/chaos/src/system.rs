@@ -457,16 +457,30 @@ impl System {
         let deadline = Instant::now() + within;
         let url = format!("{}/health", self.gateway_url());
         loop {
-            let healthy =
-                matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success());
-            if healthy && self.lock_leader().await.is_some() {
+            let health = match self.http.get(&url).send().await {
+                Ok(r) => (r.status().is_success(), r.text().await.unwrap_or_default()),
+                Err(e) => (false, e.to_string()),
+            };
+            if health.0 && self.lock_leader().await.is_some() {
                 return Ok(());
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the system did not become healthy within {within:?} (see {})",
-                self.opts.dir.join("logs").display()
-            );
+            if Instant::now() >= deadline {
+                let mut locks = Vec::new();
+                for n in self.names(Kind::Lock) {
+                    let v = match self.get_json(&n, "/cluster").await {
+                        Ok(v) => v.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    locks.push(format!("{n}: {v}"));
+                }
+                anyhow::bail!(
+                    "the system did not become healthy within {within:?} (see {}); \
+                     gateway /health: {}; lock nodes: {}",
+                    self.opts.dir.join("logs").display(),
+                    health.1,
+                    locks.join("; ")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
