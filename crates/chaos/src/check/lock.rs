@@ -462,6 +462,13 @@ fn tokens_grow(resource: &str, grants: &[&Grant], v: &mut Violations) {
 /// Rule 3.
 fn fencing(ops: &[&Op], grants: &[Grant], v: &mut Violations, stats: &mut Stats) {
     let mut accepted: BTreeMap<String, Vec<Tokened>> = BTreeMap::new();
+    let mut grants_of: HashMap<(&str, &str), Vec<&Grant>> = HashMap::new();
+    for g in grants {
+        grants_of
+            .entry((&g.resource, &g.owner))
+            .or_default()
+            .push(g);
+    }
     for op in ops.iter().filter(|o| o.f == "fenced_write") {
         match op.outcome {
             Outcome::Ok => stats.fenced_accepted += 1,
@@ -484,10 +491,9 @@ fn fencing(ops: &[&Op], grants: &[Grant], v: &mut Violations, stats: &mut Stats)
             );
             continue;
         };
-        let granted = grants.iter().any(|g| {
-            g.resource == resource
-                && g.owner == owner
-                && g.invoke_us <= op.complete_us
+        let mine = grants_of.get(&(resource.as_str(), owner.as_str()));
+        let granted = mine.into_iter().flatten().any(|g| {
+            g.invoke_us <= op.complete_us
                 && match g.ok {
                     Some(ok) => ok.token == token,
                     None => g.unknown,
