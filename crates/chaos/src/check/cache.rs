@@ -35,7 +35,7 @@
 //! and per remembered configuration; two different configurations share a
 //! hash with probability 2⁻¹²⁸ per pair.
 //!
-//! Three reductions keep the search small and do not change the answer:
+//! These reductions keep the search small and do not change the answer:
 //! - a miss is dropped: it fits any state at any instant and changes
 //!   nothing, so a history is linearizable with it iff without it;
 //! - an Unknown set whose value no Ok get returned is dropped: linearizing
@@ -46,7 +46,18 @@
 //!   value never comes back, so that branch is dead. Without this prune,
 //!   k concurrent Unknown sets that are read later cost 2^k
 //!   configurations (every subset of them placed early); with it, the
-//!   search follows the reads.
+//!   search follows the reads;
+//! - a read that fits the current value, and a set nobody read placed
+//!   when the current value has no reads left, are placed greedily, with
+//!   no alternative tried: if any linearization extends the configuration,
+//!   one places that op next (an exchange argument, in `search`). This
+//!   keeps concurrent reads of one value, and concurrent unread sets, from
+//!   multiplying configurations.
+//!
+//! Measured in a debug build on generated 3000-op keys: 8 to 64
+//! concurrent clients check in 10–50 ms when linearizable; a violation
+//! the patterns below miss takes the search about 0.1 s with 32 clients,
+//! and with 64 clients on one key may exhaust the budget.
 //!
 //! The search is bounded by [`DEFAULT_BUDGET`] steps per key. A key whose
 //! search runs out is reported as "unknown (search budget exhausted)" in
