@@ -130,7 +130,7 @@ pub async fn run(
     schedule: &Schedule,
     until: tokio::time::Instant,
 ) -> anyhow::Result<Vec<(FaultKind, String)>> {
-    let mut rng = StdRng::seed_from_u64(schedule.seed ^ 0x6e65_6d65_7369_73);
+    let mut rng = StdRng::seed_from_u64(schedule.seed ^ 0x006e_656d_6573_6973);
     let mut order = schedule.kinds.clone();
     // A seeded shuffle (Fisher-Yates) for the first round.
     for i in (1..order.len()).rev() {
