@@ -111,6 +111,11 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
         })
         .await;
     }
+    // Homes move with the next view, confirmed by A and C (a majority).
+    let survivors = [addrs[0].clone(), addrs[2].clone()];
+    for cl in [a, c] {
+        common::wait_confirmed(cl, &survivors, Duration::from_secs(15)).await;
+    }
     // k has a new home among the living, and writes/reads work and are fresh.
     let line = a.line(&k).await.unwrap();
     assert_ne!(line["home"], addrs[1].as_str(), "{line}");
@@ -137,6 +142,9 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
             alive_in_view(cl, &addrs[1]).await == Some(true)
         })
         .await;
+    }
+    for cl in &clients {
+        common::wait_confirmed(cl, &addrs, Duration::from_secs(15)).await;
     }
     let stats = b.stats().await.unwrap();
     assert_eq!(stats["entries"], 0, "{stats}");
@@ -172,6 +180,7 @@ async fn write_through_with_redis_loses_nothing_when_a_node_dies() {
             alive_in_view(cl, &addrs[2]).await == Some(false)
         })
         .await;
+        common::wait_confirmed(cl, &addrs[..2], Duration::from_secs(15)).await;
     }
     for (i, k) in keys.iter().enumerate() {
         for cl in &clients[..2] {
