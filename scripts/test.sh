@@ -3,15 +3,16 @@
 # test, the short fault suite, then the compose topology in real containers.
 #
 # Tests need a real `redis-server` on PATH (the queue and cache suites start
-# throwaway servers on free ports); scripts/install-deps.sh installs it. The
-# compose test builds its images itself (scripts/build-images.sh).
+# throwaway servers on free ports), and the fault suite iptables, iproute2
+# and a C compiler; scripts/install-deps.sh installs them (run first, below).
+# The compose test builds its images itself (scripts/build-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found: run scripts/install-deps.sh first" >&2
-  exit 1
-fi
+# What the tests need beyond cargo (Redis, iptables, iproute2, cc):
+# installed here, idempotently, so this one command is all a fresh machine
+# needs.
+bash scripts/install-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
