@@ -1,6 +1,6 @@
 //! A private network for the lock nodes, so the nemesis can cut links
 //! between them: each node runs in a network namespace of its own with one
-//! address (`10.214.0.i` on its loopback), joined to every other node and
+//! address (`10.214.N.i` on its loopback, N from the run's PID), joined to every other node and
 //! to this host by point-to-point veth pairs with a route per peer. Nothing
 //! is bridged, so the host's firewall (Docker's `FORWARD DROP`) never sees
 //! the traffic, and nothing leaves these namespaces.
@@ -16,16 +16,17 @@
 
 use std::process::Command;
 
-/// The first three octets of the nodes' addresses.
-const PREFIX: &str = "10.214.0";
-/// The host's own address on this network.
-const HOST: &str = "10.214.0.254";
+/// The first two octets of the nodes' addresses; the third is the run's
+/// own (from its PID), so concurrent runs on one host do not collide.
+const NETWORK: &str = "10.214";
 
 /// The namespaces of one run.
 #[derive(Debug)]
 pub struct Net {
     tag: String,
     nodes: usize,
+    /// `10.214.N`: node `i` is `10.214.N.i`, the host `10.214.N.254`.
+    prefix: String,
 }
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -42,14 +43,19 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
 impl Net {
     /// Create `nodes` namespaces, fully meshed, reachable from this host.
     pub fn create(nodes: usize) -> anyhow::Result<Net> {
-        let tag = format!("dsc{}", std::process::id());
+        let pid = std::process::id();
+        let tag = format!("dsc{pid}");
+        let prefix = format!("{NETWORK}.{}", pid % 250);
         let net = Net {
             tag: tag.clone(),
             nodes,
+            prefix: prefix.clone(),
         };
+        let host = net.host();
+        let (host, prefix) = (host.as_str(), prefix.as_str());
         let ns = |i: usize| format!("{tag}-{i}");
         for i in 1..=nodes {
-            let (n, me) = (ns(i), format!("{PREFIX}.{i}"));
+            let (n, me) = (ns(i), format!("{prefix}.{i}"));
             run(&["ip", "netns", "add", &n])?;
             net.exec(i, &["ip", "link", "set", "lo", "up"])?;
             net.exec(i, &["ip", "addr", "add", &format!("{me}/32"), "dev", "lo"])?;
@@ -65,7 +71,7 @@ impl Net {
                     "ip",
                     "route",
                     "add",
-                    &format!("{HOST}/32"),
+                    &format!("{host}/32"),
                     "dev",
                     "host",
                     "src",
@@ -78,7 +84,7 @@ impl Net {
             "ip",
             "addr",
             "add",
-            &format!("{HOST}/32"),
+            &format!("{host}/32"),
             "dev",
             &format!("{tag}r1"),
         ])?;
@@ -87,11 +93,11 @@ impl Net {
                 "ip",
                 "route",
                 "add",
-                &format!("{PREFIX}.{i}/32"),
+                &format!("{prefix}.{i}/32"),
                 "dev",
                 &format!("{tag}r{i}"),
                 "src",
-                HOST,
+                host,
             ])?;
         }
         for i in 1..=nodes {
@@ -120,11 +126,11 @@ impl Net {
                         "ip",
                         "route",
                         "add",
-                        &format!("{PREFIX}.{j}/32"),
+                        &format!("{prefix}.{j}/32"),
                         "dev",
                         &pj,
                         "src",
-                        &format!("{PREFIX}.{i}"),
+                        &format!("{prefix}.{i}"),
                     ],
                 )?;
                 net.exec(
@@ -133,11 +139,11 @@ impl Net {
                         "ip",
                         "route",
                         "add",
-                        &format!("{PREFIX}.{i}/32"),
+                        &format!("{prefix}.{i}/32"),
                         "dev",
                         &pi,
                         "src",
-                        &format!("{PREFIX}.{j}"),
+                        &format!("{prefix}.{j}"),
                     ],
                 )?;
             }
@@ -146,8 +152,13 @@ impl Net {
     }
 
     /// Node `i`'s address.
-    pub fn addr(i: usize) -> String {
-        format!("{PREFIX}.{i}")
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}.{i}", self.prefix)
+    }
+
+    /// This host's address on the network.
+    fn host(&self) -> String {
+        format!("{}.254", self.prefix)
     }
 
     /// The command prefix that runs a program inside node `i`'s namespace.
@@ -165,7 +176,7 @@ impl Net {
     /// Cut the link between nodes `a` and `b` both ways.
     pub fn cut(&self, a: usize, b: usize) -> anyhow::Result<()> {
         for (x, y) in [(a, b), (b, a)] {
-            let peer = Self::addr(y);
+            let peer = self.addr(y);
             self.exec(x, &["iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP"])?;
             self.exec(x, &["iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP"])?;
         }
@@ -175,7 +186,7 @@ impl Net {
     /// Node `from` can no longer open (or use) connections to `to`; `to`
     /// can still call `from` and get its answers.
     pub fn cut_one_way(&self, from: usize, to: usize) -> anyhow::Result<()> {
-        let peer = Self::addr(to);
+        let peer = self.addr(to);
         self.exec(
             from,
             &[

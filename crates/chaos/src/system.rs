@@ -96,11 +96,11 @@ impl System {
         ] {
             ports.insert(name, format!("127.0.0.1:{}", free_port()?));
         }
-        if net.is_some() {
+        if let Some(net) = &net {
             for i in 1..=3 {
                 ports.insert(
                     ["lock-1", "lock-2", "lock-3"][i - 1],
-                    format!("{}:7001", Net::addr(i)),
+                    format!("{}:7001", net.addr(i)),
                 );
             }
         }
