@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::history::{Outcome, Recorder};
+use crate::history::{Outcome, Pending, Recorder};
 
 /// The lock resources, queues and cache keys the workloads use.
 pub const LOCKS: [&str; 3] = ["L0", "L1", "L2"];
@@ -48,6 +48,40 @@ fn outcome_of(e: &client::Error) -> (Outcome, Value) {
         Some(s) if (400..500).contains(&s) && s != 408 => (Outcome::Fail, out),
         _ => (Outcome::Unknown, out),
     }
+}
+
+/// Record how a call ended and hand back its result: a success is Ok with
+/// the output `ok` makes of it; an error is classified by [`outcome_of`].
+fn finish<T>(
+    rec: &Recorder,
+    p: Pending,
+    res: Result<T, client::Error>,
+    ok: impl FnOnce(&T) -> Value,
+) -> Option<T> {
+    match res {
+        Ok(v) => {
+            rec.complete(p, Outcome::Ok, ok(&v));
+            Some(v)
+        }
+        Err(e) => {
+            let (o, out) = outcome_of(&e);
+            rec.complete(p, o, out);
+            None
+        }
+    }
+}
+
+/// [`finish`] for a read: it changes nothing, so any error is a Fail.
+fn finish_read<T>(
+    rec: &Recorder,
+    p: Pending,
+    res: Result<T, client::Error>,
+    ok: impl FnOnce(&T) -> Value,
+) {
+    match res {
+        Ok(v) => rec.complete(p, Outcome::Ok, ok(&v)),
+        Err(e) => rec.complete(p, Outcome::Fail, outcome_of(&e).1),
+    };
 }
 
 /// A client whose calls through the gateway give up after [`CALL_TIMEOUT`].
@@ -110,20 +144,14 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
             let p = run
                 .rec
                 .invoke(&process, "lock", "read", json!({ "resource": resource }));
-            match c.lock_state(resource).await {
-                Ok(s) => {
-                    let holders: Vec<Value> = s
-                        .holders
-                        .iter()
-                        .map(|h| json!({ "owner": h.owner, "mode": h.mode, "token": h.token, "expires_at_ms": h.expires_at_ms }))
-                        .collect();
-                    run.rec
-                        .complete(p, Outcome::Ok, json!({ "holders": holders }));
-                }
-                Err(e) => {
-                    run.rec.complete(p, Outcome::Fail, outcome_of(&e).1);
-                }
-            }
+            finish_read(&run.rec, p, c.lock_state(resource).await, |s| {
+                let holders: Vec<Value> = s
+                    .holders
+                    .iter()
+                    .map(|h| json!({ "owner": h.owner, "mode": h.mode, "token": h.token, "expires_at_ms": h.expires_at_ms }))
+                    .collect();
+                json!({ "holders": holders })
+            });
             continue;
         }
         let mode = if rng.gen_bool(0.7) {
@@ -146,20 +174,14 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
             json!({ "resource": resource, "owner": owner, "mode": mode, "ttl_ms": LOCK_TTL_MS,
                     "wait_ms": 1_000, "request_id": req.request_id }),
         );
-        let token = match c.acquire(&req).await {
-            Ok(g) => {
-                run.rec.complete(
-                    p,
-                    Outcome::Ok,
-                    json!({ "token": g.token, "expires_at_ms": g.expires_at_ms }),
-                );
-                g.token
-            }
-            Err(e) => {
-                let (o, out) = outcome_of(&e);
-                run.rec.complete(p, o, out);
-                continue;
-            }
+        let granted = finish(
+            &run.rec,
+            p,
+            c.acquire(&req).await,
+            |g| json!({ "token": g.token, "expires_at_ms": g.expires_at_ms }),
+        );
+        let Some(token) = granted.map(|g| g.token) else {
+            continue;
         };
         // A holder that stalls past its lease (a GC pause, a swapped-out
         // process) and then writes: the register must refuse it if anyone
@@ -182,16 +204,14 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
                 ttl_ms: Some(LOCK_TTL_MS),
                 request_id: Some(format!("{owner}-{n}-renew")),
             };
-            match c.renew(&req).await {
-                Ok(r) => {
-                    run.rec
-                        .complete(p, Outcome::Ok, json!({ "expires_at_ms": r.expires_at_ms }));
-                    fenced_write(&run, &process, &register, resource, &owner, token);
-                }
-                Err(e) => {
-                    let (o, out) = outcome_of(&e);
-                    run.rec.complete(p, o, out);
-                }
+            let renewed = finish(
+                &run.rec,
+                p,
+                c.renew(&req).await,
+                |r| json!({ "expires_at_ms": r.expires_at_ms }),
+            );
+            if renewed.is_some() {
+                fenced_write(&run, &process, &register, resource, &owner, token);
             }
         }
         let p = run.rec.invoke(
@@ -206,15 +226,7 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
             token,
             request_id: Some(format!("{owner}-{n}-release")),
         };
-        match c.release(&req).await {
-            Ok(_) => {
-                run.rec.complete(p, Outcome::Ok, Value::Null);
-            }
-            Err(e) => {
-                let (o, out) = outcome_of(&e);
-                run.rec.complete(p, o, out);
-            }
-        }
+        finish(&run.rec, p, c.release(&req).await, |_| Value::Null);
     }
 }
 
@@ -260,16 +272,11 @@ pub async fn queue_producer(run: Run, id: usize, c: Client, next: Arc<AtomicU64>
             payload: Some(json!({ "v": value })),
             ..Default::default()
         };
-        match c.enqueue(&req).await {
-            Ok(r) => {
-                run.rec
-                    .complete(p, Outcome::Ok, serde_json::to_value(&r).unwrap_or_default());
-            }
-            Err(e) => {
-                let (o, out) = outcome_of(&e);
-                run.rec.complete(p, o, out);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let sent = finish(&run.rec, p, c.enqueue(&req).await, |r| {
+            serde_json::to_value(r).unwrap_or_default()
+        });
+        if sent.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -299,20 +306,17 @@ pub async fn queue_consumer(run: Run, id: usize, c: Client) {
             visibility_ms: Some(VISIBILITY_MS),
             wait_ms: Some(200),
         };
-        let messages = match c.dequeue(&req).await {
-            Ok(m) => {
-                run.rec
-                    .complete(p, Outcome::Ok, json!({ "messages": delivered(&m) }));
-                m
-            }
-            Err(e) => {
-                // A dequeue whose answer was lost may have delivered
-                // messages nobody saw: they come back after the visibility.
-                let (o, out) = outcome_of(&e);
-                run.rec.complete(p, o, out);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        // A dequeue whose answer was lost may have delivered messages
+        // nobody saw: they come back after the visibility.
+        let got = finish(
+            &run.rec,
+            p,
+            c.dequeue(&req).await,
+            |m| json!({ "messages": delivered(m) }),
+        );
+        let Some(messages) = got else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
         for m in messages {
             if rng.gen_bool(0.15) {
@@ -324,13 +328,7 @@ pub async fn queue_consumer(run: Run, id: usize, c: Client) {
                 "ack",
                 json!({ "queue": queue, "receipt": m.receipt, "value": m.payload["v"] }),
             );
-            match c.ack(queue, &m.receipt).await {
-                Ok(_) => run.rec.complete(p, Outcome::Ok, Value::Null),
-                Err(e) => {
-                    let (o, out) = outcome_of(&e);
-                    run.rec.complete(p, o, out)
-                }
-            };
+            finish(&run.rec, p, c.ack(queue, &m.receipt).await, |_| Value::Null);
         }
     }
 }
@@ -408,13 +406,7 @@ pub async fn cache_client(run: Run, id: usize, c: Client, node: String, next: Ar
                 value: json!(value),
                 ttl_ms: None,
             };
-            match c.cache_set(&req).await {
-                Ok(_) => run.rec.complete(p, Outcome::Ok, Value::Null),
-                Err(e) => {
-                    let (o, out) = outcome_of(&e);
-                    run.rec.complete(p, o, out)
-                }
-            };
+            finish(&run.rec, p, c.cache_set(&req).await, |_| Value::Null);
         } else {
             let p = run.rec.invoke(
                 &process,
@@ -422,12 +414,12 @@ pub async fn cache_client(run: Run, id: usize, c: Client, node: String, next: Ar
                 "cache_get",
                 json!({ "key": key, "node": node }),
             );
-            match c.cache_get(key).await {
-                Ok(v) => run
-                    .rec
-                    .complete(p, Outcome::Ok, json!({ "value": v.map(|v| v.value) })),
-                Err(e) => run.rec.complete(p, Outcome::Fail, outcome_of(&e).1),
-            };
+            finish_read(
+                &run.rec,
+                p,
+                c.cache_get(key).await,
+                |v| json!({ "value": v.as_ref().map(|v| &v.value) }),
+            );
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..5))).await;
     }
