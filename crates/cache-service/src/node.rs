@@ -562,9 +562,14 @@ impl Node {
             return Ok(HomeReply::PutAck);
         }
         let live = self.view().live.clone();
-        let plan = lock(&self.inner.dir)
-            .begin(key, from, &request, &live, now)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let (plan, first_touch) = {
+            let mut dir = lock(&self.inner.dir);
+            let first_touch = dir.entry(key).is_none();
+            let plan = dir
+                .begin(key, from, &request, &live, now)
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            (plan, first_touch)
+        };
         let sends = plan.forwards.into_iter().map(|(node, fwd)| async move {
             let r = self.send_forward(&node, key, view, fwd).await;
             (node, r)
@@ -574,7 +579,14 @@ impl Node {
             match r {
                 Ok(reply) => replies.push((node, reply)),
                 Err(e) => {
-                    lock(&self.inner.dir).abort(key);
+                    let mut dir = lock(&self.inner.dir);
+                    if first_touch {
+                        // The sweep of every node did not complete: the
+                        // next transaction must sweep again.
+                        dir.remove(key);
+                    } else {
+                        dir.abort(key);
+                    }
                     return Err(e);
                 }
             }
