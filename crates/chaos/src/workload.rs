@@ -326,7 +326,7 @@ pub async fn queue_consumer(run: Run, id: usize, c: Client) {
                 &process,
                 "queue",
                 "ack",
-                json!({ "queue": queue, "receipt": m.receipt, "value": m.payload["v"] }),
+                json!({ "queue": queue, "receipt": m.receipt, "id": m.id, "value": m.payload["v"] }),
             );
             finish(&run.rec, p, c.ack(queue, &m.receipt).await, |_| Value::Null);
         }
@@ -337,7 +337,8 @@ pub async fn queue_consumer(run: Run, id: usize, c: Client) {
 /// its visibility ends, dead-lettered) and record it as one `drain`.
 pub async fn queue_drain(rec: &Recorder, c: &Client, queue: &str) {
     let p = rec.invoke("final", "queue", "drain", json!({ "queue": queue }));
-    let mut values = Vec::new();
+    // Each value and the id of the message that carried it.
+    let (mut values, mut ids) = (Vec::new(), Vec::new());
     let mut empty_since: Option<Instant> = None;
     let give_up = Instant::now() + Duration::from_secs(60);
     // Empty for longer than a visibility: whatever was in flight is back.
@@ -346,7 +347,7 @@ pub async fn queue_drain(rec: &Recorder, c: &Client, queue: &str) {
             rec.complete(
                 p,
                 Outcome::Unknown,
-                json!({ "code": "timeout", "values": values }),
+                json!({ "code": "timeout", "values": values, "ids": ids }),
             );
             return;
         }
@@ -360,6 +361,7 @@ pub async fn queue_drain(rec: &Recorder, c: &Client, queue: &str) {
             Ok(ms) if !ms.is_empty() => {
                 empty_since = None;
                 values.extend(ms.iter().map(|m| m.payload["v"].clone()));
+                ids.extend(ms.iter().map(|m| json!(m.id)));
             }
             Ok(_) => {
                 empty_since.get_or_insert_with(Instant::now);
@@ -373,13 +375,14 @@ pub async fn queue_drain(rec: &Recorder, c: &Client, queue: &str) {
     match c.dead_letters(queue, Some(1_000)).await {
         Ok(d) => {
             values.extend(d.messages.iter().map(|m| m.payload["v"].clone()));
-            rec.complete(p, Outcome::Ok, json!({ "values": values }));
+            ids.extend(d.messages.iter().map(|m| json!(m.id)));
+            rec.complete(p, Outcome::Ok, json!({ "values": values, "ids": ids }));
         }
         Err(e) => {
             rec.complete(
                 p,
                 Outcome::Unknown,
-                json!({ "code": e.code().unwrap_or("transport"), "values": values }),
+                json!({ "code": e.code().unwrap_or("transport"), "values": values, "ids": ids }),
             );
         }
     }

@@ -25,7 +25,10 @@
 //!   enqueue of that queue (whatever its outcome) invoked no later than the
 //!   delivery completed.
 //! - *Acked stays acked*: no dequeue or drain invoked after an Ok ack of a
-//!   value completed returns that value.
+//!   message returns that message (told apart by message id where the
+//!   history records one: an enqueue retried after a lost answer may store
+//!   its value in two messages, and acking one says nothing of the other;
+//!   by value where it does not).
 //!
 //! Not violations, only counted: duplicates (a value dequeued more than
 //! once: at-least-once delivery redelivers what was not acked in time),
@@ -51,12 +54,27 @@ type Item = (String, u64);
 struct Fate {
     /// Enqueue attempts: `(op id, invoke_us, outcome)`.
     enqueues: Vec<(u64, u64, Outcome)>,
-    /// Ok dequeues that returned it: `(op id, invoke_us, complete_us)`.
-    dequeued: Vec<(u64, u64, u64)>,
-    /// Ok drains that listed it: `(op id, invoke_us, complete_us)`.
-    drained: Vec<(u64, u64, u64)>,
-    /// The earliest completion of an Ok ack: `(complete_us, op id)`.
-    acked: Option<(u64, u64)>,
+    /// Ok dequeues that returned it: `(op id, invoke_us, complete_us,
+    /// message id)`.
+    dequeued: Vec<(u64, u64, u64, Option<String>)>,
+    /// Ok drains that listed it: `(op id, invoke_us, complete_us, message
+    /// id)`.
+    drained: Vec<(u64, u64, u64, Option<String>)>,
+    /// Per acked message, the earliest completion of an Ok ack:
+    /// `(complete_us, op id, message id)`.
+    acked: Vec<(u64, u64, Option<String>)>,
+}
+
+/// Is a delivery of message `delivered` one of the acked message `acked`?
+/// By message id when both are known: one value can travel in two
+/// messages (an enqueue retried after its answer was lost stores it
+/// twice, which at-least-once allows), and acking one of them says
+/// nothing of the other. By value alone when an id is missing.
+fn same_message(acked: &Option<String>, delivered: &Option<String>) -> bool {
+    match (acked, delivered) {
+        (Some(a), Some(d)) => a == d,
+        _ => true,
+    }
 }
 
 #[derive(Default)]
@@ -90,8 +108,9 @@ pub fn check(ops: &[Op]) -> Report {
     let mut stats = Stats::default();
     let mut fates: BTreeMap<Item, Fate> = BTreeMap::new();
     let mut drained_queues: HashMap<String, usize> = HashMap::new();
-    // Receipts seen in dequeues, so an ack without a value still counts.
-    let mut receipts: HashMap<(String, String), u64> = HashMap::new();
+    // Receipts seen in dequeues, so an ack without a value (or an id)
+    // still counts: `(queue, receipt)` → `(value, message id)`.
+    let mut receipts: HashMap<(String, String), (u64, Option<String>)> = HashMap::new();
     let mut acks: Vec<&Op> = Vec::new();
 
     for op in ops
@@ -130,14 +149,15 @@ pub fn check(ops: &[Op]) -> Report {
                         unreadable(op, "a message without a value", &mut v, &mut stats);
                         continue;
                     };
+                    let id = name_at(m, "id");
                     if let Some(receipt) = name_at(m, "receipt") {
-                        receipts.insert((queue.clone(), receipt), value);
+                        receipts.insert((queue.clone(), receipt), (value, id.clone()));
                     }
                     fates
                         .entry((queue.clone(), value))
                         .or_default()
                         .dequeued
-                        .push((op.id, op.invoke_us, op.complete_us));
+                        .push((op.id, op.invoke_us, op.complete_us, id));
                 }
             }
             "drain" if op.outcome == Outcome::Ok => {
@@ -147,16 +167,22 @@ pub fn check(ops: &[Op]) -> Report {
                     continue;
                 };
                 *drained_queues.entry(queue.clone()).or_default() += 1;
-                for value in values {
+                // `ids`, when recorded, names each value's message.
+                let ids = op.output.get("ids").and_then(Value::as_array);
+                for (i, value) in values.iter().enumerate() {
                     let Some(value) = value.as_u64().or_else(|| message_value(value)) else {
                         unreadable(op, "a drained value that is not a u64", &mut v, &mut stats);
                         continue;
                     };
+                    let id = ids
+                        .and_then(|ids| ids.get(i))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                     fates
                         .entry((queue.clone(), value))
                         .or_default()
                         .drained
-                        .push((op.id, op.invoke_us, op.complete_us));
+                        .push((op.id, op.invoke_us, op.complete_us, id));
                 }
             }
             "ack" if op.outcome == Outcome::Ok => acks.push(op),
@@ -169,10 +195,10 @@ pub fn check(ops: &[Op]) -> Report {
         let Some(queue) = name_at(&op.input, "queue") else {
             continue;
         };
-        let value = u64_at(&op.input, "value").or_else(|| {
-            let receipt = name_at(&op.input, "receipt")?;
-            receipts.get(&(queue.clone(), receipt)).copied()
-        });
+        let by_receipt =
+            name_at(&op.input, "receipt").and_then(|r| receipts.get(&(queue.clone(), r)).cloned());
+        let value = u64_at(&op.input, "value").or(by_receipt.as_ref().map(|r| r.0));
+        let id = name_at(&op.input, "id").or(by_receipt.and_then(|r| r.1));
         let Some(value) = value else {
             unreadable(
                 op,
@@ -183,8 +209,10 @@ pub fn check(ops: &[Op]) -> Report {
             continue;
         };
         let fate = fates.entry((queue, value)).or_default();
-        if fate.acked.is_none_or(|(c, _)| op.complete_us < c) {
-            fate.acked = Some((op.complete_us, op.id));
+        match fate.acked.iter_mut().find(|a| a.2 == id) {
+            Some(a) if op.complete_us < a.0 => *a = (op.complete_us, op.id, id),
+            Some(_) => {}
+            None => fate.acked.push((op.complete_us, op.id, id)),
         }
     }
 
@@ -231,7 +259,7 @@ pub fn check(ops: &[Op]) -> Report {
         // The earliest an enqueue could have happened; a delivery that
         // completed before it is of something that was not there yet.
         let first_enqueue = fate.enqueues.iter().map(|e| e.1).min();
-        for &(op, _, complete) in deliveries.clone() {
+        for &(op, _, complete, _) in deliveries.clone() {
             if first_enqueue.is_none_or(|e| complete < e) {
                 unexpected += 1;
                 v.push(|| match first_enqueue {
@@ -245,9 +273,11 @@ pub fn check(ops: &[Op]) -> Report {
                 });
             }
         }
-        if let Some((acked_at, ack)) = fate.acked {
-            for &(op, invoke, _) in deliveries {
-                if acked_at < invoke {
+        for (acked_at, ack, acked_id) in &fate.acked {
+            let (acked_at, ack) = (*acked_at, *ack);
+            for (op, invoke, _, id) in deliveries.clone() {
+                let (op, invoke) = (*op, *invoke);
+                if acked_at < invoke && same_message(acked_id, id) {
                     acked_then_redelivered += 1;
                     v.push(|| {
                         format!(
@@ -469,5 +499,55 @@ mod tests {
         );
         h.drain(&[1], (100, 110));
         assert_violation(&h, "queue other: op 2 delivered value 1");
+    }
+
+    #[test]
+    fn a_value_enqueued_twice_may_come_back_in_its_other_message_after_an_ack() {
+        // The enqueue's first attempt stored message m7a and its answer
+        // was lost; the retry stored m7b. Acking m7b says nothing of m7a.
+        let mut h = H::default();
+        h.enq(7, (0, 10), Done);
+        let one = |id: &str, r: &str| json!({"id": id, "value": 7, "receipt": r, "attempts": 1});
+        h.op(
+            "c",
+            "queue",
+            "dequeue",
+            (20, 30),
+            Done,
+            json!({"queue": "q"}),
+            json!({"messages": [one("m7b", "r7b")]}),
+        );
+        h.ack(json!({"queue": "q", "receipt": "r7b"}), (40, 50));
+        h.op(
+            "c",
+            "queue",
+            "dequeue",
+            (60, 70),
+            Done,
+            json!({"queue": "q"}),
+            json!({"messages": [one("m7a", "r7a")]}),
+        );
+        h.op(
+            "final",
+            "queue",
+            "drain",
+            (80, 90),
+            Done,
+            json!({"queue": "q"}),
+            json!({"values": [7], "ids": ["m7a"]}),
+        );
+        assert_valid(&h);
+        // The acked message itself coming back is still a violation.
+        h.op(
+            "c",
+            "queue",
+            "dequeue",
+            (100, 110),
+            Done,
+            json!({"queue": "q"}),
+            json!({"messages": [one("m7b", "r7c")]}),
+        );
+        let r = assert_violation(&h, "acked (op");
+        assert_eq!(r.stats["acked_then_redelivered"], 1);
     }
 }
