@@ -1,5 +1,5 @@
 //! Fault tests of a real three-node lock cluster: a slow, failing or full
-//! disk under one node (the `LD_PRELOAD` shim in `support/faultfs.c`), and
+//! disk under one node (the `LD_PRELOAD` shim `chaos::faultfs`), and
 //! kill -9 with an immediate restart, each checked for the two promises the
 //! lock service rests on: no two exclusive holders, and every replica
 //! applying the same command at every log index.
