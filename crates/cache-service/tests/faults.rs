@@ -19,6 +19,8 @@
 //!   the other, the third suspects neither — a peer suspecting the home of
 //!   a key while another does not.
 //!
+//! - a node cut off from both others: 503s, never its old value.
+//!
 //! Bounded: every test runs a fixed schedule (about 20 s at most) with at
 //! most a fixed number of operations per client.
 
@@ -485,4 +487,63 @@ async fn cut_link_write_back_redis() {
     let r = Redis::start().await;
     let extra = [&WRITE_BACK[..], &["--redis-url", r.url.as_str()]].concat();
     chaos_is_linearizable(&extra, 5, Fault::CutLink).await;
+}
+
+/// A node cut off from both others (a minority of one) serves nothing: no
+/// local hit of the value it held, `/health` 503, cache calls 503 after
+/// their retry window — while the majority goes on writing. Healed, it
+/// reads the majority's value (or a miss), never its old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_node_answers_503_and_never_its_old_value() {
+    let p = Procs::start(&["--fault-injection"]).await;
+    let k = p.key_homed_on(0, "minority");
+    let (a, c) = (p.clients[0].clone(), p.clients[2].clone());
+    c.set(&k, json!("old"), None).await.unwrap();
+    let got = c.get(&k).await.unwrap().unwrap();
+    assert!(got.hit && got.value == json!("old"), "{got:?}");
+    // Cut node 2 off, both directions.
+    let (n0, n1, n2) = (p.addrs[0].clone(), p.addrs[1].clone(), p.addrs[2].clone());
+    block(&p, 2, &[n0.as_str(), n1.as_str()]).await;
+    block(&p, 0, &[n2.as_str()]).await;
+    block(&p, 1, &[n2.as_str()]).await;
+    let majority = [n0.clone(), n1.clone()];
+    for cl in &p.clients[..2] {
+        wait_confirmed(cl, &majority, Duration::from_secs(20)).await;
+    }
+    a.set(&k, json!("new"), None).await.unwrap();
+    assert_eq!(
+        value_of(&p.clients[1].get(&k).await.unwrap()).as_deref(),
+        Some("new")
+    );
+    // The minority side.
+    let h = reqwest::get(format!("http://{n2}/health")).await.unwrap();
+    assert_eq!(h.status(), 503);
+    let body: serde_json::Value = h.json().await.unwrap();
+    assert_eq!(body["view"]["confirmed"], false, "{body}");
+    let t = Instant::now();
+    let err = c
+        .get(&k)
+        .await
+        .expect_err("a minority node must not answer");
+    assert_eq!(err.status, 503, "{err}");
+    assert_eq!(err.body["error"]["code"], "unavailable", "{err}");
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_millis(2 * FAILURE_TIMEOUT_MS + 3000),
+        "answered after {waited:?}"
+    );
+    let err = c
+        .set(&k, json!("minority"), None)
+        .await
+        .expect_err("no write");
+    assert_eq!(err.status, 503, "{err}");
+    // Healed: node 2 rejoins and never reads "old".
+    for i in 0..3 {
+        block(&p, i, &[]).await;
+    }
+    for cl in &p.clients {
+        wait_confirmed(cl, &p.addrs, Duration::from_secs(20)).await;
+    }
+    let v = value_of(&c.get(&k).await.unwrap());
+    assert!(v.is_none() || v.as_deref() == Some("new"), "{v:?}");
 }
