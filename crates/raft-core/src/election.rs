@@ -45,10 +45,10 @@ use std::time::{Duration, Instant};
 
 use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, LogId, Raft, ServerState};
-use serde::{Deserialize, Serialize};
 
 use crate::log_store::LogTail;
 use crate::network::Network;
+use crate::rpc::PreVoteRequest;
 use crate::{NodeId, TypeConfig};
 
 /// Slack past our own lease before the first turn: the other voters heard
@@ -90,21 +90,6 @@ impl Heard {
     pub(crate) fn get(&self) -> Instant {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// "Would you vote for me now?", sent before a candidate raises its term.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PreVoteRequest {
-    pub candidate: NodeId,
-    /// The candidate's last log entry (what a real vote request carries).
-    pub last_log_id: Option<LogId<NodeId>>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PreVoteResponse {
-    pub granted: bool,
-    /// Why not, when not granted.
-    pub reason: Option<String>,
 }
 
 /// The pure part of a voter's answer: a yes exactly when a real vote

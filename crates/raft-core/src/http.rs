@@ -16,9 +16,7 @@ use openraft::raft::{
 };
 use serde_json::value::RawValue;
 
-use crate::election::{PreVoteRequest, PreVoteResponse};
-use crate::network::decode_chunk;
-use crate::node::ForwardReply;
+use crate::rpc::{decode_chunk, ForwardReply, PreVoteRequest, PreVoteResponse};
 use crate::{NodeId, RaftNode, StateMachine, TypeConfig};
 
 /// Largest internal request body: a snapshot chunk is 1 MiB of data plus
@@ -84,7 +82,7 @@ async fn pre_vote<SM: StateMachine>(
     Json(Ok(node.pre_vote(&req)))
 }
 
-/// A snapshot chunk as [`crate::network::encode_chunk`] writes it, or as
+/// A snapshot chunk as [`crate::rpc::encode_chunk`] writes it, or as
 /// one JSON request, which is how builds before it sent chunks (so a
 /// cluster can be upgraded one node at a time).
 async fn snapshot<SM: StateMachine>(

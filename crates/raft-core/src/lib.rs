@@ -18,6 +18,9 @@
 //!   switch that drops traffic to chosen peers.
 //! - [`http`]: the inbound `/internal/raft/*` routes (append, vote, snapshot,
 //!   forwarded writes, read index), all behind the cluster token.
+//! - `proposer`: commands packed into log entries (group commit).
+//! - `rpc`: the member-to-member messages that are ours (pre-vote,
+//!   forwarded-call answers, snapshot chunk framing).
 //! - [`election`]: prompt, ranked elections once the leader falls silent
 //!   past its lease (instead of waiting out a random timeout on a tick).
 //! - [`node`]: the handle a service holds: start from a data dir, bootstrap,
@@ -43,6 +46,8 @@ mod linger;
 pub mod log_store;
 pub mod network;
 pub mod node;
+mod proposer;
+mod rpc;
 pub mod state_machine;
 mod types;
 pub mod wal;

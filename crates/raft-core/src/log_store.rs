@@ -87,7 +87,7 @@ pub struct Durability {
     submitted: AtomicU64,
     /// `append` calls made durable so far, in order. The proposal batcher
     /// watches it to hand the leader its next entry the moment the previous
-    /// one is on disk (see `node::batch_proposals`); a follower's append
+    /// one is on disk (see `proposer::batch_proposals`); a follower's append
     /// answer waits for it to catch up with `submitted` (see
     /// [`Durability::all_flushed`]).
     flushed: tokio::sync::watch::Sender<u64>,

@@ -504,14 +504,14 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
                             Ok(cmd) => {
                                 let resp = st.app.apply(cmd, base + pos as u64, now);
                                 serde_json::value::to_raw_value(&resp)
-                                    .unwrap_or_else(|_| crate::node::json_null())
+                                    .unwrap_or_else(|_| crate::rpc::json_null())
                             }
                             // Commands are encoded by this binary's own types,
                             // so this only happens across incompatible
                             // versions; every replica skips the command alike.
                             Err(e) => {
                                 tracing::error!(index = entry.log_id.index, pos, error = %e, "undecodable command skipped");
-                                crate::node::json_null()
+                                crate::rpc::json_null()
                             }
                         };
                         resps.push(resp);
