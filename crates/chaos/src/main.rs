@@ -252,7 +252,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     sys.stop();
     let ops = rec.ops();
     let reports = check::check_all(&ops);
-    let summary = summarize(&ops, &faults, &reports, &args, started.elapsed());
+    let summary = summarize(
+        &ops,
+        &schedule.kinds,
+        &faults,
+        &reports,
+        &args,
+        started.elapsed(),
+    );
+    if let Some(never) = summary["totals"]["faults_never_injected"].as_array() {
+        if !never.is_empty() {
+            eprintln!("chaos: not injected in this run (too short?): {never:?}");
+        }
+    }
     std::fs::write(
         out.join("report.json"),
         serde_json::to_vec_pretty(&summary)?,
@@ -340,6 +352,7 @@ fn print_reports(reports: &[Report]) {
 
 fn summarize(
     ops: &[history::Op],
+    kinds: &[FaultKind],
     faults: &[(FaultKind, String)],
     reports: &[Report],
     args: &Args,
@@ -362,6 +375,11 @@ fn summarize(
         let e = by_kind.entry(k.name().to_string()).or_insert(json!(0));
         *e = json!(e.as_u64().unwrap_or(0) + 1);
     }
+    let never: Vec<&str> = kinds
+        .iter()
+        .filter(|k| !faults.iter().any(|(f, _)| f == *k))
+        .map(|k| k.name())
+        .collect();
     let violations: serde_json::Map<String, Value> = reports
         .iter()
         .map(|r| (r.checker.clone(), json!(r.violations.len())))
@@ -375,6 +393,7 @@ fn summarize(
             "took_s": took.as_secs(),
             "operations": by_workload,
             "faults": by_kind,
+            "faults_never_injected": never,
             "violations": violations,
         },
         "faults": faults.iter().map(|(k, t)| json!([k.name(), t])).collect::<Vec<_>>(),

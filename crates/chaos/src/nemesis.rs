@@ -149,12 +149,20 @@ pub async fn run(
         } else {
             order[rng.gen_range(0..order.len())]
         };
-        i += 1;
         let length = draw(&mut rng, schedule.length);
         let delayed_restart = rng.gen_bool(0.5);
         let pick = rng.gen::<u64>();
-        let target = inject(sys, rec, kind, length, delayed_restart, pick).await?;
-        done.push((kind, target));
+        match inject(sys, rec, kind, length, delayed_restart, pick).await? {
+            Some(target) => {
+                done.push((kind, target));
+                i += 1;
+            }
+            // No node plays the role now (no agreed leader during an
+            // election): a kind of the first round is tried again after
+            // the next calm, so that every kind is injected at least once.
+            None if i < order.len() => {}
+            None => i += 1,
+        }
     }
     sys.lock().await.heal_all().await?;
     Ok(done)
@@ -167,7 +175,8 @@ fn draw(rng: &mut StdRng, (lo, hi): (Duration, Duration)) -> Duration {
     Duration::from_millis(rng.gen_range(lo.as_millis() as u64..=hi.as_millis() as u64))
 }
 
-/// Inject one fault, hold it for `length`, heal it; the node it hit.
+/// Inject one fault, hold it for `length`, heal it; the node it hit, or
+/// `None` when no node plays the fault's role now.
 async fn inject(
     sys: &tokio::sync::Mutex<System>,
     rec: &Recorder,
@@ -175,9 +184,18 @@ async fn inject(
     length: Duration,
     delayed_restart: bool,
     pick: u64,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Option<String>> {
     let mut s = sys.lock().await;
-    let leader = s.lock_leader().await;
+    // The leader may be changing hands (an election after the last fault):
+    // give the lock nodes a moment to agree on one.
+    let mut leader = s.lock_leader().await;
+    for _ in 0..30 {
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leader = s.lock_leader().await;
+    }
     let choose = |names: Vec<String>| -> Option<String> {
         if names.is_empty() {
             None
@@ -204,8 +222,11 @@ async fn inject(
         FaultKind::KillRedis => choose(s.names(Kind::Redis)),
     };
     let Some(target) = target else {
-        tracing::info!(fault = kind.name(), "no target for this fault now; skipped");
-        return Ok(String::new());
+        tracing::info!(
+            fault = kind.name(),
+            "no target for this fault now; tried later"
+        );
+        return Ok(None);
     };
     let restart_after = if delayed_restart {
         length
@@ -282,5 +303,5 @@ async fn inject(
         }
     }
     rec.complete(p, Outcome::Ok, note);
-    Ok(target)
+    Ok(Some(target))
 }
