@@ -6,7 +6,9 @@
 #   3. smoke test through 127.0.0.1:$GATEWAY_PORT: lock acquire/inspect/release,
 #      enqueue/dequeue/ack, cache set on one node and get through another;
 #   4. `up -d --scale queue-service=5`: the gateway's /cluster must show 5 queue
-#      members, and 20 queues must still enqueue and dequeue;
+#      members, and 20 queues must still enqueue and dequeue; then
+#      `--scale cache-service=4`: 4 cache members, and a value written through
+#      the new node is read (never an older one) through every other;
 #   5. `docker kill` the lock leader: a lock call through the gateway must
 #      still succeed;
 #   6. `compose down -v` of this project only (in a trap, also on failure).
@@ -114,6 +116,8 @@ wait_for() {
 gateway_healthy() { curl -fsS --max-time 3 -o /dev/null "$GW/health" 2>/dev/null; }
 queue_members() { curl -fsS --max-time 5 "$GW/cluster" 2>/dev/null | jq -r '.queue.members | length' 2>/dev/null || echo 0; }
 has_queue_members() { [ "$(queue_members)" = "$1" ]; }
+cache_members() { curl -fsS --max-time 5 "$GW/cluster" 2>/dev/null | jq -r '.cache.members | length' 2>/dev/null || echo 0; }
+has_cache_members() { [ "$(cache_members)" = "$1" ]; }
 
 # ------------------------------------------------------------------ build --
 log "building images (scripts/build-images.sh)"
@@ -213,6 +217,36 @@ call GET /cluster
 owners=$(for i in $(seq 1 20); do curl -fsS --max-time 5 "$GW/api/queue/scaled-$$-$i" | jq -r '.node' || true; done | sort -u | wc -l)
 log "20 queues served after scaling ($(jq -r '.queue.members | join(" ")' <<<"$BODY"); answered by $owners distinct nodes)"
 phase "20 queues after scaling"
+
+# Cache nodes act only in a view a majority has confirmed, so a fourth
+# replica joins the views before it serves; until then calls may answer
+# 503, never an older value.
+log "compose up -d --scale queue-service=5 --scale cache-service=4"
+dc up -d --scale queue-service=5 --scale cache-service=4 >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose up --scale cache"; }
+wait_for 60 "gateway /cluster showing 4 cache members (has $(cache_members))" has_cache_members 4
+call GET /cluster
+mapfile -t CACHE_NODES < <(jq -r '.cache.members[]' <<<"$BODY")
+CKEY="scaled-$$"
+cache_set_through() { # node value
+  call POST /api/cache/set "{\"key\":\"$CKEY\",\"value\":$2}" -H "x-cache-node: $1"
+  [ "$STATUS" = 200 ]
+}
+cache_reads() { # node value: the node answers the value (a miss or a 503 is retried; an older value fails)
+  call GET "/api/cache/get?key=$CKEY&node=$1"
+  [ "$STATUS" = 200 ] || return 1
+  [ "$(jq -c '.value' <<<"$BODY")" = "$2" ] || fail "stale read through $1 after $2 was acknowledged: $BODY"
+}
+# Each node in turn writes a new value, which every node must then read.
+v=10
+for n in "${CACHE_NODES[@]}"; do
+  v=$((v + 1))
+  wait_for 30 "cache set through $n after scaling (last: HTTP $STATUS $BODY)" cache_set_through "$n" "$v"
+  for m in "${CACHE_NODES[@]}"; do
+    wait_for 30 "cache get through $m of $v, written through $n (last: HTTP $STATUS $BODY)" cache_reads "$m" "$v"
+  done
+done
+log "cache ok after scaling to ${#CACHE_NODES[@]} nodes (${CACHE_NODES[*]})"
+phase "cache after scaling to 4"
 
 # ------------------------------------------------------------- lock kill --
 call GET /cluster
