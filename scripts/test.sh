@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's one test command (README, CI): format, lints, every Rust
-# test, the short fault suite, then the compose topology in real containers.
+# The project's one test command (README, CI): format, lints, docs, every
+# Rust test, the short fault suite, then the compose topology in real
+# containers.
 #
 # Tests need a real `redis-server` on PATH (the queue and cache suites start
 # throwaway servers on free ports), and the fault suite iptables, iproute2
@@ -19,6 +20,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo doc"
+# Broken or private intra-doc links and stray HTML fail like lints do.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 echo "== cargo nextest"
 # Cluster tests start several nodes each; on a 2-core machine running too

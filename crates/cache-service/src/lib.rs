@@ -3,7 +3,7 @@
 //!
 //! Modules, from pure to wired:
 //! - [`protocol`]: line states, versions and epochs, the messages;
-//! - [`line`]: one node's cache (LRU by entries and bytes, TTL, late-message
+//! - [`mod@line`]: one node's cache (LRU by entries and bytes, TTL, late-message
 //!   rules) — pure;
 //! - [`directory`]: a home's per-key directory and its transactions — pure;
 //! - [`membership`]: heartbeat failure detection — pure;

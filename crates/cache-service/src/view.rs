@@ -291,7 +291,7 @@ impl Views {
 
     /// A view to propose now, if any: a genesis view when this node has
     /// heard of none for `genesis_wait_ms`, else the next number with the
-    /// live set it wants (see [`Views::wanted_live`]; `reachable` is what
+    /// live set it wants (see `Views::wanted_live`; `reachable` is what
     /// its failure detector considers up) when that differs from the
     /// view's — at most once per `propose_gap_ms` — or when the view has
     /// stayed unconfirmed for that long (a split between competing

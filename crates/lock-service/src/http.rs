@@ -208,7 +208,7 @@ impl AppState {
 }
 
 /// The client and operations routes (the Raft internal routes are merged
-/// in by [`crate::router`]).
+/// in by [`crate::Service::start`]).
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/lock/acquire", post(acquire))

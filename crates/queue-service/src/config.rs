@@ -32,7 +32,7 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Directory of the embedded store (default: data/queue-<listen port>).
+    /// Directory of the embedded store (default: `data/queue-<listen port>`).
     #[arg(long, env = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 

@@ -20,7 +20,7 @@
 //!
 //! openraft's own election timer is off (`enable_elect = false`): this loop
 //! is the only one that starts elections, and it asks first. Each turn
-//! begins with a pre-vote round ([`PreVoteRequest`]): every other voter
+//! begins with a pre-vote round (`PreVoteRequest`): every other voter
 //! says whether it would vote for us now, by the rules of a real vote,
 //! without changing anything. Only with a majority of yeses does the node
 //! raise its term and campaign. Without this, a follower cut off from the

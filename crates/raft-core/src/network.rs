@@ -2,7 +2,7 @@
 //!
 //! Each openraft connection to a peer owns one HTTP/1.1 keep-alive
 //! connection (`TCP_NODELAY`) and carries append-entries and votes as JSON
-//! and snapshot chunks as a JSON header plus raw bytes ([`encode_chunk`]) to
+//! and snapshot chunks as a JSON header plus raw bytes (`encode_chunk`) to
 //! the peer's `/internal/raft/*` routes. openraft sends one
 //! RPC at a time per connection, so no pool is needed: this is hyper's
 //! connection-level client, without reqwest's pool, redirect and URL layers,
@@ -366,7 +366,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     /// catching up, whatever their size; with large entries that is more
     /// than the peer accepts (413) or can take in time, and openraft would
     /// resend the same range forever. Such a request goes out cut to the
-    /// entries that fit [`MAX_APPEND_BYTES`], and a success is reported as
+    /// entries that fit `MAX_APPEND_BYTES`, and a success is reported as
     /// partial, up to the last one sent, so openraft sends the rest next.
     async fn append_entries(
         &mut self,

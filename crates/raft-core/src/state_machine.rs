@@ -152,7 +152,7 @@ impl SnapshotPlan {
 /// How many applied entries keep their digest.
 const DIGESTS_KEPT: usize = 65_536;
 
-/// Digests of the most recently applied entries ([`DIGESTS_KEPT`]), by
+/// Digests of the most recently applied entries (`DIGESTS_KEPT`), by
 /// index, in apply order. A digest is FNV-1a (64 bits) over the entry's log
 /// id and payload (the leader's stamp and each command's JSON as
 /// replicated), so two replicas that applied different commands at one
@@ -319,7 +319,7 @@ impl<SM: StateMachine> SmStore<SM> {
         self.digests.clone()
     }
 
-    /// Notified whenever a snapshot is due (see [`SnapshotPlan`]).
+    /// Notified whenever a snapshot is due (see `SnapshotPlan`).
     pub fn snapshot_due(&self) -> Arc<tokio::sync::Notify> {
         self.snapshot_due.clone()
     }
