@@ -37,9 +37,6 @@ pub enum Error {
     NotLeader { leader: Option<(u64, String)> },
     #[error("{0}")]
     Unavailable(String),
-    /// The node cannot go on safely (its log failed); the process exits.
-    #[error("fatal: {0}")]
-    Fatal(String),
     #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
@@ -88,7 +85,7 @@ impl From<Error> for ApiError {
                 }
                 err
             }
-            Error::Unavailable(m) | Error::Fatal(m) => ApiError::unavailable(m),
+            Error::Unavailable(m) => ApiError::unavailable(m),
             // 429, not 503: the gateway takes a 503 for a node that cannot
             // serve and moves on to the next, which would pass the load around.
             Error::Overloaded(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", m),

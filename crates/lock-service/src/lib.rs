@@ -108,7 +108,11 @@ pub async fn run(
         served = serve => served.map_err(|e| Error::Unavailable(format!("server: {e}")))?,
         why = service.node.fatal() => {
             tracing::error!(id = config.id, error = %why, "stopping: this node can no longer serve safely");
-            return Err(Error::Fatal(why));
+            // Exit now: unwinding would wait for blocking tasks (a snapshot
+            // write) that a stuck disk may never finish. The data on disk is
+            // all a restart needs.
+            eprintln!("Error: fatal: {why}");
+            std::process::exit(1);
         }
     }
     service.stop().await;

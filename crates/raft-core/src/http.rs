@@ -55,15 +55,17 @@ async fn append<SM: StateMachine>(
     ApiJson(req): ApiJson<AppendEntriesRequest<TypeConfig>>,
 ) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, ApiError> {
     let res = node.raft().append_entries(req).await;
+    // Anything but a refusal by vote means the sender is our leader and
+    // openraft renewed its lease. Noted before the flush wait: it records
+    // hearing the leader, not durability, and a slow disk must not make
+    // this node grant pre-votes as if the leader were silent.
+    if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        node.heard_from_leader();
+    }
     if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) = &res {
         node.log_flushed()
             .await
             .map_err(|e| ApiError::unavailable(format!("this node's raft log failed: {e}")))?;
-    }
-    // Anything but a refusal by vote means the sender is our leader and
-    // openraft renewed its lease.
-    if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-        node.heard_from_leader();
     }
     Ok(Json(res))
 }

@@ -498,9 +498,12 @@ impl LogStore {
             )))
             .into());
         }
-        self.tx
-            .send(op)
-            .map_err(|_| StorageIOError::write_logs(AnyError::error("log writer stopped")).into())
+        self.tx.send(op).map_err(|_| {
+            // The writer thread is gone (it panicked): nothing will ever be
+            // flushed again, so the log has failed.
+            self.durability.fail("the log writer thread stopped");
+            StorageIOError::write_logs(AnyError::error("log writer stopped")).into()
+        })
     }
 }
 
@@ -523,6 +526,17 @@ fn writer(
     hint: Hint,
     durability: Arc<Durability>,
 ) {
+    // A panic here would leave every waiter waiting: report it as the
+    // log's failure on the way out.
+    struct FailOnPanic(Arc<Durability>);
+    impl Drop for FailOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.fail("the log writer thread panicked");
+            }
+        }
+    }
+    let _guard = FailOnPanic(durability.clone());
     let take_hint = || hint.lock().unwrap_or_else(|e| e.into_inner()).take();
     while let Ok(first) = rx.recv() {
         // Taken before the queue is drained: openraft queues an entry

@@ -25,9 +25,8 @@
 //! - a new segment and its header are durable (file and directory synced)
 //!   before any record is written after them;
 //! - records found on open are trusted only once they are durable: every
-//!   segment is synced before the open returns (a killed process leaves
-//!   written but unsynced records in the page cache, where the next power
-//!   loss would still take them);
+//!   segment is synced and dropped from the page cache before it is read
+//!   (see `trust_only_the_disk`);
 //! - fail-stop: the first failed write or sync poisons the log. Every later
 //!   call fails with the first error, so nothing is ever reported durable
 //!   after one (Linux may drop the dirty pages of a failed `fdatasync` and
@@ -176,6 +175,22 @@ fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize, Option<String>) {
     (out, at, None)
 }
 
+/// Make what the page cache holds of `file` durable, then drop it from the
+/// cache, so that what is read next is what the disk holds.
+///
+/// The sync: a killed process leaves written but unsynced records in the
+/// page cache; they are read back as if durable, and a vote or an append
+/// answer may be built on them, so they are made durable first. The drop:
+/// after a failed `fdatasync` Linux may keep the failed pages in the cache
+/// marked clean, and report the next sync (from a new process) as a
+/// success; reading them from the cache would trust records that never
+/// reached the disk. Read from the disk, they end the log where it really
+/// ends.
+fn trust_only_the_disk(file: &File) -> io::Result<()> {
+    file.sync_all()?;
+    rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -213,7 +228,9 @@ impl Wal {
         for (i, seq) in seqs.iter().enumerate() {
             let path = dir.join(segment_name(*seq));
             let mut bytes = Vec::new();
-            File::open(&path)?.read_to_end(&mut bytes)?;
+            let mut file = File::open(&path)?;
+            trust_only_the_disk(&file)?;
+            file.read_to_end(&mut bytes)?;
             let (records, valid, problem) = decode_all(&bytes);
             let newest = i + 1 == seqs.len();
             if let Some(p) = problem {
@@ -253,12 +270,6 @@ impl Wal {
             }
             None => Wal::create(dir, 1, head, segment_bytes)?,
         };
-        // What a killed process wrote and never synced is still in the page
-        // cache, and was just read back as if durable: make it so before
-        // anything (a vote, an append answer) is built on it.
-        for seg in &wal.segments {
-            File::open(&seg.path)?.sync_all()?;
-        }
         wal.wipe_tail()?;
         if wal.offset == 0 {
             // A crash inside `create` left the newest segment without its
