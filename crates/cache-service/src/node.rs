@@ -215,6 +215,24 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// A home transaction between `begin` and `finish`: dropped armed (the
+/// transaction was cancelled or failed on the way), it drops the key's
+/// directory entry, so the next transaction starts with a full sweep
+/// instead of finding the key busy for good.
+struct InFlight<'a> {
+    dir: &'a Mutex<Directory>,
+    key: &'a str,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(self.dir).remove(self.key);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -570,6 +588,17 @@ impl Node {
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             (plan, first_touch)
         };
+        // From here the key has a transaction in flight. If this future is
+        // dropped before it ends (the caller's request was cancelled: a
+        // gateway timeout while Redis was down), nothing else would ever
+        // end it, and every later transaction on the key would answer
+        // "already in flight" (seen for ~35 s after a Redis restart in the
+        // chaos suite, seed 214 with --redis).
+        let mut in_flight = InFlight {
+            dir: &self.inner.dir,
+            key,
+            armed: true,
+        };
         let sends = plan.forwards.into_iter().map(|(node, fwd)| async move {
             let r = self.send_forward(&node, key, view, fwd).await;
             (node, r)
@@ -607,6 +636,7 @@ impl Node {
         let outcome = lock(&self.inner.dir)
             .finish(key, &replies, mem, self.now_ms())
             .map_err(|e| Error::Unavailable(e.to_string()))?;
+        in_flight.armed = false;
         let applied = if matches!(request, HomeRequest::GetS) {
             self.apply_memory(key, &outcome.memory, view).await
         } else {
