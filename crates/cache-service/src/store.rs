@@ -173,9 +173,22 @@ impl Memory {
             None => Backend::Local(Mutex::new(LocalStore::new(bounds))),
             Some(url) => {
                 let client = redis::Client::open(url)?;
-                let conn = tokio::time::timeout(REDIS_TIMEOUT * 5, client.get_connection_manager())
-                    .await
-                    .map_err(|_| anyhow::anyhow!("timed out connecting to redis at {url}"))??;
+                // As the queue service's store: bounded connects and
+                // answers, one quick retry. With the defaults a connection
+                // lost to a Redis restart went through a long backoff, and
+                // cache calls answered "redis did not answer in time" for
+                // tens of seconds after Redis was back (chaos suite, seed
+                // 214 with --redis).
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT)
+                    .set_number_of_retries(1);
+                let conn = tokio::time::timeout(
+                    REDIS_TIMEOUT * 5,
+                    redis::aio::ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out connecting to redis at {url}"))??;
                 Backend::Redis {
                     conn,
                     script: redis::Script::new(FENCED),
