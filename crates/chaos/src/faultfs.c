@@ -102,50 +102,53 @@ static int is_regular(int fd) {
 typedef int (*sync_fn)(int);
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 
-#define REAL(name, type) \
-    static type real = NULL; \
-    if (!real) real = (type)dlsym(RTLD_NEXT, name)
+/* The real function `name`, looked up once per call site. */
+static void *real_fn(void **slot, const char *name) {
+    if (!*slot) *slot = dlsym(RTLD_NEXT, name);
+    return *slot;
+}
 
-int fdatasync(int fd) {
-    REAL("fdatasync", sync_fn);
+/* A sync, failed or delayed as the control file says. */
+static int faulted_sync(void **slot, const char *name, int fd) {
+    sync_fn real = (sync_fn)real_fn(slot, name);
     int err = decide(1);
     if (err) {
         errno = err;
         return -1;
     }
     return real(fd);
+}
+
+/* A positioned write; only writes to regular files can be failed. */
+static ssize_t faulted_pwrite(void **slot, const char *name, int fd, const void *buf,
+                              size_t count, off_t offset) {
+    pwrite_fn real = (pwrite_fn)real_fn(slot, name);
+    if (is_regular(fd)) {
+        int err = decide(0);
+        if (err) {
+            errno = err;
+            return -1;
+        }
+    }
+    return real(fd, buf, count, offset);
+}
+
+int fdatasync(int fd) {
+    static void *real;
+    return faulted_sync(&real, "fdatasync", fd);
 }
 
 int fsync(int fd) {
-    REAL("fsync", sync_fn);
-    int err = decide(1);
-    if (err) {
-        errno = err;
-        return -1;
-    }
-    return real(fd);
+    static void *real;
+    return faulted_sync(&real, "fsync", fd);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
-    REAL("pwrite64", pwrite_fn);
-    if (is_regular(fd)) {
-        int err = decide(0);
-        if (err) {
-            errno = err;
-            return -1;
-        }
-    }
-    return real(fd, buf, count, offset);
+    static void *real;
+    return faulted_pwrite(&real, "pwrite64", fd, buf, count, offset);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
-    REAL("pwrite", pwrite_fn);
-    if (is_regular(fd)) {
-        int err = decide(0);
-        if (err) {
-            errno = err;
-            return -1;
-        }
-    }
-    return real(fd, buf, count, offset);
+    static void *real;
+    return faulted_pwrite(&real, "pwrite", fd, buf, count, offset);
 }

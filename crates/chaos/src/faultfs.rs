@@ -37,9 +37,14 @@ impl Fault {
     }
 }
 
-/// Build the shim into `dir` (once per path) and return the library's path.
+/// Build the shim into `dir` (once per version of its source) and return
+/// the library's path. The file is named for a hash of the source, so a
+/// changed shim is never served from an older build.
 pub fn build(dir: &Path) -> std::io::Result<PathBuf> {
-    let out = dir.join("libfaultfs.so");
+    let hash = SOURCE.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let out = dir.join(format!("libfaultfs-{hash:016x}.so"));
     if out.exists() {
         return Ok(out);
     }
