@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fault-injection suite (crates/chaos): start the whole system as real
+# The fault-injection suite (chaos/): start the whole system as real
 # processes on 127.0.0.1, run the client workloads while a seeded nemesis
 # injects faults, record the history and check it. Arguments go to the
 # `chaos` binary:

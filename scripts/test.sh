@@ -31,7 +31,7 @@ echo "== cargo nextest"
 cargo nextest run --workspace --no-fail-fast --test-threads "${TEST_THREADS:-2}" "$@"
 
 # The fault suite, short: every workload under every fault kind, checked
-# (crates/chaos; a failing run keeps its history and logs under run/chaos).
+# (chaos/; a failing run keeps its history and logs under run/chaos).
 # Debug binaries: nextest just built them. SKIP_CHAOS=1 leaves it out.
 if [ -n "${SKIP_CHAOS:-}" ]; then
   echo "== chaos suite skipped (SKIP_CHAOS set)"

@@ -12,10 +12,13 @@
 //!   counters and latency histograms, plus room for each service's gauges.
 //! - [`discovery`]: member lists from static addresses or re-resolved DNS names.
 //! - [`server`]: tracing setup, the `/internal/` token guard, graceful shutdown.
+//! - [`port`]: ports reserved across processes for servers started as
+//!   separate processes (tests, the fault suite, load tools).
 
 pub mod discovery;
 pub mod error;
 pub mod metrics;
+pub mod port;
 pub mod ring;
 pub mod server;
 pub mod validate;

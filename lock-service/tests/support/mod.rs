@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use common::port::free_port;
 use serde_json::Value;
 
 pub struct Cluster {
@@ -22,11 +23,6 @@ pub struct Cluster {
     pub env: Vec<(&'static str, &'static str)>,
     /// Every node runs on the fault-injecting disk shim (see [`Cluster::fault`]).
     pub faulty: bool,
-}
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// The fault shim (chaos's `faultfs`), compiled once per test binary.

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ::common::port::free_port;
 use cache_service::CacheClient;
 use common::wait_until;
 use serde_json::json;
@@ -25,14 +25,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(addr: &str, peers: &str, extra: &[&str]) -> Proc {

@@ -71,12 +71,6 @@ pub struct System {
     net: Option<Net>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl System {
     /// Start every process and wait until the gateway reports every backend
     /// healthy and the lock nodes agree on a leader.
@@ -94,7 +88,7 @@ impl System {
             "lock-1", "lock-2", "lock-3", "queue-1", "queue-2", "queue-3", "cache-1", "cache-2",
             "cache-3", "gateway", "redis",
         ] {
-            ports.insert(name, format!("127.0.0.1:{}", free_port()?));
+            ports.insert(name, format!("127.0.0.1:{}", common::port::reserve()?));
         }
         if let Some(net) = &net {
             for i in 1..=3 {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use common::port::free_port;
 use gateway::{BackendSenders, Backends, Gateway, Settings};
 use tokio::net::TcpListener;
 
@@ -32,11 +33,6 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A child process killed on drop. Its stderr goes to a log file kept in
 /// the test's temp dir, printed when a wait for it fails.
 pub struct Proc {

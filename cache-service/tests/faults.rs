@@ -26,12 +26,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::common::port::free_port;
 use cache_service::CacheClient;
 use common::lincheck::{check_model, Event, Model, Op};
 use common::{wait_confirmed, wait_until, Redis};
@@ -61,14 +61,6 @@ fn signal(child: &Child, sig: &str) {
         .arg(format!("-{sig}"))
         .arg(child.id().to_string())
         .status();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Procs {

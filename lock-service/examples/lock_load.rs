@@ -132,16 +132,6 @@ impl System {
 /// etcd lease TTL; each client's lease is renewed every third of it.
 const LEASE_TTL_S: u64 = 10;
 
-/// `n` distinct free ports on 127.0.0.1 (all held until all are picked).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// Three members of one system on 127.0.0.1 with data dirs in a temp dir.
 /// It kills only the processes it spawned, by their `Child`, also on drop.
 struct Cluster {
@@ -156,7 +146,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(args: &Args, system: &System) -> Self {
-        let p = free_ports(6);
+        let p: Vec<u16> = (0..6).map(|_| common::port::free_port()).collect();
         let ports = (1..=3u64)
             .map(|id| {
                 let i = 2 * (id as usize - 1);

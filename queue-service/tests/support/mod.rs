@@ -10,21 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use common::port::free_port;
 use queue_service::store::embedded::EmbeddedStore;
 use queue_service::store::redis::RedisStore;
 use queue_service::store::QueueStore;
 use queue_service::Config;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-/// A free port on 127.0.0.1 (bound, then released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A redis-server child in its own temp dir, killed on drop.
 pub struct RedisServer {
