@@ -22,6 +22,12 @@
 #   DEBIAN_MIRROR=http://… DEBIAN_SECURITY_MIRROR=http://… SUITE=bookworm
 #                                            # override what is read from /etc/apt
 #
+# The Debian mirror comes only from the host's apt sources or from
+# DEBIAN_MIRROR: no mirror host is written into this repository (a machine
+# may reach only its own mirror). With neither, the script stops and says so.
+# The security mirror likewise; without one the base is upgraded from
+# $SUITE-updates only, and the log says so.
+#
 # Needs root (debootstrap, chroot) or sudo, and a Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,8 +71,8 @@ host_suite() {
   echo "${s:-bookworm}"
 }
 
-host_mirror() { # SUITE DEFAULT
-  local suite="$1" fallback="$2" f uri
+host_mirror() { # SUITE; prints nothing when the host has none
+  local suite="$1" f uri
   shopt -s nullglob
   for f in /etc/apt/sources.list.d/*.sources; do
     # First stanza whose Suites include "$suite" itself (not -security/-updates only).
@@ -93,12 +99,11 @@ host_mirror() { # SUITE DEFAULT
     if [ -n "$uri" ]; then echo "$uri"; return; fi
   done
   shopt -u nullglob
-  echo "$fallback"
 }
 
 SUITE="${SUITE:-$(host_suite)}"
-MIRROR="${DEBIAN_MIRROR:-$(host_mirror "$SUITE" http://deb.debian.org/debian)}"
-SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-$(host_mirror "$SUITE-security" http://deb.debian.org/debian-security)}"
+MIRROR="${DEBIAN_MIRROR:-$(host_mirror "$SUITE")}"
+SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-$(host_mirror "$SUITE-security")}"
 ROOTFS_TAR="$IMAGES_DIR/rootfs-$SUITE.tar"
 ROOTFS_KEY_FILE="$ROOTFS_TAR.key"
 BASE_KEY_FILE="$IMAGES_DIR/base-$SUITE.imported"
@@ -115,6 +120,16 @@ drop_replaced() {
 }
 
 make_rootfs() {
+  if [ -z "$MIRROR" ]; then
+    log "no Debian mirror for '$SUITE': the host's apt sources (/etc/apt/sources.list," \
+      "/etc/apt/sources.list.d/*.sources|*.list) name none for that suite, and DEBIAN_MIRROR" \
+      "is not set. Set DEBIAN_MIRROR=http://<mirror>/debian (and DEBIAN_SECURITY_MIRROR)."
+    exit 1
+  fi
+  if [ -z "$SECURITY_MIRROR" ]; then
+    log "no security mirror for '$SUITE-security' in the host's apt sources and" \
+      "DEBIAN_SECURITY_MIRROR unset: the base gets $SUITE-updates only"
+  fi
   if ! command -v debootstrap >/dev/null 2>&1; then
     log "installing debootstrap (apt-get)"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null ||
@@ -134,12 +149,14 @@ make_rootfs() {
   # $SUITE-security and upgrade, so the base carries the current fixes (the
   # same point the host's apt follows). policy-rc.d keeps package scripts
   # from starting services (redis) inside the chroot.
-  log "apt-get upgrade in the rootfs ($SUITE-updates, $SUITE-security)"
+  log "apt-get upgrade in the rootfs ($SUITE-updates${SECURITY_MIRROR:+, $SUITE-security})"
   $SUDO sh -c "cat > '$dir/etc/apt/sources.list'" <<SOURCES
 deb $MIRROR $SUITE main
 deb $MIRROR $SUITE-updates main
-deb $SECURITY_MIRROR $SUITE-security main
 SOURCES
+  if [ -n "$SECURITY_MIRROR" ]; then
+    $SUDO sh -c "echo 'deb $SECURITY_MIRROR $SUITE-security main' >> '$dir/etc/apt/sources.list'"
+  fi
   $SUDO sh -c "printf '#!/bin/sh\nexit 101\n' > '$dir/usr/sbin/policy-rc.d' && chmod 755 '$dir/usr/sbin/policy-rc.d'"
   {
     $SUDO chroot "$dir" apt-get update -qq &&

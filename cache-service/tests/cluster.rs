@@ -210,9 +210,14 @@ async fn evictions_write_back_and_values_survive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ttl_is_coherent_across_nodes() {
     let c = Cluster::start(Opts::default()).await;
-    c.clients[0].set("t", json!(1), Some(150)).await.unwrap();
+    // A TTL long enough that the first read lands inside it on a loaded
+    // machine; the expiry is counted from when the set returned (the
+    // latest the node can have started the TTL).
+    c.clients[0].set("t", json!(1), Some(1_500)).await.unwrap();
+    let set_done = std::time::Instant::now();
     assert!(c.clients[1].get("t").await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let expired = set_done + Duration::from_millis(1_600);
+    tokio::time::sleep(expired.saturating_duration_since(std::time::Instant::now())).await;
     for cl in &c.clients {
         assert!(cl.get("t").await.unwrap().is_none());
     }

@@ -138,7 +138,20 @@ async fn every_route_through_the_gateway_against_real_services() {
         r.wait_ms = Some(5_000);
         c2.acquire(&r).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Release only once w2 is queued: otherwise w2 could simply arrive after
+    // the release and the hand-off would go untested.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c
+        .lock_state("e2e-wait")
+        .await
+        .unwrap()
+        .waiters
+        .iter()
+        .any(|w| w.owner == "w2")
+    {
+        assert!(Instant::now() < deadline, "w2 never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c.release(&ReleaseRequest {
         resource: "e2e-wait".into(),
         owner: "w1".into(),

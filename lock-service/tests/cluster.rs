@@ -252,8 +252,11 @@ async fn a_blocked_acquire_is_granted_right_after_the_release() {
     }
     samples.sort();
     eprintln!("release → waiter's grant: {samples:?}");
-    // Generous bound against a loaded CI machine; the load tool measures it.
-    assert!(samples[2] < Duration::from_millis(250), "{samples:?}");
+    // The grant follows the release, not the holder's lease (30 s by
+    // default) or the waiter's 10 s wait: a bound a loaded 2-core machine
+    // keeps. How fast the hand-off is, is a benchmark figure (lock_load
+    // hand-offs, docs/benchmarks.md), not a test's.
+    assert!(samples[2] < Duration::from_secs(3), "{samples:?}");
 }
 
 /// A client that retries a blocking acquire (same body, so the same

@@ -137,7 +137,8 @@ async fn long_poll_is_woken_by_an_enqueue_through_another_node() {
     let took = start.elapsed();
     assert_eq!(s, 200);
     assert_eq!(v["messages"][0]["payload"], json!(7));
-    assert!(took < Duration::from_secs(2), "woken after {took:?}");
+    // Woken by the enqueue, not by the end of its 10 s wait.
+    assert!(took < Duration::from_secs(8), "woken after {took:?}");
     // An empty long poll returns empty after its wait.
     let start = Instant::now();
     let (s, v) = api

@@ -235,6 +235,20 @@ fn spawn_producers(
     (ok, failed, tasks)
 }
 
+/// Until the producers have `n` acknowledged enqueues: a fault injected
+/// after a fixed sleep would, on a slow machine, hit a node that had
+/// acknowledged nothing yet, and there would be nothing to lose.
+async fn wait_acked(ok: &Mutex<Vec<(Instant, String)>>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ok.lock().unwrap().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} enqueues acknowledged in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_with_aof_always_keeps_every_201() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
@@ -243,7 +257,7 @@ async fn redis_restart_with_aof_always_keeps_every_201() {
     let api = Api::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = spawn_producers(&api, &node.base(), "durable", 8, stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_acked(&ok, 200).await;
     redis.kill();
     let killed_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -328,7 +342,7 @@ async fn embedded_node_killed_keeps_every_201_and_in_flight_messages() {
     assert_eq!(held["payload"], json!("first"));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, _failed, tasks) = spawn_producers(&api, &node.base(), "durable", 8, stop.clone());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_acked(&ok, 200).await;
     node.kill();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
