@@ -162,6 +162,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         dir: out.clone(),
         redis: args.redis,
         netns: !args.no_netns,
+        disk_shim: true,
+        // Nodes sharing a machine's cores do better on one runtime thread
+        // (lock-service --worker-threads; run-local.sh does the same).
+        lock_worker_threads: Some(1),
     })
     .await?;
     let gateway = sys.gateway_url();

@@ -58,13 +58,18 @@ pub struct Options {
     pub redis: bool,
     /// Lock nodes in network namespaces (needs root), for partitions.
     pub netns: bool,
+    /// Lock nodes on the disk fault shim (off: their disk as it is, for
+    /// benchmarks; [`System::disk`] then refuses).
+    pub disk_shim: bool,
+    /// `--worker-threads` of the lock nodes (`None`: the service's default).
+    pub lock_worker_threads: Option<usize>,
 }
 
 /// The running system.
 pub struct System {
     pub nodes: BTreeMap<String, Node>,
     opts: Options,
-    shim: PathBuf,
+    shim: Option<PathBuf>,
     http: reqwest::Client,
     /// The lock nodes' private network, with `Options::netns`. Declared
     /// last: it is dropped after `Drop for System` stopped every process.
@@ -77,7 +82,11 @@ impl System {
     pub async fn start(opts: Options) -> anyhow::Result<System> {
         std::fs::create_dir_all(opts.dir.join("logs"))?;
         std::fs::create_dir_all(opts.dir.join("data"))?;
-        let shim = faultfs::build(&opts.dir)?;
+        let shim = if opts.disk_shim {
+            Some(faultfs::build(&opts.dir)?)
+        } else {
+            None
+        };
         let net = if opts.netns {
             Some(Net::create(3)?)
         } else {
@@ -113,7 +122,8 @@ impl System {
         let bin = |name: &str| opts.bins.join(name);
         let mut nodes = BTreeMap::new();
         let mut add = |name: &str, kind: Kind, program: PathBuf, args: Vec<String>| {
-            let ctl = (kind == Kind::Lock).then(|| opts.dir.join(format!("{name}.faultfs")));
+            let ctl = (kind == Kind::Lock && opts.disk_shim)
+                .then(|| opts.dir.join(format!("{name}.faultfs")));
             nodes.insert(
                 name.to_string(),
                 Node {
@@ -174,9 +184,10 @@ impl System {
                 lock_peers.clone(),
                 "--data-dir".into(),
                 data(&name),
-                "--worker-threads".into(),
-                "1".into(),
             ]);
+            if let Some(n) = opts.lock_worker_threads {
+                args.extend(["--worker-threads".into(), n.to_string()]);
+            }
             add(&name, Kind::Lock, program, args);
         }
         for i in 1..=3 {
@@ -284,8 +295,8 @@ impl System {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if let Some(ctl) = &node.ctl {
-            cmd.envs(faultfs::env(&shim, ctl));
+        if let (Some(ctl), Some(shim)) = (&node.ctl, &shim) {
+            cmd.envs(faultfs::env(shim, ctl));
         }
         let child = cmd
             .spawn()

@@ -1,0 +1,199 @@
+//! `bench`: the per-service benchmarks. It starts the whole system as real
+//! processes on 127.0.0.1 (release binaries, the same set-up as
+//! `scripts/run-local.sh`, through the fault suite's process harness with no
+//! faults), runs each case `--runs` times, and writes the results
+//! ([`report`]) into `--out`.
+//!
+//! - [`load`]: the closed/open loop engine and its histograms;
+//! - [`scenario`]: the scenarios, one file per service;
+//! - [`report`]: JSON, CSV and the markdown summary.
+//!
+//! ```text
+//! cargo build --release --bins
+//! target/release/bench lock queue --runs 3 --seconds 10 --out bench-results/now
+//! ```
+//! (`scripts/bench.sh` does both and names the directory by the time.)
+
+mod load;
+mod report;
+mod scenario;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chaos::system::{Options, System};
+use clap::Parser;
+
+use crate::load::Plan;
+use crate::report::Run;
+use crate::scenario::{Case, Via, SERVICES};
+
+/// Per-service benchmarks of distributed-sync.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Services to benchmark: lock, queue, cache, gateway, or all.
+    #[arg(required = true)]
+    services: Vec<String>,
+    /// Only the scenarios named (e.g. `pairs`, `hop`); all when unset.
+    #[arg(long)]
+    scenario: Vec<String>,
+    /// Only calls made this way (all ways when unset).
+    #[arg(long)]
+    via: Option<Via>,
+    /// Measured seconds of each run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of load before each run's measurement starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// An open loop at this many calls per second (at most `--in-flight`
+    /// outstanding) instead of each case's closed-loop clients.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Calls outstanding at most in the open loop.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Runs of each case (the summary takes their median).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// At most this many recorded calls in one run.
+    #[arg(long, default_value_t = 5_000_000)]
+    max_ops: u64,
+    /// The queue scenarios' stores: embedded, redis, or both.
+    #[arg(long, default_value = "both")]
+    store: String,
+    /// Where the service binaries are (default: next to this one).
+    #[arg(long)]
+    bins: Option<PathBuf>,
+    /// The output directory (results; logs and data of the system under
+    /// `<out>/system-<store>`).
+    #[arg(long, default_value = "bench-results/latest")]
+    out: PathBuf,
+    /// A quick pass over every case (1 s runs, one each): proves the
+    /// scenarios run, measures nothing worth keeping.
+    #[arg(long)]
+    smoke: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.seconds = 1;
+        args.warmup = 0.2;
+        args.runs = 1;
+    }
+    let services: Vec<String> = if args.services.iter().any(|s| s == "all") {
+        SERVICES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.services.clone()
+    };
+    for s in &services {
+        anyhow::ensure!(
+            SERVICES.contains(&s.as_str()),
+            "unknown service {s:?}; one of {SERVICES:?} or all"
+        );
+    }
+    let stores: Vec<&str> = match args.store.as_str() {
+        "both" => vec!["embedded", "redis"],
+        "embedded" => vec!["embedded"],
+        "redis" => vec!["redis"],
+        other => anyhow::bail!("--store {other:?}: embedded, redis or both"),
+    };
+    let bins = match &args.bins {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("no directory for this binary"))?,
+    };
+    let plan = Plan {
+        mode: match args.rate {
+            Some(rate) => load::Mode::Open {
+                rate,
+                max_in_flight: args.in_flight,
+            },
+            None => load::Mode::Closed { clients: 1 },
+        },
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs(args.seconds),
+        max_ops: args.max_ops,
+    };
+    // The cases per store: the queue's on each store, the others once (on
+    // the embedded set-up).
+    let mut plan_by_store: Vec<(&str, Vec<Case>)> = Vec::new();
+    for store in &stores {
+        let cases: Vec<Case> = services
+            .iter()
+            .flat_map(|s| scenario::cases(s))
+            .filter(|c| c.service == "queue" || *store == stores[0])
+            .filter(|c| args.scenario.is_empty() || args.scenario.iter().any(|s| s == c.scenario))
+            .filter(|c| args.via.is_none_or(|v| v == c.via))
+            .collect();
+        if !cases.is_empty() {
+            plan_by_store.push((store, cases));
+        }
+    }
+    let total: usize = plan_by_store.iter().map(|(_, c)| c.len()).sum::<usize>() * args.runs;
+    anyhow::ensure!(total > 0, "no case matches");
+    let started = Instant::now();
+    let mut runs: Vec<Run> = Vec::new();
+    let mut done = 0;
+    for (store, cases) in &plan_by_store {
+        let dir = args.out.join(format!("system-{store}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!(
+            "[bench] starting the system ({store} store) in {}",
+            dir.display()
+        );
+        let mut sys = System::start(Options {
+            bins: bins.clone(),
+            dir,
+            redis: *store == "redis",
+            netns: false,
+            disk_shim: false,
+            lock_worker_threads: Some(1),
+        })
+        .await?;
+        for case in cases {
+            for run in 1..=args.runs {
+                done += 1;
+                let m = scenario::run(&mut sys, case, plan).await?;
+                eprintln!(
+                    "[bench {done}/{total} {:>4.0}s] {} {} via {:?} clients {} ({store}) run {run}: {:.0} ops/s, p50 {} µs, p99 {} µs, {} errors",
+                    started.elapsed().as_secs_f64(),
+                    case.service,
+                    case.scenario,
+                    case.via,
+                    case.clients,
+                    m.ops_per_s,
+                    m.p50_us,
+                    m.p99_us,
+                    m.error_count()
+                );
+                runs.push(Run {
+                    service: case.service.into(),
+                    scenario: case.scenario.into(),
+                    via: case.via,
+                    clients: case.clients,
+                    store: store.to_string(),
+                    run,
+                    result: m,
+                });
+            }
+        }
+        sys.stop();
+    }
+    let title = format!(
+        "distributed-sync benchmarks ({} s runs, {} run(s) a case)",
+        args.seconds, args.runs
+    );
+    report::write(&args.out, &runs, &title)?;
+    eprintln!(
+        "[bench] done in {:.0} s; results in {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! What a benchmark invocation leaves behind, in its output directory:
+//! - `runs.json`: every run, with its full result (histogram percentiles,
+//!   errors by kind, the per-second timeline);
+//! - `runs.csv`: one line a run;
+//! - `summary.csv` and `summary.md`: medians over the runs of each case,
+//!   the spread (slowest and fastest run), and where a case was also run
+//!   another way (direct vs through the gateway) the ratio between them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::load::{median, Measured};
+use crate::scenario::Via;
+
+/// One run of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub service: String,
+    pub scenario: String,
+    pub via: Via,
+    pub clients: usize,
+    /// The queue/cache store the system ran on (`embedded` or `redis`).
+    pub store: String,
+    /// Which repeat this is (1-based).
+    pub run: usize,
+    pub result: Measured,
+}
+
+/// The medians over the runs of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub service: String,
+    pub scenario: String,
+    pub via: Via,
+    pub clients: usize,
+    pub store: String,
+    pub runs: usize,
+    pub ops_per_s: f64,
+    pub ops_per_s_min: f64,
+    pub ops_per_s_max: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub errors: u64,
+}
+
+type Key = (String, String, String, usize, Via);
+
+fn key(r: &Run) -> Key {
+    (
+        r.service.clone(),
+        r.scenario.clone(),
+        r.store.clone(),
+        r.clients,
+        r.via,
+    )
+}
+
+/// Medians per case, in the order the cases first ran.
+pub fn summarize(runs: &[Run]) -> Vec<Summary> {
+    let mut order: Vec<Key> = Vec::new();
+    let mut by: BTreeMap<Key, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        let k = key(r);
+        if !by.contains_key(&k) {
+            order.push(k.clone());
+        }
+        by.entry(k).or_default().push(r);
+    }
+    order
+        .into_iter()
+        .map(|k| {
+            let rs = &by[&k];
+            let col = |f: fn(&Measured) -> f64| median(rs.iter().map(|r| f(&r.result)).collect());
+            let tput: Vec<f64> = rs.iter().map(|r| r.result.ops_per_s).collect();
+            Summary {
+                service: k.0.clone(),
+                scenario: k.1.clone(),
+                store: k.2.clone(),
+                clients: k.3,
+                via: k.4,
+                runs: rs.len(),
+                ops_per_s: median(tput.clone()),
+                ops_per_s_min: tput.iter().copied().fold(f64::INFINITY, f64::min),
+                ops_per_s_max: tput.iter().copied().fold(0.0, f64::max),
+                p50_us: col(|m| m.p50_us as f64),
+                p99_us: col(|m| m.p99_us as f64),
+                p999_us: col(|m| m.p999_us as f64),
+                errors: rs.iter().map(|r| r.result.error_count()).sum(),
+            }
+        })
+        .collect()
+}
+
+/// Write every file into `dir`.
+pub fn write(dir: &Path, runs: &[Run], title: &str) -> anyhow::Result<Vec<Summary>> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("runs.json"), serde_json::to_string_pretty(runs)?)?;
+    let mut csv = String::from(
+        "service,scenario,via,clients,store,run,ops,seconds,ops_per_s,p50_us,p90_us,p99_us,p999_us,max_us,errors\n",
+    );
+    for r in runs {
+        let m = &r.result;
+        writeln!(
+            csv,
+            "{},{},{:?},{},{},{},{},{:.3},{:.1},{},{},{},{},{},{}",
+            r.service,
+            r.scenario,
+            r.via,
+            r.clients,
+            r.store,
+            r.run,
+            m.ops,
+            m.seconds,
+            m.ops_per_s,
+            m.p50_us,
+            m.p90_us,
+            m.p99_us,
+            m.p999_us,
+            m.max_us,
+            m.error_count()
+        )?;
+    }
+    std::fs::write(dir.join("runs.csv"), csv)?;
+    let summary = summarize(runs);
+    let mut csv = String::from(
+        "service,scenario,via,clients,store,runs,ops_per_s,ops_per_s_min,ops_per_s_max,p50_us,p99_us,p999_us,errors\n",
+    );
+    for s in &summary {
+        writeln!(
+            csv,
+            "{},{},{:?},{},{},{},{:.1},{:.1},{:.1},{:.0},{:.0},{:.0},{}",
+            s.service,
+            s.scenario,
+            s.via,
+            s.clients,
+            s.store,
+            s.runs,
+            s.ops_per_s,
+            s.ops_per_s_min,
+            s.ops_per_s_max,
+            s.p50_us,
+            s.p99_us,
+            s.p999_us,
+            s.errors
+        )?;
+    }
+    std::fs::write(dir.join("summary.csv"), csv)?;
+    std::fs::write(dir.join("summary.md"), markdown(&summary, title))?;
+    Ok(summary)
+}
+
+/// The markdown summary: one table per service; for a case run both ways,
+/// the gateway's figure carries its ratio to the direct one.
+pub fn markdown(summary: &[Summary], title: &str) -> String {
+    let mut out = format!(
+        "# {title}\n\nMedians over the runs of each case; spread is the slowest and fastest run.\n"
+    );
+    let direct: BTreeMap<(String, String, String, usize), f64> = summary
+        .iter()
+        .filter(|s| s.via == Via::Direct)
+        .map(|s| {
+            (
+                (
+                    s.service.clone(),
+                    s.scenario.clone(),
+                    s.store.clone(),
+                    s.clients,
+                ),
+                s.ops_per_s,
+            )
+        })
+        .collect();
+    let mut service = "";
+    for s in summary {
+        if s.service != service {
+            service = &s.service;
+            let _ = write!(
+                out,
+                "\n## {service}\n\n| scenario | via | clients | store | ops/s (median) | spread | p50 | p99 | p99.9 | errors | vs direct |\n| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n"
+            );
+        }
+        let ratio = match s.via {
+            Via::Gateway => direct
+                .get(&(
+                    s.service.clone(),
+                    s.scenario.clone(),
+                    s.store.clone(),
+                    s.clients,
+                ))
+                .map(|d| format!("{:.2}×", s.ops_per_s / d.max(1e-9)))
+                .unwrap_or_default(),
+            Via::Direct => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:?} | {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} |",
+            s.scenario,
+            s.via,
+            s.clients,
+            s.store,
+            s.ops_per_s,
+            s.ops_per_s_min,
+            s.ops_per_s_max,
+            ms(s.p50_us),
+            ms(s.p99_us),
+            ms(s.p999_us),
+            s.errors,
+            ratio
+        );
+    }
+    out
+}
+
+fn ms(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Mode;
+
+    fn run(via: Via, n: usize, ops_per_s: f64) -> Run {
+        Run {
+            service: "cache".into(),
+            scenario: "hit".into(),
+            via,
+            clients: 16,
+            store: "embedded".into(),
+            run: n,
+            result: Measured {
+                mode: Mode::Closed { clients: 16 },
+                ops: (ops_per_s * 2.0) as u64,
+                seconds: 2.0,
+                ops_per_s,
+                p50_us: 100 * n as u64,
+                p90_us: 0,
+                p99_us: 0,
+                p999_us: 0,
+                max_us: 0,
+                errors: BTreeMap::from([("teapot".to_string(), 1)]),
+                timeline: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn medians_spread_errors_and_the_gateway_ratio() {
+        let runs = vec![
+            run(Via::Direct, 1, 100.0),
+            run(Via::Direct, 2, 300.0),
+            run(Via::Direct, 3, 200.0),
+            run(Via::Gateway, 1, 50.0),
+        ];
+        let s = summarize(&runs);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].ops_per_s, s[0].ops_per_s_min, s[0].ops_per_s_max),
+            (200.0, 100.0, 300.0)
+        );
+        assert_eq!((s[0].p50_us, s[0].errors, s[0].runs), (200.0, 3, 3));
+        let md = markdown(&s, "t");
+        assert!(
+            md.contains("| hit | Gateway | 16 | embedded | 50 |"),
+            "{md}"
+        );
+        assert!(md.contains("0.25×"), "{md}");
+    }
+}
