@@ -91,14 +91,21 @@ pub struct View {
     pub generation: u64,
 }
 
+/// The state every role shares.
 struct Inner {
     cfg: NodeConfig,
+    /// Tells peers that this node restarted (and so holds nothing).
     incarnation: u64,
+    /// This node's cached lines: installed as a requester, surrendered as a
+    /// holder.
     lines: Mutex<LineTable>,
+    /// The directory of the keys this node is home to.
     dir: Mutex<Directory>,
+    /// One async mutex per key with a home transaction running or waiting.
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     memory: Memory,
     peers: Peers,
+    /// The accepted view; replaced (never edited) by the heartbeat.
     view: RwLock<Arc<View>>,
     membership: Mutex<Membership>,
     views: Mutex<Views>,

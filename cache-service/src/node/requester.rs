@@ -27,26 +27,26 @@ impl Node {
     /// Read `key`: `(data, hit)`; `data` is `None` when the key has no value.
     pub async fn get(&self, key: &str) -> Result<(Option<Data>, bool)> {
         let mut counted = false;
-        let deadline = self.route_deadline();
-        loop {
+        let local = || {
             let (now, mono) = (self.now_ms(), self.mono_ms());
             let hit = lock(&self.inner.lines).lookup_if(key, now, |h| {
                 self.authorized_at(mono) && self.lease_ok(h, mono)
             });
             if let Lookup::Hit(_, data) = hit {
                 self.inner.stats.hits.inc();
-                return Ok((data, true));
+                return Some((data, true));
             }
             if !counted {
                 self.inner.stats.misses.inc();
                 counted = true;
             }
-            match self.request(key, HomeRequest::GetS).await {
-                Ok(HomeReply::Line { data, .. }) => return Ok((Some(data), false)),
-                Ok(_) => return Ok((None, false)),
-                Err(e) => self.backoff(deadline, e).await?,
-            }
-        }
+            None
+        };
+        self.route_to_home(key, HomeRequest::GetS, local, |reply| match reply {
+            HomeReply::Line { data, .. } => Ok((Some(data), false)),
+            _ => Ok((None, false)),
+        })
+        .await
     }
 
     /// Write `key`; returns the new value's version.
@@ -68,30 +68,54 @@ impl Node {
                 return Ok(version);
             }
         }
-        let deadline = self.route_deadline();
-        loop {
-            let req = HomeRequest::GetM {
-                value: value.clone(),
-                expires_at_ms,
-            };
-            match self.request(key, req).await {
-                Ok(HomeReply::Line { data, .. }) => return Ok(data.version),
-                Ok(other) => {
-                    return Err(Error::Unavailable(format!(
-                        "unexpected home reply {other:?}"
-                    )))
-                }
-                Err(e) => self.backoff(deadline, e).await?,
-            }
-        }
+        let request = HomeRequest::GetM {
+            value,
+            expires_at_ms,
+        };
+        self.route_to_home(
+            key,
+            request,
+            || None,
+            |reply| match reply {
+                HomeReply::Line { data, .. } => Ok(data.version),
+                other => Err(Error::Unavailable(format!(
+                    "unexpected home reply {other:?}"
+                ))),
+            },
+        )
+        .await
     }
 
     /// Delete `key` everywhere.
     pub async fn delete(&self, key: &str) -> Result<()> {
+        self.route_to_home(key, HomeRequest::Delete, || None, |_| Ok(()))
+            .await
+    }
+
+    /// The one way a client operation reaches `key`'s home: send `request`
+    /// there ([`Node::request`] routes by the current view and installs the
+    /// grant), and on a routing error (views disagree, home unreachable, no
+    /// confirmed view) pause and route again by whatever view is current
+    /// then, until the route deadline ([`Node::backoff`]). The home's reply
+    /// becomes the operation's result through `answer`, once.
+    ///
+    /// Before every attempt `local` may answer from this node's own line
+    /// instead (a read hit; a line that a concurrent request installed
+    /// during a pause serves too).
+    async fn route_to_home<T>(
+        &self,
+        key: &str,
+        request: HomeRequest,
+        mut local: impl FnMut() -> Option<T>,
+        answer: impl FnOnce(HomeReply) -> Result<T>,
+    ) -> Result<T> {
         let deadline = self.route_deadline();
         loop {
-            match self.request(key, HomeRequest::Delete).await {
-                Ok(_) => return Ok(()),
+            if let Some(done) = local() {
+                return Ok(done);
+            }
+            match self.request(key, request.clone()).await {
+                Ok(reply) => return answer(reply),
                 Err(e) => self.backoff(deadline, e).await?,
             }
         }
