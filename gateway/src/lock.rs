@@ -19,7 +19,7 @@
 //! through unchanged.
 //!
 //! Everything about following the leader lives here: the remembered leader
-//! ([`Leader`], with its `/stats` count and Prometheus families), the order
+//! (`Leader`, with its `/stats` count and Prometheus families), the order
 //! of candidates, the retry loop and the background poll. The quarantine of
 //! nodes that just failed is shared with the other services' routing and
 //! stays in [`crate::state`]: a quarantined leader is not asked first, and a
