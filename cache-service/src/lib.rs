@@ -11,7 +11,9 @@
 //!   at a time) — pure;
 //! - [`store`]: the backing memory (Redis or the home's own map);
 //! - [`peer`]: calls to other nodes over `/internal/`;
-//! - [`node`]: the engine joining all of the above;
+//! - [`node`]: the engine joining all of the above, one file per role it
+//!   plays (requester, home, holder, heartbeat, report);
+//! - [`metrics`]: the node's counters and their Prometheus families;
 //! - [`http`]: the routes; [`client`]: a typed client; [`config`]: flags.
 
 pub mod client;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod line;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod protocol;

@@ -17,11 +17,23 @@
 //!
 //! Any other answer (2xx, 4xx such as 409 `lock_held`) is final and passed
 //! through unchanged.
+//!
+//! Everything about following the leader lives here: the remembered leader
+//! (`Leader`, with its `/stats` count and Prometheus families), the order
+//! of candidates, the retry loop and the background poll. The quarantine of
+//! nodes that just failed is shared with the other services' routing and
+//! stays in [`crate::state`]: a quarantined leader is not asked first, and a
+//! leader that fails is forgotten.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
+use common::metrics::MetricsRegistry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -33,6 +45,71 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Hard cap on attempts per call, whatever the time budget.
 const MAX_ATTEMPTS: usize = 64;
+
+/// The lock leader the gateway remembers (learned from polls and from 503
+/// answers), and how often it changed.
+pub(crate) struct Leader {
+    addr: Mutex<Option<String>>,
+    /// Times a new leader was remembered (`/stats`).
+    changes: AtomicU64,
+    changes_metric: Counter,
+    known: Gauge,
+}
+
+impl Leader {
+    /// No leader known yet; registers the leader's Prometheus families.
+    pub(crate) fn new(registry: &mut MetricsRegistry) -> Self {
+        let leader = Self {
+            addr: Mutex::new(None),
+            changes: AtomicU64::new(0),
+            changes_metric: Counter::default(),
+            known: Gauge::default(),
+        };
+        registry.register(
+            "gateway_lock_leader_changes",
+            "Times the remembered lock leader changed",
+            leader.changes_metric.clone(),
+        );
+        registry.register(
+            "gateway_lock_leader_known",
+            "1 when the gateway knows a lock leader",
+            leader.known.clone(),
+        );
+        leader
+    }
+
+    /// Times a new leader was remembered since start.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+}
+
+impl Gateway {
+    /// The remembered lock leader.
+    pub fn leader(&self) -> Option<String> {
+        self.0
+            .leader
+            .addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Remember (or forget) the lock leader.
+    pub fn set_leader(&self, leader: Option<String>) {
+        let l = &self.0.leader;
+        let mut cur = l.addr.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur != leader {
+            if leader.is_some() {
+                l.changes.fetch_add(1, Ordering::Relaxed);
+                l.changes_metric.inc();
+                tracing::info!(leader = ?leader, previous = ?*cur, "lock leader changed");
+            }
+            l.known.set(leader.is_some() as i64);
+            *cur = leader;
+        }
+    }
+}
 
 /// Parse a lock write body, require an object, and fill in `request_id`
 /// when the client gave none. Returns the body to send and its `wait_ms`.
@@ -99,7 +176,7 @@ async fn forward_inner(gw: &Gateway, out: &Outbound<'_>, wait_ms: u64) -> Result
     let timeout = settings.backend_timeout + Duration::from_millis(wait_ms);
     let deadline = Instant::now() + settings.lock_retry;
     let mut backoff = FIRST_BACKOFF;
-    let mut rotate = gw.0.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rotate = gw.0.rr.fetch_add(1, Ordering::Relaxed);
     let mut last_err: Option<Error> = None;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {

@@ -2,9 +2,11 @@
 //!
 //! - [`Backends`]: the live member list of each service (from
 //!   `common::discovery`, or a plain watch channel in tests);
-//! - [`Gateway`]: settings, the pooled keep-alive HTTP client, the remembered
-//!   lock leader, rings cached per member list, a short quarantine of nodes
-//!   that just failed, and the counters behind `/stats` and `/metrics`;
+//! - [`Gateway`]: settings, the pooled keep-alive HTTP client, rings cached
+//!   per member list, a short quarantine of nodes that just failed (every
+//!   service's routing tries them last), and the counters behind `/stats`
+//!   and `/metrics`; the remembered lock leader is lock routing's own
+//!   ([`crate::lock`]);
 //! - [`Gateway::call`]: one bounded backend call, timed and counted per
 //!   service, route and backend.
 //!
@@ -32,6 +34,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::lock::Leader;
 
 /// How long a node that failed to answer is tried last.
 pub const QUARANTINE: Duration = Duration::from_millis(1_000);
@@ -232,8 +235,6 @@ struct Families {
     gateway_errors: Family<ServiceLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     members: Family<ServiceLabels, Gauge>,
-    leader_changes: Counter,
-    leader_known: Gauge,
 }
 
 pub(crate) struct Inner {
@@ -243,7 +244,7 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     families: Families,
     pub started: Instant,
-    leader: Mutex<Option<String>>,
+    pub(crate) leader: Leader,
     rings: Mutex<HashMap<Service, (MemberList, Arc<Ring>)>>,
     quarantine: Mutex<HashMap<String, Instant>>,
     pub rr: AtomicUsize,
@@ -251,7 +252,6 @@ pub(crate) struct Inner {
     pub queue_counters: ServiceCounters,
     pub cache_counters: ServiceCounters,
     pub rejected: AtomicU64,
-    pub leader_changes: AtomicU64,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -282,8 +282,6 @@ impl Gateway {
             gateway_errors: Family::default(),
             rejected: Family::default(),
             members: Family::default(),
-            leader_changes: Counter::default(),
-            leader_known: Gauge::default(),
         };
         registry.register(
             "gateway_backend_requests",
@@ -315,16 +313,7 @@ impl Gateway {
             "Known backend nodes per service",
             families.members.clone(),
         );
-        registry.register(
-            "gateway_lock_leader_changes",
-            "Times the remembered lock leader changed",
-            families.leader_changes.clone(),
-        );
-        registry.register(
-            "gateway_lock_leader_known",
-            "1 when the gateway knows a lock leader",
-            families.leader_known.clone(),
-        );
+        let leader = Leader::new(&mut registry);
         let metrics = Metrics::new(registry);
         Ok(Self(Arc::new(Inner {
             settings,
@@ -333,7 +322,7 @@ impl Gateway {
             metrics,
             families,
             started: Instant::now(),
-            leader: Mutex::new(None),
+            leader,
             rings: Mutex::new(HashMap::new()),
             quarantine: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
@@ -341,7 +330,6 @@ impl Gateway {
             queue_counters: ServiceCounters::default(),
             cache_counters: ServiceCounters::default(),
             rejected: AtomicU64::new(0),
-            leader_changes: AtomicU64::new(0),
         })))
     }
 
@@ -386,29 +374,6 @@ impl Gateway {
             Service::Lock => &self.0.lock_counters,
             Service::Queue => &self.0.queue_counters,
             Service::Cache => &self.0.cache_counters,
-        }
-    }
-
-    /// The remembered lock leader.
-    pub fn leader(&self) -> Option<String> {
-        self.0
-            .leader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Remember (or forget) the lock leader.
-    pub fn set_leader(&self, leader: Option<String>) {
-        let mut cur = self.0.leader.lock().unwrap_or_else(|e| e.into_inner());
-        if *cur != leader {
-            if leader.is_some() {
-                self.0.leader_changes.fetch_add(1, Ordering::Relaxed);
-                self.0.families.leader_changes.inc();
-                tracing::info!(leader = ?leader, previous = ?*cur, "lock leader changed");
-            }
-            self.0.families.leader_known.set(leader.is_some() as i64);
-            *cur = leader;
         }
     }
 

@@ -217,7 +217,7 @@ pub fn stats(gw: &Gateway) -> GatewayStats {
         uptime_ms: gw.0.started.elapsed().as_millis() as u64,
         rejected: gw.0.rejected.load(Ordering::Relaxed),
         lock_leader: gw.leader(),
-        leader_changes: gw.0.leader_changes.load(Ordering::Relaxed),
+        leader_changes: gw.0.leader.changes(),
         lock: service_stats(gw, Service::Lock),
         queue: service_stats(gw, Service::Queue),
         cache: service_stats(gw, Service::Cache),

@@ -44,8 +44,9 @@ use crate::{Error, NodeId, StateMachine, TypeConfig};
 /// reachable leader (covers one or two elections).
 pub const WRITE_RETRY_WINDOW: Duration = Duration::from_secs(3);
 
-/// Longest wait for a proposed command to commit on this node.
-pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(1500);
+// Defined by the proposer, which does the waiting; re-exported where it
+// always was.
+pub use crate::proposer::COMMIT_TIMEOUT;
 
 /// Timeout of one forwarded write or read-index call to the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);

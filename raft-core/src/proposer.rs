@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
@@ -13,9 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::linger::{Linger, Window, LINGER};
 use crate::log_store::{Durability, LogStats};
-use crate::node::COMMIT_TIMEOUT;
 use crate::rpc::{json_null, ForwardReply};
 use crate::{Request, TypeConfig, MAX_BATCH};
+
+/// Longest wait for a proposed command to commit on this node.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A command waiting to be proposed, and where its answer goes.
 pub(crate) type Proposal = (Box<RawValue>, oneshot::Sender<ForwardReply<Box<RawValue>>>);
