@@ -6,6 +6,8 @@
 //!
 //! - [`load`]: the closed/open loop engine and its histograms;
 //! - [`scenario`]: the scenarios, one file per service;
+//! - [`baseline`]: etcd, Redis and nginx doing the same work, run in the
+//!   same invocation for the ratios;
 //! - [`report`]: JSON, CSV and the markdown summary.
 //!
 //! ```text
@@ -14,6 +16,7 @@
 //! ```
 //! (`scripts/bench.sh` does both and names the directory by the time.)
 
+mod baseline;
 mod load;
 mod report;
 mod scenario;
@@ -84,15 +87,17 @@ async fn main() -> anyhow::Result<()> {
         args.warmup = 0.2;
         args.runs = 1;
     }
-    let services: Vec<String> = if args.services.iter().any(|s| s == "all") {
-        SERVICES.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.services.clone()
-    };
-    for s in &services {
-        anyhow::ensure!(
-            SERVICES.contains(&s.as_str()),
-            "unknown service {s:?}; one of {SERVICES:?} or all"
+    let mut services: Vec<&'static str> = Vec::new();
+    for s in &args.services {
+        if s == "all" {
+            services = SERVICES.to_vec();
+            break;
+        }
+        let known = SERVICES.iter().find(|k| **k == s.as_str());
+        services.push(
+            known.ok_or_else(|| {
+                anyhow::anyhow!("unknown service {s:?}; one of {SERVICES:?} or all")
+            })?,
         );
     }
     let stores: Vec<&str> = match args.store.as_str() {
@@ -127,7 +132,9 @@ async fn main() -> anyhow::Result<()> {
         let cases: Vec<Case> = services
             .iter()
             .flat_map(|s| scenario::cases(s))
-            .filter(|c| c.service == "queue" || *store == stores[0])
+            // The queue's cases of ours on each store; everything else
+            // (baselines included) once, in the first pass.
+            .filter(|c| (c.service == "queue" && !c.is_baseline()) || *store == stores[0])
             .filter(|c| args.scenario.is_empty() || args.scenario.iter().any(|s| s == c.scenario))
             .filter(|c| args.via.is_none_or(|v| v == c.via))
             .collect();
@@ -140,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut runs: Vec<Run> = Vec::new();
     let mut done = 0;
+    let mut baselines = baseline::Baselines::new(&args.out.join("baselines"));
     for (store, cases) in &plan_by_store {
         let dir = args.out.join(format!("system-{store}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -159,10 +167,18 @@ async fn main() -> anyhow::Result<()> {
         for case in cases {
             for run in 1..=args.runs {
                 done += 1;
-                let m = scenario::run(&mut sys, case, plan).await?;
+                let m = if case.is_baseline() {
+                    match baselines.run(&sys, case, plan).await? {
+                        Some(m) => m,
+                        None => continue,
+                    }
+                } else {
+                    scenario::run(&mut sys, case, plan).await?
+                };
                 eprintln!(
-                    "[bench {done}/{total} {:>4.0}s] {} {} via {:?} clients {} ({store}) run {run}: {:.0} ops/s, p50 {} µs, p99 {} µs, {} errors",
+                    "[bench {done}/{total} {:>4.0}s] {} {} {} via {:?} clients {} ({store}) run {run}: {:.0} ops/s, p50 {} µs, p99 {} µs, {} errors",
                     started.elapsed().as_secs_f64(),
+                    case.system,
                     case.service,
                     case.scenario,
                     case.via,
@@ -173,11 +189,16 @@ async fn main() -> anyhow::Result<()> {
                     m.error_count()
                 );
                 runs.push(Run {
+                    system: case.system.into(),
                     service: case.service.into(),
                     scenario: case.scenario.into(),
                     via: case.via,
                     clients: case.clients,
-                    store: store.to_string(),
+                    store: if case.is_baseline() {
+                        "-".to_string()
+                    } else {
+                        store.to_string()
+                    },
                     run,
                     result: m,
                 });
@@ -189,7 +210,13 @@ async fn main() -> anyhow::Result<()> {
         "distributed-sync benchmarks ({} s runs, {} run(s) a case)",
         args.seconds, args.runs
     );
-    report::write(&args.out, &runs, &title)?;
+    let notes: Vec<String> = baselines
+        .unavailable()
+        .iter()
+        .map(|(name, why)| format!("Baseline {name} not run: {why}"))
+        .collect();
+    drop(baselines);
+    report::write(&args.out, &runs, &title, &notes)?;
     eprintln!(
         "[bench] done in {:.0} s; results in {}",
         started.elapsed().as_secs_f64(),

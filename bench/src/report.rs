@@ -18,6 +18,8 @@ use crate::scenario::Via;
 /// One run of one case.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
+    /// `ours`, or the baseline (`etcd`, `redis`, `nginx`).
+    pub system: String,
     pub service: String,
     pub scenario: String,
     pub via: Via,
@@ -32,6 +34,7 @@ pub struct Run {
 /// The medians over the runs of one case.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    pub system: String,
     pub service: String,
     pub scenario: String,
     pub via: Via,
@@ -47,10 +50,11 @@ pub struct Summary {
     pub errors: u64,
 }
 
-type Key = (String, String, String, usize, Via);
+type Key = (String, String, String, String, usize, Via);
 
 fn key(r: &Run) -> Key {
     (
+        r.system.clone(),
         r.service.clone(),
         r.scenario.clone(),
         r.store.clone(),
@@ -77,11 +81,12 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
             let col = |f: fn(&Measured) -> f64| median(rs.iter().map(|r| f(&r.result)).collect());
             let tput: Vec<f64> = rs.iter().map(|r| r.result.ops_per_s).collect();
             Summary {
-                service: k.0.clone(),
-                scenario: k.1.clone(),
-                store: k.2.clone(),
-                clients: k.3,
-                via: k.4,
+                system: k.0.clone(),
+                service: k.1.clone(),
+                scenario: k.2.clone(),
+                store: k.3.clone(),
+                clients: k.4,
+                via: k.5,
                 runs: rs.len(),
                 ops_per_s: median(tput.clone()),
                 ops_per_s_min: tput.iter().copied().fold(f64::INFINITY, f64::min),
@@ -96,17 +101,24 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
 }
 
 /// Write every file into `dir`.
-pub fn write(dir: &Path, runs: &[Run], title: &str) -> anyhow::Result<Vec<Summary>> {
+/// `notes` go under the summary's title (e.g. a baseline that could not run).
+pub fn write(
+    dir: &Path,
+    runs: &[Run],
+    title: &str,
+    notes: &[String],
+) -> anyhow::Result<Vec<Summary>> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("runs.json"), serde_json::to_string_pretty(runs)?)?;
     let mut csv = String::from(
-        "service,scenario,via,clients,store,run,ops,seconds,ops_per_s,p50_us,p90_us,p99_us,p999_us,max_us,errors\n",
+        "system,service,scenario,via,clients,store,run,ops,seconds,ops_per_s,p50_us,p90_us,p99_us,p999_us,max_us,errors\n",
     );
     for r in runs {
         let m = &r.result;
         writeln!(
             csv,
-            "{},{},{:?},{},{},{},{},{:.3},{:.1},{},{},{},{},{},{}",
+            "{},{},{},{:?},{},{},{},{},{:.3},{:.1},{},{},{},{},{},{}",
+            r.system,
             r.service,
             r.scenario,
             r.via,
@@ -127,12 +139,13 @@ pub fn write(dir: &Path, runs: &[Run], title: &str) -> anyhow::Result<Vec<Summar
     std::fs::write(dir.join("runs.csv"), csv)?;
     let summary = summarize(runs);
     let mut csv = String::from(
-        "service,scenario,via,clients,store,runs,ops_per_s,ops_per_s_min,ops_per_s_max,p50_us,p99_us,p999_us,errors\n",
+        "system,service,scenario,via,clients,store,runs,ops_per_s,ops_per_s_min,ops_per_s_max,p50_us,p99_us,p999_us,errors\n",
     );
     for s in &summary {
         writeln!(
             csv,
-            "{},{},{:?},{},{},{},{:.1},{:.1},{:.1},{:.0},{:.0},{:.0},{}",
+            "{},{},{},{:?},{},{},{},{:.1},{:.1},{:.1},{:.0},{:.0},{:.0},{}",
+            s.system,
             s.service,
             s.scenario,
             s.via,
@@ -149,28 +162,42 @@ pub fn write(dir: &Path, runs: &[Run], title: &str) -> anyhow::Result<Vec<Summar
         )?;
     }
     std::fs::write(dir.join("summary.csv"), csv)?;
-    std::fs::write(dir.join("summary.md"), markdown(&summary, title))?;
+    let mut md = markdown(&summary, title);
+    for n in notes {
+        md.push_str(&format!("\n> {n}\n"));
+    }
+    std::fs::write(dir.join("summary.md"), md)?;
     Ok(summary)
 }
 
-/// The markdown summary: one table per service; for a case run both ways,
-/// the gateway's figure carries its ratio to the direct one.
+/// The markdown summary: one table per service. A case of ours run both
+/// ways carries the gateway's ratio to direct; a case with a baseline run
+/// next to it carries ours over the baseline's throughput.
 pub fn markdown(summary: &[Summary], title: &str) -> String {
     let mut out = format!(
-        "# {title}\n\nMedians over the runs of each case; spread is the slowest and fastest run.\n"
+        "# {title}\n\nMedians over the runs of each case; spread is the slowest and fastest run's ops/s. \
+         *vs direct*: through the gateway over straight to the node; *vs baseline*: ours over the \
+         baseline's ops/s in the same invocation (higher is better).\n"
     );
-    let direct: BTreeMap<(String, String, String, usize), f64> = summary
+    let ours = |s: &&Summary| s.system == "ours";
+    let direct: BTreeMap<(&str, &str, &str, usize), f64> = summary
         .iter()
+        .filter(ours)
         .filter(|s| s.via == Via::Direct)
         .map(|s| {
             (
-                (
-                    s.service.clone(),
-                    s.scenario.clone(),
-                    s.store.clone(),
-                    s.clients,
-                ),
+                (&*s.service, &*s.scenario, &*s.store, s.clients),
                 s.ops_per_s,
+            )
+        })
+        .collect();
+    let baseline: BTreeMap<(&str, &str, usize, Via), (&str, f64)> = summary
+        .iter()
+        .filter(|s| s.system != "ours")
+        .map(|s| {
+            (
+                (&*s.service, &*s.scenario, s.clients, s.via),
+                (&*s.system, s.ops_per_s),
             )
         })
         .collect();
@@ -180,24 +207,25 @@ pub fn markdown(summary: &[Summary], title: &str) -> String {
             service = &s.service;
             let _ = write!(
                 out,
-                "\n## {service}\n\n| scenario | via | clients | store | ops/s (median) | spread | p50 | p99 | p99.9 | errors | vs direct |\n| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n"
+                "\n## {service}\n\n| system | scenario | via | clients | store | ops/s | spread | p50 | p99 | p99.9 | errors | vs direct | vs baseline |\n\
+                 | --- | --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
             );
         }
-        let ratio = match s.via {
-            Via::Gateway => direct
-                .get(&(
-                    s.service.clone(),
-                    s.scenario.clone(),
-                    s.store.clone(),
-                    s.clients,
-                ))
-                .map(|d| format!("{:.2}×", s.ops_per_s / d.max(1e-9)))
-                .unwrap_or_default(),
-            Via::Direct => String::new(),
-        };
+        let (mut vs_direct, mut vs_baseline) = (String::new(), String::new());
+        if s.system == "ours" {
+            if s.via == Via::Gateway {
+                if let Some(d) = direct.get(&(&*s.service, &*s.scenario, &*s.store, s.clients)) {
+                    vs_direct = format!("{:.2}×", s.ops_per_s / d.max(1e-9));
+                }
+            }
+            if let Some((name, b)) = baseline.get(&(&*s.service, &*s.scenario, s.clients, s.via)) {
+                vs_baseline = format!("{:.2}× {name}", s.ops_per_s / b.max(1e-9));
+            }
+        }
         let _ = writeln!(
             out,
-            "| {} | {:?} | {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:?} | {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} | {} |",
+            s.system,
             s.scenario,
             s.via,
             s.clients,
@@ -209,7 +237,8 @@ pub fn markdown(summary: &[Summary], title: &str) -> String {
             ms(s.p99_us),
             ms(s.p999_us),
             s.errors,
-            ratio
+            vs_direct,
+            vs_baseline
         );
     }
     out
@@ -230,6 +259,7 @@ mod tests {
 
     fn run(via: Via, n: usize, ops_per_s: f64) -> Run {
         Run {
+            system: "ours".into(),
             service: "cache".into(),
             scenario: "hit".into(),
             via,
@@ -259,9 +289,14 @@ mod tests {
             run(Via::Direct, 2, 300.0),
             run(Via::Direct, 3, 200.0),
             run(Via::Gateway, 1, 50.0),
+            Run {
+                system: "nginx".into(),
+                store: "-".into(),
+                ..run(Via::Gateway, 1, 25.0)
+            },
         ];
         let s = summarize(&runs);
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 3);
         assert_eq!(
             (s[0].ops_per_s, s[0].ops_per_s_min, s[0].ops_per_s_max),
             (200.0, 100.0, 300.0)

@@ -29,71 +29,93 @@ pub enum Via {
     Gateway,
 }
 
-/// One benchmark case: a scenario at one concurrency, one way in.
+/// One benchmark case: a scenario at one concurrency, one way in, on our
+/// system or on a baseline (`etcd`, `redis`, `nginx`: [`crate::baseline`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Case {
     pub service: &'static str,
     pub scenario: &'static str,
     pub via: Via,
     pub clients: usize,
+    pub system: &'static str,
 }
 
+impl Case {
+    pub fn is_baseline(&self) -> bool {
+        self.system != OURS
+    }
+}
+
+/// `Case::system` of our own services.
+pub const OURS: &str = "ours";
+
 /// Every case of `service` (`lock`, `queue`, `cache`, `gateway`), in the
-/// order they run.
-pub fn cases(service: &str) -> Vec<Case> {
-    let mut v = Vec::new();
-    let mut add = |service, scenario, via, clients: &[usize]| {
-        for &c in clients {
-            v.push(Case {
+/// order they run; a baseline's case right after the one of ours it is
+/// compared with.
+pub fn cases(service: &'static str) -> Vec<Case> {
+    use Via::{Direct, Gateway};
+    // (system, scenario, via, client counts)
+    let table: &[(&'static str, &'static str, Via, &[usize])] = match service {
+        "lock" => &[
+            (OURS, "pairs", Direct, &[1, 16, 64]),
+            ("etcd", "pairs", Direct, &[1, 16, 64]),
+            (OURS, "pairs", Gateway, &[1, 16, 64]),
+            (OURS, "handoff", Direct, &[16]),
+            ("etcd", "handoff", Direct, &[16]),
+            (OURS, "shared_mix", Direct, &[16]),
+            (OURS, "failover", Direct, &[1]),
+            (OURS, "sequential", Gateway, &[1]),
+        ],
+        "queue" => &[
+            (OURS, "enqueue", Direct, &[16]),
+            ("redis", "enqueue", Direct, &[16]),
+            (OURS, "enqueue", Gateway, &[16]),
+            (OURS, "dequeue_ack", Direct, &[16]),
+            (OURS, "dequeue_ack", Gateway, &[16]),
+            (OURS, "cycle", Direct, &[1, 16]),
+            ("redis", "cycle", Direct, &[1, 16]),
+            (OURS, "cycle", Gateway, &[1, 16]),
+            (OURS, "batch10", Direct, &[16]),
+            (OURS, "batch10", Gateway, &[16]),
+            (OURS, "sequential", Gateway, &[1]),
+        ],
+        "cache" => &[
+            (OURS, "hit", Direct, &[16]),
+            ("redis", "hit", Direct, &[16]),
+            (OURS, "hit", Gateway, &[16]),
+            (OURS, "miss", Direct, &[16]),
+            (OURS, "miss", Gateway, &[16]),
+            (OURS, "invalidate", Direct, &[16]),
+            (OURS, "invalidate", Gateway, &[16]),
+            (OURS, "sequential", Gateway, &[1]),
+        ],
+        "gateway" => &[
+            (OURS, "hop", Direct, &[16, 64]),
+            (OURS, "hop", Gateway, &[16, 64]),
+            ("nginx", "hop", Gateway, &[16, 64]),
+        ],
+        _ => &[],
+    };
+    table
+        .iter()
+        .flat_map(|&(system, scenario, via, clients)| {
+            clients.iter().map(move |&clients| Case {
                 service,
                 scenario,
                 via,
-                clients: c,
-            });
-        }
-    };
-    match service {
-        "lock" => {
-            for via in [Via::Direct, Via::Gateway] {
-                add("lock", "pairs", via, &[1, 16, 64]);
-            }
-            add("lock", "handoff", Via::Direct, &[16]);
-            add("lock", "shared_mix", Via::Direct, &[16]);
-            add("lock", "failover", Via::Direct, &[1]);
-            add("lock", "sequential", Via::Gateway, &[1]);
-        }
-        "queue" => {
-            for via in [Via::Direct, Via::Gateway] {
-                add("queue", "enqueue", via, &[16]);
-                add("queue", "dequeue_ack", via, &[16]);
-                add("queue", "cycle", via, &[1, 16]);
-                add("queue", "batch10", via, &[16]);
-            }
-            add("queue", "sequential", Via::Gateway, &[1]);
-        }
-        "cache" => {
-            for via in [Via::Direct, Via::Gateway] {
-                add("cache", "hit", via, &[16]);
-                add("cache", "miss", via, &[16]);
-                add("cache", "invalidate", via, &[16]);
-            }
-            add("cache", "sequential", Via::Gateway, &[1]);
-        }
-        "gateway" => {
-            for via in [Via::Direct, Via::Gateway] {
-                add("gateway", "hop", via, &[16, 64]);
-            }
-        }
-        _ => {}
-    }
-    v
+                clients,
+                system,
+            })
+        })
+        .collect()
 }
 
 /// The services `cases` knows.
 pub const SERVICES: [&str; 4] = ["lock", "queue", "cache", "gateway"];
 
-/// Run one case once against `sys`.
+/// Run one case of ours once against `sys`.
 pub async fn run(sys: &mut System, case: &Case, plan: Plan) -> anyhow::Result<Measured> {
+    anyhow::ensure!(!case.is_baseline(), "{} is a baseline case", case.system);
     match case.service {
         "lock" => lock::run(sys, case, plan).await,
         "queue" => queue::run(sys, case, plan).await,
