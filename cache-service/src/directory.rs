@@ -25,6 +25,9 @@
 //!   (downgrade, eviction). So when an exclusive owner is lost (it crashed,
 //!   was suspected, or its home moved), the key reads as absent — never as
 //!   the value before the owner's unacknowledged-to-memory writes.
+//!
+//! Tested by the goldenscripts in `directory/testscripts/`, run by
+//! `directory/tests.rs` against a small simulated cluster.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -18,8 +18,6 @@ pub mod error;
 pub mod http;
 pub mod machine;
 pub mod table;
-#[cfg(test)]
-mod table_tests;
 pub mod ticker;
 
 use std::future::Future;

@@ -879,3 +879,6 @@ impl LockTable {
         Outcome::WaitTimeout
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,8 +3,9 @@
 //! No I/O, no clock, no randomness: every operation takes `now_ms` (and the
 //! receipt nonces it needs) from the caller. The embedded store runs exactly
 //! this code and persists what it reports as changed; the Redis store runs
-//! the same rules as Lua scripts (`store/redis.rs`), and one conformance test
-//! suite (`tests/conformance.rs`) holds both to the same behaviour.
+//! the same rules as Lua scripts (`store/redis.rs`), and one set of
+//! goldenscripts (`tests/testscripts/`, run by `tests/delivery.rs`) holds
+//! both to the same output.
 //!
 //! A message is in exactly one state:
 //! - **pending** with a `visible_at_ms` — *ready* when `visible_at_ms <= now`,
@@ -634,6 +635,11 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
+    //! The delivery rules themselves are tested by the goldenscripts in
+    //! `tests/testscripts/`, run against both stores (`tests/delivery.rs`);
+    //! here only the id and receipt formats, and the changes a storage
+    //! adapter persists.
+
     use super::*;
 
     const MAX: u32 = DEFAULT_MAX_ATTEMPTS;
@@ -668,181 +674,6 @@ mod tests {
         ] {
             assert_eq!(receipt_seq(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn fifo_delivery_with_attempts_and_receipts() {
-        let mut q = Queue::new();
-        let ids = q.enqueue(vec![msg("1"), msg("2"), msg("3")], 100);
-        let (got, _) = q.dequeue(1000, 100, MAX, &[1, 2]);
-        assert_eq!(
-            got.iter().map(|d| &d.id).collect::<Vec<_>>(),
-            vec![&ids[0], &ids[1]]
-        );
-        assert!(got
-            .iter()
-            .all(|d| d.attempts == 1 && d.enqueued_at_ms == 100));
-        assert_ne!(got[0].receipt, got[1].receipt);
-        let (s, _) = q.stats(100, MAX);
-        assert_eq!((s.ready, s.delayed, s.in_flight), (1, 0, 2));
-    }
-
-    #[test]
-    fn ack_removes_for_good_and_twice_is_not_found() {
-        let mut q = Queue::new();
-        q.enqueue(vec![msg("1")], 0);
-        let d = one(&mut q, 1000, 0).unwrap();
-        assert_eq!(q.ack(&d.receipt, 10, MAX).0, Ok(()));
-        assert_eq!(q.ack(&d.receipt, 10, MAX).0, Err(ReceiptError::NotFound));
-        assert!(one(&mut q, 1000, 5000).is_none());
-        assert!(q.is_empty());
-        assert_eq!(q.ack("junk", 10, MAX).0, Err(ReceiptError::Malformed));
-    }
-
-    #[test]
-    fn visibility_end_redelivers_and_stale_receipt_cannot_ack() {
-        let mut q = Queue::new();
-        q.enqueue(vec![msg("1")], 0);
-        let first = one(&mut q, 100, 0).unwrap();
-        assert!(one(&mut q, 100, 99).is_none(), "invisible until deadline");
-        let second = one(&mut q, 100, 100).unwrap();
-        assert_eq!(second.id, first.id);
-        assert_eq!(second.attempts, 2);
-        assert_eq!(q.ack(&first.receipt, 101, MAX).0, Err(ReceiptError::Stale));
-        assert_eq!(q.ack(&second.receipt, 101, MAX).0, Ok(()));
-    }
-
-    #[test]
-    fn receipt_is_stale_once_visibility_ended_even_before_redelivery() {
-        let mut q = Queue::new();
-        q.enqueue(vec![msg("1")], 0);
-        let d = one(&mut q, 100, 0).unwrap();
-        assert_eq!(q.ack(&d.receipt, 100, MAX).0, Err(ReceiptError::Stale));
-        assert_eq!(q.stats(100, MAX).0.ready, 1);
-    }
-
-    #[test]
-    fn dead_letters_after_max_attempts_and_redrive() {
-        let mut q = Queue::new();
-        q.set_max_attempts(Some(2));
-        q.enqueue(vec![msg("poison")], 0);
-        assert_eq!(one(&mut q, 10, 0).unwrap().attempts, 1);
-        assert_eq!(one(&mut q, 10, 10).unwrap().attempts, 2);
-        let (none, ev) = q.dequeue(10, 20, MAX, &[1]);
-        assert!(none.is_empty());
-        assert_eq!(ev.dead_lettered, 1);
-        let s = q.stats(20, MAX).0;
-        assert_eq!((s.ready, s.in_flight, s.dead_lettered), (0, 0, 1));
-        let dead = q.dead_letters(10);
-        assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].attempts, dead[0].dead_lettered_at_ms), (2, 20));
-        assert_eq!(q.redrive(None, 10, 30), vec![dead[0].id.clone()]);
-        let again = one(&mut q, 10, 30).unwrap();
-        assert_eq!(again.attempts, 1);
-        assert_eq!(q.stats(30, MAX).0.dead_lettered, 0);
-    }
-
-    #[test]
-    fn redrive_by_id_ignores_live_messages() {
-        let mut q = Queue::new();
-        q.set_max_attempts(Some(1));
-        let ids = q.enqueue(vec![msg("a"), msg("b")], 0);
-        let d = q.dequeue(10, 0, MAX, &[1]).0.pop().unwrap();
-        assert_eq!(
-            q.nack(&d.receipt, 0, 1, MAX).0,
-            Ok(NackOutcome::DeadLettered)
-        );
-        let both = [parse_id(&ids[0]).unwrap(), parse_id(&ids[1]).unwrap()];
-        let twice = [both[0], both[1], both[0]];
-        assert_eq!(q.redrive(Some(&twice), 10, 2), vec![ids[0].clone()]);
-    }
-
-    #[test]
-    fn nack_requeues_with_delay() {
-        let mut q = Queue::new();
-        q.enqueue(vec![msg("1")], 0);
-        let d = one(&mut q, 1000, 0).unwrap();
-        assert_eq!(q.nack(&d.receipt, 50, 10, MAX).0, Ok(NackOutcome::Requeued));
-        assert!(one(&mut q, 1000, 59).is_none());
-        let s = q.stats(59, MAX).0;
-        assert_eq!((s.ready, s.delayed, s.in_flight), (0, 1, 0));
-        assert_eq!(one(&mut q, 1000, 60).unwrap().attempts, 2);
-        assert_eq!(q.nack(&d.receipt, 0, 61, MAX).0, Err(ReceiptError::Stale));
-    }
-
-    #[test]
-    fn extend_moves_the_deadline() {
-        let mut q = Queue::new();
-        q.enqueue(vec![msg("1")], 0);
-        let d = one(&mut q, 100, 0).unwrap();
-        assert_eq!(q.extend(&d.receipt, 500, 90, MAX).0, Ok(590));
-        assert!(one(&mut q, 100, 589).is_none());
-        assert_eq!(q.ack(&d.receipt, 589, MAX).0, Ok(()));
-        q.enqueue(vec![msg("2")], 600);
-        let d = one(&mut q, 100, 600).unwrap();
-        assert_eq!(
-            q.extend(&d.receipt, 500, 700, MAX).0,
-            Err(ReceiptError::Stale)
-        );
-    }
-
-    #[test]
-    fn delay_hides_until_due_and_next_wake_reports_it() {
-        let mut q = Queue::new();
-        q.enqueue(
-            vec![NewMessage {
-                payload: "1".into(),
-                delay_ms: 500,
-                ttl_ms: None,
-            }],
-            0,
-        );
-        assert_eq!(q.next_wake_ms(), Some(500));
-        assert!(one(&mut q, 10, 499).is_none());
-        assert_eq!(q.stats(499, MAX).0.delayed, 1);
-        assert!(one(&mut q, 10, 500).is_some());
-        assert_eq!(q.next_wake_ms(), Some(510));
-    }
-
-    #[test]
-    fn ttl_drops_waiting_messages_and_counts_them() {
-        let mut q = Queue::new();
-        q.enqueue(
-            vec![
-                NewMessage {
-                    payload: "1".into(),
-                    delay_ms: 0,
-                    ttl_ms: Some(100),
-                },
-                msg("2"),
-            ],
-            0,
-        );
-        let (got, ev) = q.dequeue(10, 100, MAX, &[1, 2]);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].payload, "2");
-        assert_eq!(ev.expired, 1);
-        assert_eq!(q.stats(100, MAX).0.expired_total, 1);
-    }
-
-    #[test]
-    fn ttl_passed_during_delivery_drops_instead_of_redelivering() {
-        let mut q = Queue::new();
-        q.enqueue(
-            vec![NewMessage {
-                payload: "1".into(),
-                delay_ms: 0,
-                ttl_ms: Some(50),
-            }],
-            0,
-        );
-        let d = one(&mut q, 100, 0).unwrap();
-        // Still ackable while its delivery is live, even past the TTL.
-        assert_eq!(q.extend(&d.receipt, 100, 60, MAX).0, Ok(160));
-        let (none, ev) = q.dequeue(100, 160, MAX, &[1]);
-        assert!(none.is_empty());
-        assert_eq!(ev.expired, 1);
-        assert!(q.is_empty());
     }
 
     #[test]

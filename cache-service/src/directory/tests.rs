@@ -1,34 +1,98 @@
-//! Transition tables for the directory together with the node-side line
-//! tables: a tiny synchronous cluster (home `h`, nodes `a`, `b`, `c`) where
-//! forwards are delivered immediately unless a test holds them back to
-//! stage a race.
+//! Data-driven tests of the MESI protocol's pure cores: the home's
+//! [`Directory`] and the nodes' [`LineTable`]s, in a tiny synchronous
+//! cluster (home `h`, nodes `a`, `b`, `c`, one key `k` for the cluster
+//! commands). Each script in `testscripts/` is commands and the output they
+//! must give; `UPDATE_GOLDENFILES=1` writes the output, to be read and
+//! checked in.
+//!
+//! Cluster commands (a transaction advances the clock by 1 unless `at=`
+//! sets it; forwards are delivered at once, replies to `request` are held
+//! until `receive`, eviction notices until `notice`):
+//!
+//! - `read N`, `write N VALUE [expires=T]`, `delete N`: one operation at
+//!   node N, from its cache when it can, else a home transaction whose reply
+//!   lands at once
+//! - `request N gets|getm|delete [value=V] [expires=T]`: a home transaction
+//!   whose reply is held; `receive N` delivers N's oldest held reply
+//! - `begin N gets|getm|delete [value=V]`: only the home's begin (the plan
+//!   is printed, nothing is sent); `finish`: the home's finish with no
+//!   replies and no memory value
+//! - `notice N [again]`: N's oldest held eviction notice reaches the home
+//!   (`again`: the last one, once more); N then hears the home took it
+//! - `memory VALUE|none`, `forget N`, `crash N` (a new empty cache, and the
+//!   home forgets N), `retain_none` (the home keeps no idle entry)
+//! - `cache N [entries=100] [bytes=1048576]`: a new empty cache at N
+//! - `state`: every node's line for `k`, the home's holders and memory
+//!
+//! Line commands, on node N's cache alone (`home=h` unless given):
+//!
+//! - `install N KEY M|E|S epoch=E [value=1] [size=BYTES] [expires=T] [home=H]`
+//! - `lookup N KEY [lease=H]` (only a line of home H hits), `line N KEY`
+//! - `write_owned N KEY VALUE [lease=H]`
+//! - `invalidate N KEY epoch=E [force]`, `surrender N KEY epoch=E [recall]`
+//! - `begin_request N KEY`, `end_request N KEY`, `put_done N KEY epoch=E`
+//! - `retain N drop_home=H`, `census N`
+
+use std::collections::VecDeque;
+use std::error::Error;
+use std::fmt::Write as _;
+
+use goldenscript::{ArgumentConsumer, Command};
+use serde_json::json;
+use test_each_file::test_each_path;
 
 use super::*;
-use crate::line::{LineTable, Lookup, Surrender};
-use serde_json::json;
+use crate::line::{Evictions, LineTable, Lookup, Surrender};
+
+test_each_path! { in "cache-service/src/directory/testscripts" as scripts => test_goldenscript }
+
+fn test_goldenscript(path: &std::path::Path) {
+    goldenscript::run(&mut Sim::default(), path).expect("goldenscript failed")
+}
 
 const NODES: [&str; 3] = ["a", "b", "c"];
+const KEY: &str = "k";
+const HOME: &str = "h";
+
+/// An eviction notice on its way to the home.
+#[derive(Clone)]
+struct Notice {
+    key: String,
+    epoch: Epoch,
+    data: Option<Data>,
+}
 
 struct Sim {
     dir: Directory,
     lines: HashMap<String, LineTable>,
     memory: Option<Data>,
-    write_backs: usize,
     now: u64,
+    /// Home replies held back, per node, oldest first.
+    replies: HashMap<String, VecDeque<HomeReply>>,
+    /// Eviction notices not yet at the home, per node.
+    notices: HashMap<String, VecDeque<Notice>>,
+    last_notice: HashMap<String, Notice>,
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Self::new(WritePolicy::WriteBack)
+    }
 }
 
 impl Sim {
     fn new(policy: WritePolicy) -> Self {
-        let lines = NODES
-            .iter()
-            .map(|n| (n.to_string(), LineTable::new(100, 1 << 20)))
-            .collect();
         Self {
             dir: Directory::new(policy),
-            lines,
+            lines: NODES
+                .iter()
+                .map(|n| (n.to_string(), LineTable::new(100, 1 << 20)))
+                .collect(),
             memory: None,
-            write_backs: 0,
             now: 0,
+            replies: HashMap::new(),
+            notices: HashMap::new(),
+            last_notice: HashMap::new(),
         }
     }
 
@@ -36,556 +100,537 @@ impl Sim {
         NODES.iter().map(|n| n.to_string()).collect()
     }
 
-    fn deliver(&mut self, to: &str, f: Forward) -> ForwardReply {
-        let t = self.lines.get_mut(to).unwrap();
-        match f {
+    fn table(&mut self, node: &str) -> Result<&mut LineTable, Box<dyn Error>> {
+        self.lines
+            .get_mut(node)
+            .ok_or_else(|| format!("no node {node}").into())
+    }
+
+    /// Hold the E and M lines an insertion pushed out, as notices to send.
+    fn evicted(&mut self, node: &str, ev: Evictions, out: &mut String) -> std::fmt::Result {
+        for p in ev.puts {
+            // As the node does: under write-back memory holds nothing while
+            // a line is exclusive, so a clean E line is written back too.
+            let write_back = self.dir.policy() == WritePolicy::WriteBack;
+            let data = (p.line.state == LineState::M || write_back).then(|| p.line.data.clone());
+            writeln!(
+                out,
+                "{node}: evicted {} ({}), notice held",
+                p.key,
+                p.line.state.as_str()
+            )?;
+            self.notices
+                .entry(node.to_string())
+                .or_default()
+                .push_back(Notice {
+                    key: p.key,
+                    epoch: p.line.grant_epoch,
+                    data,
+                });
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, to: &str, f: Forward) -> Result<ForwardReply, Box<dyn Error>> {
+        let t = self.table(to)?;
+        Ok(match f {
             Forward::Invalidate { epoch, force } => {
-                t.invalidate("k", epoch, force);
+                t.invalidate(KEY, epoch, force);
                 ForwardReply::ack()
             }
             Forward::Downgrade { epoch } | Forward::Recall { epoch } => {
-                match t.surrender("k", epoch, matches!(f, Forward::Recall { .. })) {
+                match t.surrender(KEY, epoch, matches!(f, Forward::Recall { .. })) {
                     Surrender::Data { data, dirty } => ForwardReply {
                         data: Some(data),
                         dirty,
                     },
-                    Surrender::Wait => panic!("sim delivers grants synchronously"),
+                    Surrender::Wait => return Err("the sim delivers grants at once".into()),
                     Surrender::Nothing => ForwardReply::ack(),
                 }
             }
-        }
+        })
     }
 
     fn apply_memory(&mut self, op: MemoryOp) {
         match op {
             MemoryOp::None => {}
-            MemoryOp::Write(d) => {
-                self.write_backs += 1;
-                self.memory = Some(d)
-            }
+            MemoryOp::Write(d) => self.memory = Some(d),
             MemoryOp::Delete => self.memory = None,
         }
     }
 
     /// Run one home transaction to completion; returns the home's reply
-    /// (not yet applied at the requester).
-    fn transact(&mut self, from: &str, req: HomeRequest) -> HomeReply {
+    /// (not yet at the requester).
+    fn transact(&mut self, from: &str, req: HomeRequest) -> Result<HomeReply, Box<dyn Error>> {
         self.now += 1;
-        let plan = self
-            .dir
-            .begin("k", from, &req, &Self::live(), self.now)
-            .unwrap();
-        let replies: Vec<(NodeId, ForwardReply)> = plan
-            .forwards
-            .into_iter()
-            .map(|(n, f)| {
-                let r = self.deliver(&n, f);
-                (n, r)
-            })
-            .collect();
-        let mem = if self.dir.needs_memory("k", &replies) {
+        let plan = self.dir.begin(KEY, from, &req, &Self::live(), self.now)?;
+        let mut replies = Vec::new();
+        for (n, f) in plan.forwards {
+            let r = self.deliver(&n, f)?;
+            replies.push((n, r));
+        }
+        let mem = if self.dir.needs_memory(KEY, &replies) {
             self.memory.clone()
         } else {
             None
         };
-        let out = self.dir.finish("k", &replies, mem, self.now).unwrap();
+        let out = self.dir.finish(KEY, &replies, mem, self.now)?;
         self.apply_memory(out.memory);
-        out.reply
+        Ok(out.reply)
     }
 
-    fn receive(&mut self, at: &str, reply: &HomeReply) -> Option<Data> {
-        let t = self.lines.get_mut(at).unwrap();
-        let out = match reply {
+    /// A reply lands at `at`; returns the value it carries.
+    fn receive(
+        &mut self,
+        at: &str,
+        reply: &HomeReply,
+        out: &mut String,
+    ) -> Result<Option<Data>, Box<dyn Error>> {
+        let t = self.table(at)?;
+        let (got, ev) = match reply {
             HomeReply::Line { state, epoch, data } => {
-                t.install("k", *state, *epoch, data.clone(), "h");
-                Some(data.clone())
+                let (installed, ev) = t.install(KEY, *state, *epoch, data.clone(), HOME);
+                if !installed {
+                    writeln!(out, "{at}: stale grant, not installed")?;
+                }
+                (Some(data.clone()), ev)
             }
             HomeReply::Absent { epoch } => {
-                t.invalidate("k", *epoch, false);
-                None
+                t.invalidate(KEY, *epoch, false);
+                (None, Evictions::default())
             }
-            HomeReply::PutAck => None,
+            HomeReply::PutAck => (None, Evictions::default()),
         };
-        t.end_request("k");
-        out
+        self.table(at)?.end_request(KEY);
+        self.evicted(at, ev, out)?;
+        Ok(got)
     }
 
-    fn read(&mut self, at: &str) -> Option<serde_json::Value> {
-        if let Lookup::Hit(_, d) = self.lines.get_mut(at).unwrap().lookup("k", self.now) {
-            return d.map(|d| d.value);
-        }
-        self.lines.get_mut(at).unwrap().begin_request("k");
-        let r = self.transact(at, HomeRequest::GetS);
-        self.receive(at, &r).map(|d| d.value)
-    }
-
-    fn write(&mut self, at: &str, v: i64) {
-        let policy = self.dir.policy();
-        if policy == WritePolicy::WriteBack
-            && self
-                .lines
-                .get_mut(at)
-                .unwrap()
-                .write_owned("k", json!(v), None)
-                .is_some()
-        {
-            return;
-        }
-        self.lines.get_mut(at).unwrap().begin_request("k");
-        let r = self.transact(
-            at,
-            HomeRequest::GetM {
-                value: json!(v),
-                expires_at_ms: None,
+    fn request(args: &mut ArgumentConsumer) -> Result<HomeRequest, Box<dyn Error>> {
+        let op = args
+            .next_pos()
+            .ok_or("request kind not given")?
+            .value
+            .clone();
+        let value = args.lookup_parse::<String>("value")?;
+        let expires_at_ms = args.lookup_parse("expires")?;
+        Ok(match op.as_str() {
+            "gets" => HomeRequest::GetS,
+            "getm" => HomeRequest::GetM {
+                value: json_value(value.as_deref().unwrap_or("1"))?,
+                expires_at_ms,
             },
-        );
-        self.receive(at, &r);
+            "delete" => HomeRequest::Delete,
+            op => return Err(format!("unknown request {op}").into()),
+        })
     }
 
-    fn delete(&mut self, at: &str) {
-        self.lines.get_mut(at).unwrap().begin_request("k");
-        let r = self.transact(at, HomeRequest::Delete);
-        self.receive(at, &r);
-    }
-
-    fn states(&self) -> String {
-        NODES
+    fn write_state(&self, out: &mut String) -> std::fmt::Result {
+        let lines: Vec<String> = NODES
             .iter()
-            .map(|n| {
-                self.lines[*n]
-                    .peek("k")
-                    .map_or(LineState::I, |l| l.state)
-                    .as_str()
+            .map(|n| match self.lines[*n].peek(KEY) {
+                None => format!("{n}=I"),
+                Some(l) => format!("{n}={}({})", l.state.as_str(), l.data.value),
             })
-            .collect()
-    }
-
-    fn holders(&self) -> String {
-        match &self.dir.entry("k").unwrap().holders {
-            Holders::Uncached => "-".into(),
-            Holders::Shared { sharers } => {
-                format!("S{}", sharers.iter().cloned().collect::<String>())
+            .collect();
+        let holders = match self.dir.entry(KEY).map(|e| &e.holders) {
+            None => "no entry".to_string(),
+            Some(Holders::Uncached) => "uncached".to_string(),
+            Some(Holders::Shared { sharers }) => {
+                format!(
+                    "shared by {}",
+                    sharers.iter().cloned().collect::<Vec<_>>().join(",")
+                )
             }
-            Holders::Exclusive { owner } => format!("X{owner}"),
+            Some(Holders::Exclusive { owner }) => format!("exclusive at {owner}"),
+        };
+        let memory = self
+            .memory
+            .as_ref()
+            .map_or("none".to_string(), |d| d.value.to_string());
+        writeln!(
+            out,
+            "lines {}; home: {holders}; memory: {memory}",
+            lines.join(" ")
+        )
+    }
+}
+
+fn json_value(s: &str) -> Result<serde_json::Value, Box<dyn Error>> {
+    Ok(serde_json::from_str(s)?)
+}
+
+fn pos(args: &mut ArgumentConsumer, what: &str) -> Result<String, Box<dyn Error>> {
+    Ok(args
+        .next_pos()
+        .ok_or(format!("{what} not given"))?
+        .value
+        .clone())
+}
+
+/// Whether the positional flag `name` is among the remaining positionals
+/// (which must all be known flags).
+fn flag(args: &mut ArgumentConsumer, name: &str) -> Result<bool, Box<dyn Error>> {
+    let mut found = false;
+    for a in args.rest_pos() {
+        if a.value != name {
+            return Err(format!("invalid argument '{}'", a.value).into());
         }
+        found = true;
     }
+    Ok(found)
 }
 
-/// One step of a script: `r a` read at a, `w a 5` write 5 at a, `d a` delete.
-fn run(sim: &mut Sim, script: &str) -> Vec<Option<serde_json::Value>> {
-    let mut reads = Vec::new();
-    for step in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let parts: Vec<&str> = step.split_whitespace().collect();
-        match parts[..] {
-            ["r", n] => reads.push(sim.read(n)),
-            ["w", n, v] => sim.write(n, v.parse().unwrap()),
-            ["d", n] => sim.delete(n),
-            _ => panic!("bad step {step}"),
+fn show_reply(r: &HomeReply) -> String {
+    match r {
+        HomeReply::Line { state, epoch, data } => {
+            format!("{} {} (epoch {epoch})", state.as_str(), data.value)
         }
-    }
-    reads
-}
-
-#[test]
-fn textbook_transitions_write_back() {
-    // (script, node states a b c after it, directory holders, reads)
-    let cases: &[(&str, &str, &str, &str)] = &[
-        // read miss with nobody holding the key, nothing in memory
-        ("r a", "III", "-", "[null]"),
-        // write from I -> M
-        ("w a 1", "MII", "Xa", "[]"),
-        // write hit on M stays M, silently
-        ("w a 1; w a 2", "MII", "Xa", "[]"),
-        // read miss on a line held in M elsewhere: owner writes back, both S
-        ("w a 1; r b", "SSI", "Sab", "[1]"),
-        // read miss with sharers present -> S
-        ("w a 1; r b; r c", "SSS", "Sabc", "[1,1]"),
-        // write from S invalidates every other copy -> M
-        ("w a 1; r b; r c; w b 2", "IMI", "Xb", "[1,1]"),
-        // a deleted key reads as absent everywhere
-        ("w a 1; r b; d c; r a; r b", "III", "-", "[1,null,null]"),
-        // E granted when nobody else holds; write hit on E -> M silently
-        (
-            "w a 1; r b; d c; w c 9; r c; r a; w a 5",
-            "MII",
-            "Xa",
-            "[1,9,9]",
-        ),
-        // delete -> I everywhere
-        ("w a 1; r b; r c; d b", "III", "-", "[1,1]"),
-        // delete of an M line held elsewhere
-        ("w a 1; d c", "III", "-", "[]"),
-        // write on C after reads on B: everyone then reads the newest
-        (
-            "w a 1; r b; r c; w c 2; r a; r b; r c",
-            "SSS",
-            "Sabc",
-            "[1,1,2,2,2]",
-        ),
-    ];
-    for (script, states, holders, reads) in cases {
-        let mut sim = Sim::new(WritePolicy::WriteBack);
-        let got = run(&mut sim, script);
-        assert_eq!(sim.states(), *states, "states after `{script}`");
-        assert_eq!(sim.holders(), *holders, "holders after `{script}`");
-        assert_eq!(
-            serde_json::to_string(&got).unwrap(),
-            *reads,
-            "reads of `{script}`"
-        );
+        HomeReply::Absent { epoch } => format!("absent (epoch {epoch})"),
+        HomeReply::PutAck => "put ack".into(),
     }
 }
 
-#[test]
-fn read_miss_with_only_memory_gives_e() {
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r b");
-    // Memory now has 1 (written back by the downgrade).
-    assert_eq!(sim.memory.as_ref().unwrap().value, json!(1));
-    assert_eq!(sim.write_backs, 1);
-    run(&mut sim, "d c");
-    sim.memory = Some(Data {
-        value: json!(42),
-        version: Version::granted(1),
-        expires_at_ms: None,
-    });
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(42))]);
-    assert_eq!(sim.states(), "IEI");
-    assert_eq!(sim.holders(), "Xb");
-}
-
-#[test]
-fn write_through_never_dirties_a_line() {
-    let cases: &[(&str, &str, &str)] = &[
-        ("w a 1", "EII", "Xa"),
-        ("w a 1; w a 2", "EII", "Xa"),
-        ("w a 1; r b", "SSI", "Sab"),
-        ("w a 1; r b; w c 3", "IIE", "Xc"),
-    ];
-    for (script, states, holders) in cases {
-        let mut sim = Sim::new(WritePolicy::WriteThrough);
-        run(&mut sim, script);
-        assert_eq!(sim.states(), *states, "{script}");
-        assert_eq!(sim.holders(), *holders, "{script}");
+fn show_memory(op: &MemoryOp) -> String {
+    match op {
+        MemoryOp::None => "memory unchanged".into(),
+        MemoryOp::Write(d) => format!("memory ← {}", d.value),
+        MemoryOp::Delete => "memory deleted".into(),
     }
-    let mut sim = Sim::new(WritePolicy::WriteThrough);
-    run(&mut sim, "w a 1; w a 2");
-    assert_eq!(sim.memory.as_ref().unwrap().value, json!(2));
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
 }
 
-#[test]
-fn eviction_of_m_writes_back_and_a_late_notice_is_ignored() {
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; w a 2");
-    let epoch = sim.dir.entry("k").unwrap().epoch;
-    let data = sim.lines["a"].peek("k").unwrap().data.clone();
-    let op = sim.dir.put("k", "a", epoch, Some(data.clone()), 10);
-    assert_eq!(op, MemoryOp::Write(data.clone()));
-    assert_eq!(sim.holders(), "-");
-    // The same notice again (or one for an old grant): nothing happens.
-    assert_eq!(sim.dir.put("k", "a", epoch, Some(data), 10), MemoryOp::None);
-    // An E eviction writes nothing.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    sim.memory = Some(Data {
-        value: json!(3),
-        version: Version::granted(1),
-        expires_at_ms: None,
-    });
-    run(&mut sim, "r a");
-    let epoch = sim.dir.entry("k").unwrap().epoch;
-    assert_eq!(sim.dir.put("k", "a", epoch, None, 10), MemoryOp::None);
-    assert_eq!(sim.holders(), "-");
+fn show_forward(n: &str, f: &Forward) -> String {
+    match f {
+        Forward::Invalidate { epoch, force } => {
+            let force = if *force { " force" } else { "" };
+            format!("{n} invalidate ≤{epoch}{force}")
+        }
+        Forward::Downgrade { epoch } => format!("{n} downgrade {epoch}"),
+        Forward::Recall { epoch } => format!("{n} recall {epoch}"),
+    }
 }
 
-#[test]
-fn downgrade_crossing_an_eviction_notice_gets_the_buffered_value() {
-    // a holds M, evicts it (notice in flight); b reads before the home sees
-    // the notice: the value must come from a's buffer, not stale memory.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    sim.lines.insert("a".into(), LineTable::new(1, 1 << 20));
-    run(&mut sim, "w a 1; w a 2");
-    let epoch = sim.dir.entry("k").unwrap().epoch;
-    // Filling another key pushes k out of a's one-entry cache.
-    let (_, ev) = sim.lines.get_mut("a").unwrap().install(
-        "other",
-        LineState::S,
-        1,
-        Data {
-            value: json!(0),
-            version: Version::default(),
-            expires_at_ms: None,
-        },
-        "h",
-    );
-    assert_eq!(ev.puts.len(), 1);
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
-    // Now the notice arrives: stale, ignored; memory keeps the written-back 2.
-    let op = sim
-        .dir
-        .put("k", "a", epoch, Some(ev.puts[0].line.data.clone()), 10);
-    assert_eq!(op, MemoryOp::None);
-    assert_eq!(sim.memory.as_ref().unwrap().value, json!(2));
-}
-
-#[test]
-fn busy_key_refuses_a_second_transaction() {
-    let mut dir = Directory::new(WritePolicy::WriteBack);
-    let live = Sim::live();
-    dir.begin("k", "a", &HomeRequest::GetS, &live, 1).unwrap();
-    let w = HomeRequest::GetM {
-        value: json!(1),
-        expires_at_ms: None,
-    };
-    assert_eq!(dir.begin("k", "b", &w, &live, 1), Err(DirError::Busy));
-    assert!(matches!(
-        dir.entry("k").unwrap().transient,
-        Some(Transient::Reading { .. })
-    ));
-    dir.finish("k", &[], None, 2).unwrap();
-    assert!(dir.begin("k", "b", &w, &live, 3).is_ok());
-}
-
-#[test]
-fn first_touch_invalidates_everywhere_and_epochs_grow() {
-    let mut dir = Directory::new(WritePolicy::WriteBack);
-    let live = Sim::live();
-    let plan = dir.begin("k", "a", &HomeRequest::GetS, &live, 5).unwrap();
-    assert_eq!(plan.forwards.len(), 3);
-    assert!(plan
-        .forwards
-        .iter()
-        .all(|(_, f)| matches!(f, Forward::Invalidate { force: true, .. })));
-    let e0 = dir.entry("k").unwrap().epoch;
-    dir.finish("k", &[], None, 5).unwrap();
-    let e1 = dir.entry("k").unwrap().epoch;
-    assert!(e1 > e0);
-    let plan = dir.begin("k", "a", &HomeRequest::GetS, &live, 5).unwrap();
-    assert!(plan.forwards.is_empty(), "second touch sends nothing");
-}
-
-#[test]
-fn race_two_writers_on_two_nodes_at_once() {
-    // a and b both hold S; both write at once. The home serializes: a's GetM
-    // first (invalidating b while b's own GetM is in flight), then b's.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w c 0; r a; r b");
-    sim.lines.get_mut("a").unwrap().begin_request("k");
-    sim.lines.get_mut("b").unwrap().begin_request("k");
-    let ra = sim.transact(
-        "a",
-        HomeRequest::GetM {
-            value: json!(1),
-            expires_at_ms: None,
-        },
-    );
-    // b's request was queued behind a's; a second begin would be refused
-    // while a's was in flight (see busy_key_refuses_a_second_transaction).
-    let rb = sim.transact(
-        "b",
-        HomeRequest::GetM {
-            value: json!(2),
-            expires_at_ms: None,
-        },
-    );
-    // b's transaction invalidated a before a's grant reply arrived.
-    sim.receive("b", &rb);
-    sim.receive("a", &ra);
-    assert_eq!(sim.states(), "IMI", "a's late grant must not land");
-    assert_eq!(sim.holders(), "Xb");
-    assert_eq!(
-        run(&mut sim, "r a; r c"),
-        vec![Some(json!(2)), Some(json!(2))]
-    );
-    // And in the other delivery order the outcome is the same.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w c 0; r a; r b");
-    sim.lines.get_mut("a").unwrap().begin_request("k");
-    sim.lines.get_mut("b").unwrap().begin_request("k");
-    let ra = sim.transact(
-        "a",
-        HomeRequest::GetM {
-            value: json!(1),
-            expires_at_ms: None,
-        },
-    );
-    let rb = sim.transact(
-        "b",
-        HomeRequest::GetM {
-            value: json!(2),
-            expires_at_ms: None,
-        },
-    );
-    sim.receive("a", &ra);
-    sim.receive("b", &rb);
-    assert_eq!(sim.states(), "IMI");
-    assert_eq!(run(&mut sim, "r c"), vec![Some(json!(2))]);
-}
-
-#[test]
-fn race_invalidation_arrives_before_fill_reply() {
-    // b reads (granted S at some epoch), then c writes; c's invalidation of b
-    // reaches b before b's fill reply does. b must not install the old value.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r a");
-    sim.lines.get_mut("b").unwrap().begin_request("k");
-    let fill = sim.transact("b", HomeRequest::GetS);
-    // c's write: its invalidation of b is delivered now (before the fill).
-    run(&mut sim, "w c 2");
-    let served = sim.receive("b", &fill);
-    assert_eq!(served.unwrap().value, json!(1), "the read itself returns 1");
-    assert_eq!(sim.states(), "IIM", "the stale fill was not installed");
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
-}
-
-#[test]
-fn race_downgrade_arrives_before_the_exclusive_grant() {
-    // a's write is granted M, but b's read reaches a (as a downgrade) before
-    // a's grant reply: a answers "wait" until the grant lands.
-    let mut t = LineTable::new(10, 1 << 20);
-    t.begin_request("k");
-    assert_eq!(t.surrender("k", 7, false), Surrender::Wait);
-    t.install(
-        "k",
-        LineState::M,
-        7,
-        Data {
-            value: json!(1),
-            version: Version::granted(7),
-            expires_at_ms: None,
-        },
-        "h",
-    );
-    t.end_request("k");
-    assert!(matches!(
-        t.surrender("k", 7, false),
-        Surrender::Data { dirty: true, .. }
-    ));
-}
-
-#[test]
-fn delete_requester_drops_its_own_copy_and_late_fills() {
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r b");
-    // b has a read in flight (granted before the delete) when b deletes.
-    sim.lines.get_mut("b").unwrap().begin_request("k");
-    let fill = sim.transact("b", HomeRequest::GetS);
-    run(&mut sim, "d b");
-    sim.receive("b", &fill);
-    assert_eq!(sim.states(), "III");
-    assert_eq!(run(&mut sim, "r a; r b"), vec![None, None]);
-}
-
-#[test]
-fn forgetting_a_dead_node() {
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r b; r c");
-    sim.dir.forget_node("b");
-    assert_eq!(sim.holders(), "Sac");
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1");
-    sim.dir.forget_node("a");
-    assert_eq!(sim.holders(), "-");
-    sim.dir.retain(|_| false);
-    assert!(sim.dir.is_empty());
-}
-
-#[test]
-fn expired_values_read_as_absent_and_are_deleted_on_write_back() {
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    sim.lines.get_mut("a").unwrap().begin_request("k");
-    let r = sim.transact(
-        "a",
-        HomeRequest::GetM {
-            value: json!(1),
-            expires_at_ms: Some(50),
-        },
-    );
-    sim.receive("a", &r);
-    sim.memory = Some(Data {
-        value: json!("old"),
-        version: Version::granted(1),
-        expires_at_ms: None,
-    });
-    sim.now = 100;
-    assert_eq!(run(&mut sim, "r a; r b"), vec![None, None]);
-    assert!(
-        sim.memory.is_none(),
-        "expired dirty value deleted from memory"
-    );
-}
-
-#[test]
-fn race_delete_reply_in_flight_while_another_node_writes() {
-    // Found by the linearizability test: b holds S and deletes; the home
-    // finishes the delete, then c writes before b has seen the delete's
-    // reply. b's old copy must already be gone (the delete invalidates the
-    // requester too), or b would serve it after c's write completed.
-    let mut sim = Sim::new(WritePolicy::WriteThrough);
-    run(&mut sim, "w a 1; r b");
-    assert_eq!(sim.states(), "SSI");
-    sim.lines.get_mut("b").unwrap().begin_request("k");
-    let del = sim.transact("b", HomeRequest::Delete);
-    assert_eq!(sim.states(), "III", "every copy gone before the reply");
-    run(&mut sim, "w c 2");
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
-    sim.receive("b", &del);
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
-}
-
-/// Issue 21: under write-back, memory holds no value while a node holds the
-/// key exclusively, so losing that node (it crashed or was suspected, and
-/// the home forgets it) leaves a miss, never the value before its writes.
-#[test]
-fn write_back_memory_is_empty_while_a_line_is_exclusive() {
-    let mem = |sim: &Sim| sim.memory.as_ref().map(|d| d.value.clone());
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r b");
-    assert_eq!(mem(&sim), Some(json!(1)), "downgrade wrote back");
-    run(&mut sim, "w a 2");
-    assert_eq!(sim.states(), "MII");
-    assert_eq!(mem(&sim), None, "granting M deleted the older value");
-    // a crashes: the home forgets it; b reads a miss, not 1.
-    sim.lines.insert("a".into(), LineTable::new(100, 1 << 20));
-    sim.dir.forget_node("a");
-    assert_eq!(run(&mut sim, "r b"), vec![None]);
-
-    // A read that grants E from memory empties memory too (E may turn M
-    // silently); the clean value comes back on the downgrade.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r b; d c");
-    sim.memory = Some(Data {
-        value: json!(5),
-        version: Version::granted(1),
-        expires_at_ms: None,
-    });
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(5))]);
-    assert_eq!((sim.states().as_str(), mem(&sim)), ("IEI", None));
-    assert_eq!(run(&mut sim, "r c"), vec![Some(json!(5))]);
-    assert_eq!(sim.states(), "ISS");
-    assert_eq!(mem(&sim), Some(json!(5)), "clean E value written back");
-    // The owner of a silently modified E line is lost: a miss.
-    let mut sim = Sim::new(WritePolicy::WriteBack);
-    run(&mut sim, "w a 1; r b; d c");
-    sim.memory = Some(Data {
-        value: json!(5),
-        version: Version::granted(1),
-        expires_at_ms: None,
-    });
-    run(&mut sim, "r b; w b 6");
-    assert_eq!(sim.states(), "IMI");
-    sim.lines.insert("b".into(), LineTable::new(100, 1 << 20));
-    sim.dir.forget_node("b");
-    assert_eq!(run(&mut sim, "r c"), vec![None]);
-}
-
-#[test]
-fn write_through_keeps_memory_current_for_exclusive_lines() {
-    let mut sim = Sim::new(WritePolicy::WriteThrough);
-    run(&mut sim, "w a 1; r b; w a 2");
-    assert_eq!(sim.states(), "EII");
-    assert_eq!(sim.memory.as_ref().unwrap().value, json!(2));
-    sim.lines.insert("a".into(), LineTable::new(100, 1 << 20));
-    sim.dir.forget_node("a");
-    assert_eq!(run(&mut sim, "r b"), vec![Some(json!(2))]);
+impl goldenscript::Runner for Sim {
+    fn run(&mut self, command: &Command) -> Result<String, Box<dyn Error>> {
+        let mut out = String::new();
+        let mut args = command.consume_args();
+        if let Some(at) = args.lookup_parse("at")? {
+            self.now = at;
+        }
+        match command.name.as_str() {
+            "policy" => {
+                let policy = match pos(&mut args, "policy")?.as_str() {
+                    "write-back" => WritePolicy::WriteBack,
+                    "write-through" => WritePolicy::WriteThrough,
+                    p => return Err(format!("unknown policy {p}").into()),
+                };
+                *self = Sim::new(policy);
+            }
+            "read" => {
+                let n = pos(&mut args, "node")?;
+                let now = self.now;
+                if let Lookup::Hit(state, d) = self.table(&n)?.lookup(KEY, now) {
+                    let v = d.map_or("absent".to_string(), |d| d.value.to_string());
+                    writeln!(out, "{n}: hit {} → {v}", state.as_str())?;
+                } else {
+                    self.table(&n)?.begin_request(KEY);
+                    let r = self.transact(&n, HomeRequest::GetS)?;
+                    writeln!(out, "{n}: GetS → {}", show_reply(&r))?;
+                    self.receive(&n, &r, &mut out)?;
+                }
+            }
+            "write" => {
+                let n = pos(&mut args, "node")?;
+                let value = json_value(&pos(&mut args, "value")?)?;
+                let expires_at_ms = args.lookup_parse("expires")?;
+                let write_back = self.dir.policy() == WritePolicy::WriteBack;
+                let hit = match write_back {
+                    true => self
+                        .table(&n)?
+                        .write_owned(KEY, value.clone(), expires_at_ms),
+                    false => None,
+                };
+                if let Some((version, ev)) = hit {
+                    writeln!(
+                        out,
+                        "{n}: write hit → M (version {}.{})",
+                        version.epoch, version.seq
+                    )?;
+                    self.evicted(&n, ev, &mut out)?;
+                } else {
+                    self.table(&n)?.begin_request(KEY);
+                    let r = self.transact(
+                        &n,
+                        HomeRequest::GetM {
+                            value,
+                            expires_at_ms,
+                        },
+                    )?;
+                    writeln!(out, "{n}: GetM → {}", show_reply(&r))?;
+                    self.receive(&n, &r, &mut out)?;
+                }
+            }
+            "delete" => {
+                let n = pos(&mut args, "node")?;
+                self.table(&n)?.begin_request(KEY);
+                let r = self.transact(&n, HomeRequest::Delete)?;
+                writeln!(out, "{n}: Delete → {}", show_reply(&r))?;
+                self.receive(&n, &r, &mut out)?;
+            }
+            "request" => {
+                let n = pos(&mut args, "node")?;
+                let req = Self::request(&mut args)?;
+                self.table(&n)?.begin_request(KEY);
+                let r = self.transact(&n, req)?;
+                writeln!(out, "{n}: reply {} held", show_reply(&r))?;
+                self.replies.entry(n).or_default().push_back(r);
+            }
+            "receive" => {
+                let n = pos(&mut args, "node")?;
+                let r = self
+                    .replies
+                    .get_mut(&n)
+                    .and_then(VecDeque::pop_front)
+                    .ok_or(format!("no reply held for {n}"))?;
+                let got = self.receive(&n, &r, &mut out)?;
+                let v = got.map_or("absent".to_string(), |d| d.value.to_string());
+                writeln!(out, "{n}: received {} → {v}", show_reply(&r))?;
+            }
+            "begin" => {
+                let n = pos(&mut args, "node")?;
+                let req = Self::request(&mut args)?;
+                match self.dir.begin(KEY, &n, &req, &Self::live(), self.now) {
+                    Ok(plan) if plan.forwards.is_empty() => writeln!(out, "no forwards")?,
+                    Ok(plan) => {
+                        for (to, f) in &plan.forwards {
+                            writeln!(out, "{}", show_forward(to, f))?;
+                        }
+                    }
+                    Err(e) => writeln!(out, "refused: {e}")?,
+                }
+                if let Some(e) = self.dir.entry(KEY) {
+                    writeln!(
+                        out,
+                        "epoch {}, in flight: {:?}",
+                        e.epoch,
+                        e.transient.is_some()
+                    )?;
+                }
+            }
+            "finish" => {
+                let o = self.dir.finish(KEY, &[], None, self.now)?;
+                let epoch = self.dir.entry(KEY).map_or(0, |e| e.epoch);
+                writeln!(
+                    out,
+                    "{}; {}; epoch {epoch}",
+                    show_reply(&o.reply),
+                    show_memory(&o.memory)
+                )?;
+                self.apply_memory(o.memory);
+            }
+            "notice" => {
+                let n = pos(&mut args, "node")?;
+                let again = flag(&mut args, "again")?;
+                let notice = match again {
+                    true => self.last_notice.get(&n).cloned(),
+                    false => self.notices.get_mut(&n).and_then(VecDeque::pop_front),
+                }
+                .ok_or(format!("no notice from {n}"))?;
+                let op = self
+                    .dir
+                    .put(&notice.key, &n, notice.epoch, notice.data.clone(), self.now);
+                writeln!(
+                    out,
+                    "{n}: put {} (epoch {}) → {}",
+                    notice.key,
+                    notice.epoch,
+                    show_memory(&op)
+                )?;
+                self.apply_memory(op);
+                self.table(&n)?.put_done(&notice.key, notice.epoch);
+                self.last_notice.insert(n, notice);
+            }
+            "memory" => {
+                let v = pos(&mut args, "value")?;
+                self.memory = match v.as_str() {
+                    "none" => None,
+                    v => Some(Data {
+                        value: json_value(v)?,
+                        version: Version::granted(1),
+                        expires_at_ms: None,
+                    }),
+                };
+            }
+            "forget" => {
+                let n = pos(&mut args, "node")?;
+                self.dir.forget_node(&n);
+            }
+            "crash" => {
+                let n = pos(&mut args, "node")?;
+                self.lines.insert(n.clone(), LineTable::new(100, 1 << 20));
+                self.notices.remove(&n);
+                self.replies.remove(&n);
+                self.dir.forget_node(&n);
+            }
+            "retain_none" => {
+                self.dir.retain(|_| false);
+                writeln!(out, "home entries: {}", self.dir.len())?;
+            }
+            "cache" => {
+                let n = pos(&mut args, "node")?;
+                let entries = args.lookup_parse("entries")?.unwrap_or(100);
+                let bytes = args.lookup_parse("bytes")?.unwrap_or(1 << 20);
+                self.lines.insert(n, LineTable::new(entries, bytes));
+            }
+            "state" => self.write_state(&mut out)?,
+            // Line commands.
+            "install" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                let state = match pos(&mut args, "state")?.as_str() {
+                    "M" => LineState::M,
+                    "E" => LineState::E,
+                    "S" => LineState::S,
+                    s => return Err(format!("cannot install state {s}").into()),
+                };
+                let epoch = args.lookup_parse("epoch")?.ok_or("epoch not given")?;
+                let value = match args.lookup_parse::<usize>("size")? {
+                    Some(size) => json!("x".repeat(size)),
+                    None => {
+                        json_value(&args.lookup_parse::<String>("value")?.unwrap_or("1".into()))?
+                    }
+                };
+                let data = Data {
+                    value,
+                    version: Version::granted(epoch),
+                    expires_at_ms: args.lookup_parse("expires")?,
+                };
+                let home = args.lookup_parse::<String>("home")?.unwrap_or(HOME.into());
+                let (installed, ev) = self.table(&n)?.install(&key, state, epoch, data, &home);
+                match installed {
+                    true => writeln!(out, "{n}: installed {key}")?,
+                    false => writeln!(out, "{n}: {key} stale, not installed")?,
+                }
+                if ev.count > ev.puts.len() {
+                    writeln!(
+                        out,
+                        "{n}: {} S line(s) evicted silently",
+                        ev.count - ev.puts.len()
+                    )?;
+                }
+                self.evicted(&n, ev, &mut out)?;
+            }
+            "lookup" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                let lease = args.lookup_parse::<String>("lease")?;
+                let now = self.now;
+                let got = self
+                    .table(&n)?
+                    .lookup_if(&key, now, |h| lease.as_deref().is_none_or(|l| l == h));
+                match got {
+                    Lookup::Hit(state, Some(d)) => {
+                        writeln!(out, "hit {} {}", state.as_str(), d.value)?
+                    }
+                    Lookup::Hit(state, None) => {
+                        writeln!(out, "hit {} absent (expired)", state.as_str())?
+                    }
+                    Lookup::Miss => writeln!(out, "miss")?,
+                }
+            }
+            "line" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                match self.table(&n)?.peek(&key) {
+                    None => writeln!(out, "{key}: no line")?,
+                    Some(l) => writeln!(
+                        out,
+                        "{key}: {} {} version {}.{} granted {} by {}",
+                        l.state.as_str(),
+                        l.data.value,
+                        l.data.version.epoch,
+                        l.data.version.seq,
+                        l.grant_epoch,
+                        l.home
+                    )?,
+                }
+            }
+            "write_owned" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                let value = json_value(&pos(&mut args, "value")?)?;
+                let lease = args.lookup_parse::<String>("lease")?;
+                let got = self.table(&n)?.write_owned_if(&key, value, None, |h| {
+                    lease.as_deref().is_none_or(|l| l == h)
+                });
+                match got {
+                    Some((v, ev)) => {
+                        writeln!(out, "written, version {}.{}", v.epoch, v.seq)?;
+                        self.evicted(&n, ev, &mut out)?;
+                    }
+                    None => writeln!(out, "not owned")?,
+                }
+            }
+            "invalidate" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                let epoch = args.lookup_parse("epoch")?.ok_or("epoch not given")?;
+                let force = flag(&mut args, "force")?;
+                match self.table(&n)?.invalidate(&key, epoch, force) {
+                    Some(s) => writeln!(out, "dropped {}", s.as_str())?,
+                    None => writeln!(out, "nothing dropped")?,
+                }
+            }
+            "surrender" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                let epoch = args.lookup_parse("epoch")?.ok_or("epoch not given")?;
+                let recall = flag(&mut args, "recall")?;
+                match self.table(&n)?.surrender(&key, epoch, recall) {
+                    Surrender::Data { data, dirty } => {
+                        let dirty = if dirty { "dirty" } else { "clean" };
+                        writeln!(out, "data {} {dirty}", data.value)?
+                    }
+                    Surrender::Wait => writeln!(out, "wait")?,
+                    Surrender::Nothing => writeln!(out, "nothing")?,
+                }
+            }
+            "begin_request" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                self.table(&n)?.begin_request(&key);
+            }
+            "end_request" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                self.table(&n)?.end_request(&key);
+            }
+            "put_done" => {
+                let n = pos(&mut args, "node")?;
+                let key = pos(&mut args, "key")?;
+                let epoch = args.lookup_parse("epoch")?.ok_or("epoch not given")?;
+                self.table(&n)?.put_done(&key, epoch);
+            }
+            "retain" => {
+                let n = pos(&mut args, "node")?;
+                let home = args
+                    .lookup_parse::<String>("drop_home")?
+                    .ok_or("drop_home not given")?;
+                let dropped = self.table(&n)?.retain(|_, l| l.home != home);
+                writeln!(out, "dropped {dropped}")?;
+            }
+            "census" => {
+                let n = pos(&mut args, "node")?;
+                let c = self.table(&n)?.census();
+                writeln!(
+                    out,
+                    "entries={} bytes={} M={} E={} S={}",
+                    c.entries, c.bytes, c.m, c.e, c.s
+                )?;
+            }
+            name => return Err(format!("unknown command {name}").into()),
+        }
+        args.reject_rest()?;
+        Ok(out)
+    }
 }

@@ -8,8 +8,9 @@
 //!   memory, every change written to redb and fsynced before the answer,
 //!   with concurrent requests sharing one commit (group commit).
 //!
-//! Both take `now_ms` from the caller, so the conformance suite
-//! (`tests/conformance.rs`) drives both with the same controllable clock.
+//! Both take `now_ms` from the caller, so the delivery goldenscripts
+//! (`tests/testscripts/`, run by `tests/delivery.rs`) drive both with the
+//! same controllable clock.
 //!
 //! Receipt problems are answers, not failures: operations that take receipts
 //! return a per-receipt `Result<_, ReceiptError>` inside `Ok`, and `Err` only

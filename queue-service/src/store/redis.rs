@@ -3,8 +3,8 @@
 //! auto-reconnecting multiplexed connection (`ConnectionManager`).
 //!
 //! The scripts implement the rules of [`crate::delivery`] (same states, same
-//! timeouts, same receipt format); `tests/conformance.rs` runs one suite
-//! against both backends to keep them equal.
+//! timeouts, same receipt format); the goldenscripts in `tests/testscripts/`
+//! (run by `tests/delivery.rs`) run against both backends to keep them equal.
 //!
 //! Keys for queue `q` (the `{q}` hash tag keeps a queue in one cluster slot):
 //! - `dsq:{q}:meta` hash: `seq` (last id), `max_attempts`, `expired`;
