@@ -8,7 +8,8 @@
 //! - [`scenario`]: the scenarios, one file per service;
 //! - [`baseline`]: etcd, Redis and nginx doing the same work, run in the
 //!   same invocation for the ratios;
-//! - [`report`]: JSON, CSV and the markdown summary.
+//! - [`report`]: JSON, CSV and the markdown summary;
+//! - [`charts`]: the same as SVG and PNG charts.
 //!
 //! ```text
 //! cargo build --release --bins
@@ -17,6 +18,7 @@
 //! (`scripts/bench.sh` does both and names the directory by the time.)
 
 mod baseline;
+mod charts;
 mod load;
 mod report;
 mod scenario;
@@ -210,13 +212,21 @@ async fn main() -> anyhow::Result<()> {
         "distributed-sync benchmarks ({} s runs, {} run(s) a case)",
         args.seconds, args.runs
     );
-    let notes: Vec<String> = baselines
+    let mut notes: Vec<String> = baselines
         .unavailable()
         .iter()
         .map(|(name, why)| format!("Baseline {name} not run: {why}"))
         .collect();
     drop(baselines);
-    report::write(&args.out, &runs, &title, &notes)?;
+    std::fs::create_dir_all(&args.out)?;
+    let charts = match charts::draw(&args.out, &runs, &report::summarize(&runs)) {
+        Ok(files) => files,
+        Err(e) => {
+            notes.push(format!("No charts: {e:#}"));
+            Vec::new()
+        }
+    };
+    report::write(&args.out, &runs, &title, &notes, &charts)?;
     eprintln!(
         "[bench] done in {:.0} s; results in {}",
         started.elapsed().as_secs_f64(),

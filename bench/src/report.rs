@@ -101,12 +101,14 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
 }
 
 /// Write every file into `dir`.
-/// `notes` go under the summary's title (e.g. a baseline that could not run).
+/// `notes` go under the summary (e.g. a baseline that could not run);
+/// `charts` (file names in `dir`) are shown in it, the SVGs.
 pub fn write(
     dir: &Path,
     runs: &[Run],
     title: &str,
     notes: &[String],
+    charts: &[String],
 ) -> anyhow::Result<Vec<Summary>> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("runs.json"), serde_json::to_string_pretty(runs)?)?;
@@ -165,6 +167,13 @@ pub fn write(
     let mut md = markdown(&summary, title);
     for n in notes {
         md.push_str(&format!("\n> {n}\n"));
+    }
+    let svgs: Vec<&String> = charts.iter().filter(|c| c.ends_with(".svg")).collect();
+    if !svgs.is_empty() {
+        md.push_str("\n## Charts\n\n");
+        for c in svgs {
+            md.push_str(&format!("![{}]({c})\n\n", c.trim_end_matches(".svg")));
+        }
     }
     std::fs::write(dir.join("summary.md"), md)?;
     Ok(summary)
