@@ -33,6 +33,9 @@ use crate::load::Plan;
 use crate::report::Run;
 use crate::scenario::{Case, Via, SERVICES};
 
+/// `Run::system` of the `--compare-bins` build.
+const OTHER_BUILD: &str = "other-build";
+
 /// Per-service benchmarks of distributed-sync.
 #[derive(Debug, Parser)]
 #[command(name = "bench")]
@@ -71,6 +74,11 @@ struct Args {
     /// Where the service binaries are (default: next to this one).
     #[arg(long)]
     bins: Option<PathBuf>,
+    /// Another build's binaries (e.g. an older commit's target/release):
+    /// every case of ours also runs on it, right after ours, and the
+    /// summary gives ours over it (`other-build`).
+    #[arg(long)]
+    compare_bins: Option<PathBuf>,
     /// The output directory (results; logs and data of the system under
     /// `<out>/system-<store>`).
     #[arg(long, default_value = "bench-results/latest")]
@@ -157,54 +165,76 @@ async fn main() -> anyhow::Result<()> {
             "[bench] starting the system ({store} store) in {}",
             dir.display()
         );
-        let mut sys = System::start(Options {
+        let options = |bins: &PathBuf, dir: PathBuf| Options {
             bins: bins.clone(),
             dir,
             redis: *store == "redis",
             netns: false,
             disk_shim: false,
             lock_worker_threads: Some(1),
-        })
-        .await?;
+        };
+        let mut sys = System::start(options(&bins, dir)).await?;
+        // Another build of ours, run right after ours in every case.
+        let mut other = match &args.compare_bins {
+            Some(other_bins) => {
+                let dir = args.out.join(format!("system-{store}-other"));
+                let _ = std::fs::remove_dir_all(&dir);
+                Some(System::start(options(other_bins, dir)).await?)
+            }
+            None => None,
+        };
         for case in cases {
             for run in 1..=args.runs {
-                done += 1;
-                let m = if case.is_baseline() {
-                    match baselines.run(&sys, case, plan).await? {
-                        Some(m) => m,
-                        None => continue,
+                let mut measured = Vec::new();
+                if case.is_baseline() {
+                    if let Some(m) = baselines.run(&sys, case, plan).await? {
+                        measured.push((case.system, m));
                     }
                 } else {
-                    scenario::run(&mut sys, case, plan).await?
-                };
-                eprintln!(
-                    "[bench {done}/{total} {:>4.0}s] {} {} {} via {:?} clients {} ({store}) run {run}: {:.0} ops/s, p50 {} µs, p99 {} µs, {} errors",
-                    started.elapsed().as_secs_f64(),
-                    case.system,
-                    case.service,
-                    case.scenario,
-                    case.via,
-                    case.clients,
-                    m.ops_per_s,
-                    m.p50_us,
-                    m.p99_us,
-                    m.error_count()
-                );
-                runs.push(Run {
-                    system: case.system.into(),
-                    service: case.service.into(),
-                    scenario: case.scenario.into(),
-                    via: case.via,
-                    clients: case.clients,
-                    store: if case.is_baseline() {
-                        "-".to_string()
-                    } else {
-                        store.to_string()
-                    },
-                    run,
-                    result: m,
-                });
+                    // With another build, the two take turns going first, so
+                    // drift over the invocation hits both alike.
+                    let other_first = run % 2 == 0;
+                    if let (true, Some(other)) = (other_first, other.as_mut()) {
+                        measured.push((OTHER_BUILD, scenario::run(other, case, plan).await?));
+                    }
+                    measured.push((case.system, scenario::run(&mut sys, case, plan).await?));
+                    if let (false, Some(other)) = (other_first, other.as_mut()) {
+                        measured.push((OTHER_BUILD, scenario::run(other, case, plan).await?));
+                    }
+                }
+                done += 1;
+                for (system, m) in measured {
+                    eprintln!(
+                        "[bench {done}/{total} {:>4.0}s] {system} {} {} via {:?} clients {} ({store}) run {run}: {:.0} ops/s, p50 {} µs, p99 {} µs, {} errors",
+                        started.elapsed().as_secs_f64(),
+                        case.service,
+                        case.scenario,
+                        case.via,
+                        case.clients,
+                        m.ops_per_s,
+                        m.p50_us,
+                        m.p99_us,
+                        m.error_count()
+                    );
+                    runs.push(Run {
+                        system: system.into(),
+                        service: case.service.into(),
+                        scenario: case.scenario.into(),
+                        via: case.via,
+                        clients: case.clients,
+                        store: if case.is_baseline() {
+                            "-".to_string()
+                        } else {
+                            store.to_string()
+                        },
+                        run,
+                        result: m,
+                    });
+                }
             }
+        }
+        if let Some(mut other) = other {
+            other.stop();
         }
         sys.stop();
     }

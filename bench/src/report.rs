@@ -200,16 +200,15 @@ pub fn markdown(summary: &[Summary], title: &str) -> String {
             )
         })
         .collect();
-    let baseline: BTreeMap<(&str, &str, usize, Via), (&str, f64)> = summary
-        .iter()
-        .filter(|s| s.system != "ours")
-        .map(|s| {
-            (
-                (&*s.service, &*s.scenario, s.clients, s.via),
-                (&*s.system, s.ops_per_s),
-            )
-        })
-        .collect();
+    // (service, scenario, clients, via) → every baseline's (system, ops/s)
+    type Case<'a> = (&'a str, &'a str, usize, Via);
+    let mut baseline: BTreeMap<Case, Vec<(&str, f64)>> = BTreeMap::new();
+    for s in summary.iter().filter(|s| s.system != "ours") {
+        baseline
+            .entry((&*s.service, &*s.scenario, s.clients, s.via))
+            .or_default()
+            .push((&*s.system, s.ops_per_s));
+    }
     let mut service = "";
     for s in summary {
         if s.service != service {
@@ -227,8 +226,12 @@ pub fn markdown(summary: &[Summary], title: &str) -> String {
                     vs_direct = format!("{:.2}×", s.ops_per_s / d.max(1e-9));
                 }
             }
-            if let Some((name, b)) = baseline.get(&(&*s.service, &*s.scenario, s.clients, s.via)) {
-                vs_baseline = format!("{:.2}× {name}", s.ops_per_s / b.max(1e-9));
+            if let Some(bs) = baseline.get(&(&*s.service, &*s.scenario, s.clients, s.via)) {
+                vs_baseline = bs
+                    .iter()
+                    .map(|(name, b)| format!("{:.2}× {name}", s.ops_per_s / b.max(1e-9)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
             }
         }
         let _ = writeln!(
