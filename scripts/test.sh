@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README, CI): format, lints, docs, every
 # Rust test, the short fault suite, then the compose topology in real
-# containers.
+# containers; between them a smoke of the benchmarks.
 #
 # Tests need a real `redis-server` on PATH (the queue and cache suites start
 # throwaway servers on free ports), and the fault suite iptables, iproute2
@@ -38,6 +38,18 @@ if [ -n "${SKIP_CHAOS:-}" ]; then
 else
   echo "== chaos suite (short)"
   PROFILE=debug bash scripts/chaos.sh --short
+fi
+
+# The benchmarks, as a smoke: every scenario and baseline once for a second
+# (bench/; no thresholds: numbers belong to scripts/bench.sh). Debug
+# binaries, which nextest built. SKIP_BENCH=1 leaves it out.
+if [ -n "${SKIP_BENCH:-}" ]; then
+  echo "== bench smoke skipped (SKIP_BENCH set)"
+else
+  echo "== bench smoke"
+  bash scripts/install-bench-deps.sh
+  cargo build --quiet --bins
+  target/debug/bench all --smoke --out run/bench-smoke
 fi
 
 # The compose topology in real containers (images built locally, no
