@@ -257,6 +257,20 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     report::write(&args.out, &runs, &title, &notes, &charts)?;
+    if args.smoke {
+        // A smoke measures nothing, but every case must have done its work.
+        let idle: Vec<String> = runs
+            .iter()
+            .filter(|r| r.result.ops == 0)
+            .map(|r| {
+                format!(
+                    "{} {} {} {:?} c={}: {:?}",
+                    r.system, r.service, r.scenario, r.via, r.clients, r.result.errors
+                )
+            })
+            .collect();
+        anyhow::ensure!(idle.is_empty(), "cases with no successful call: {idle:#?}");
+    }
     eprintln!(
         "[bench] done in {:.0} s; results in {}",
         started.elapsed().as_secs_f64(),
