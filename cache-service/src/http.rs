@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -76,7 +76,7 @@ pub fn router(state: AppState) -> Router {
             state.token.clone(),
             require_cluster_token,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/api/cache/set", post(set))
         .route("/api/cache/get", get(get_key))
         .route("/api/cache/delete", delete(delete_key))
@@ -86,15 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/cluster", get(cluster))
-        .merge(internal)
-        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-        .fallback(common::error::not_found_fallback)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            common::metrics::track,
-        ))
-        .with_state(state)
+        .merge(internal);
+    common::server::tail(routes, state.metrics.clone(), BODY_LIMIT_BYTES).with_state(state)
 }
 
 fn check_key(key: Option<&str>) -> Result<&str, ApiError> {

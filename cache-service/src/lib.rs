@@ -117,7 +117,7 @@ pub async fn run(
     let node = state.node.clone();
     tracing::info!(node = node.me(), %bound, memory = node.memory().backend(), policy = ?node.policy(), "cache node up");
     let app = router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let server = common::server::serve(listener, app, shutdown);
     let heartbeats = async move {
         let mut watch = members.watch();
         let mut tick = tokio::time::interval(node.heartbeat_interval());

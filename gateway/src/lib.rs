@@ -32,7 +32,6 @@ pub mod view;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -70,17 +69,11 @@ pub fn router(gw: Gateway) -> Router {
         .route("/stats", get(http::stats))
         .route("/metrics", get(http::metrics))
         .route_layer(from_fn_with_state(gw.clone(), protect::require_token));
-    Router::new()
+    let routes = Router::new()
         .merge(protected)
         .route("/health", get(http::health))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
-        .route_layer(from_fn_with_state(
-            gw.metrics().clone(),
-            common::metrics::track,
-        ))
-        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-        .fallback(common::error::not_found_fallback)
-        .layer(DefaultBodyLimit::max(limit))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()));
+    common::server::tail(routes, gw.metrics().clone(), limit)
         .layer(from_fn_with_state(gw.clone(), protect::request_timeout))
         .with_state(gw)
 }
@@ -93,9 +86,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let poller = tokio::spawn(lock::poll_leader(gw.clone()));
-    let res = axum::serve(listener, router(gw))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let res = common::server::serve(listener, router(gw), shutdown).await;
     poller.abort();
     res
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -207,8 +207,9 @@ impl AppState {
     }
 }
 
-/// The client and operations routes (the Raft internal routes are merged
-/// in by [`crate::Service::start`]).
+/// The client and operations routes (the Raft internal routes, the
+/// fallbacks, the body limit and the request metrics are added by
+/// [`crate::Service::start`]).
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/lock/acquire", post(acquire))
@@ -219,11 +220,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/cluster", get(cluster))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            common::metrics::track,
-        ))
         .with_state(state)
 }
 

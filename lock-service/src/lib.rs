@@ -66,10 +66,12 @@ impl Service {
         let node = RaftNode::start(nc, LockMachine::new(waiters.clone(), changed_tx)).await?;
         let ticker = tokio::spawn(ticker::run(node.clone(), changed_rx));
         let state = AppState::new(node.clone(), waiters);
-        let router = http::routes(state)
-            .merge(raft_core::http::router(node.clone()))
-            .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-            .fallback(common::error::not_found_fallback);
+        let metrics = state.metrics.clone();
+        let router = common::server::tail(
+            http::routes(state).merge(raft_core::http::router(node.clone())),
+            metrics,
+            http::BODY_LIMIT,
+        );
         Ok(Self {
             node,
             router,
@@ -92,15 +94,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let service = Service::start(&config).await?;
     tracing::info!(id = config.id, addr = %config.listen, "lock node serving");
-    // Small request/response messages on long-lived connections (clients
-    // and peers): never let Nagle hold one back waiting for an ACK.
-    let serve = axum::serve(
-        axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        service.router.clone(),
-    )
-    .with_graceful_shutdown(shutdown);
+    let serve = common::server::serve(listener, service.router.clone(), shutdown);
     // Fail-stop: a node whose log failed (or whose Raft core stopped) must
     // not go on answering as if it were a member; the process exits
     // non-zero, and a supervisor restarts it from what is on its disk.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -802,7 +802,7 @@ async fn cluster(State(s): State<AppState>) -> Response {
 
 /// The node's full router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/queue/enqueue", post(enqueue))
         .route("/api/queue/dequeue", post(dequeue))
         .route("/api/queue/ack", post(ack))
@@ -815,13 +815,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .route("/cluster", get(cluster))
-        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-        .fallback(common::error::not_found_fallback)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            common::metrics::track,
-        ))
-        .with_state(state)
+        .route("/cluster", get(cluster));
+    common::server::tail(routes, state.metrics.clone(), BODY_LIMIT_BYTES).with_state(state)
 }

@@ -104,9 +104,7 @@ pub async fn run(
             }
         }
     });
-    let res = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let res = common::server::serve(listener, router(state), shutdown).await;
     refresher.abort();
     res?;
     Ok(())
