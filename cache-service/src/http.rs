@@ -1,7 +1,8 @@
 //! HTTP handlers: the public `/api/cache/*` routes, the service routes
 //! (`/health`, `/metrics`, `/stats`, `/cluster`) and the `/internal/` peer
 //! routes behind the cluster token. Handlers only validate, call the
-//! [`Node`], and map [`Error`] to status codes and JSON bodies.
+//! [`Node`], and answer; [`Error`]'s status codes and JSON bodies are in
+//! [`crate::error`].
 
 use std::collections::HashMap;
 
@@ -38,30 +39,6 @@ pub struct AppState {
     pub token: ClusterToken,
     /// Whether `POST /internal/cache/faults` is served.
     pub fault_injection: bool,
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let msg = e.to_string();
-        match e {
-            Error::InvalidInput(_) => ApiError::invalid(msg),
-            Error::ValueTooLarge { size, limit } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", msg)
-                    .with("size", size)
-                    .with("limit", limit)
-            }
-            Error::NotFound(_) => ApiError::not_found(msg),
-            Error::NotHome { home } => {
-                ApiError::new(StatusCode::CONFLICT, "not_home", msg).with("home", home)
-            }
-            Error::StaleView { mine, theirs } => {
-                ApiError::new(StatusCode::CONFLICT, "stale_view", msg)
-                    .with("view", mine)
-                    .with("request_view", theirs)
-            }
-            Error::Unavailable(_) => ApiError::unavailable(msg),
-        }
-    }
 }
 
 /// The whole service.

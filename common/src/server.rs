@@ -19,6 +19,7 @@ use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::config::LogFormat;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -26,18 +27,21 @@ use crate::metrics::Metrics;
 /// `Authorization` header is accepted too.
 pub const CLUSTER_TOKEN_HEADER: &str = "x-cluster-token";
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
-/// `LOG_FORMAT=json` switches to one JSON object per line.
-pub fn init_tracing() {
+/// Structured logs to stderr, filtered by `filter` (tracing's `EnvFilter`
+/// directives; one that does not parse logs at `info`), as text or as one
+/// JSON object per line. The binaries take both from [`ServerArgs`]
+/// (`--log-filter`/`RUST_LOG`, `--log-format`/`LOG_FORMAT`).
+///
+/// [`ServerArgs`]: crate::config::ServerArgs
+pub fn init_tracing(filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let res = if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let res = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     let _ = res;

@@ -10,6 +10,8 @@
 //!   round-robin;
 //! - [`state`]: membership (re-resolved DNS via `common::discovery`), the
 //!   pooled keep-alive client, per-backend metrics;
+//! - [`metrics`]: the gateway's metric families on `/metrics`;
+//! - [`error`]: the gateway's error and its one mapping to HTTP;
 //! - [`protect`]: bearer tokens, body limit, request timeout;
 //! - [`view`]: `/health`, `/cluster`, `/stats`;
 //! - [`openapi`]: `/openapi.json` from the code, Swagger UI at `/docs`;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod openapi;
 pub mod protect;
 pub mod queue;
@@ -111,6 +114,7 @@ pub async fn run(
         Settings::from(&config),
         Backends::from_members(&lock, &queue, &cache),
     )?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     serve(gw, listener, shutdown).await?;
     Ok(())
 }
