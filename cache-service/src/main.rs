@@ -6,7 +6,6 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config.server.init_tracing();
-    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let listener = config.server.start().await?;
     cache_service::run(config, listener, common::server::shutdown_signal()).await
 }

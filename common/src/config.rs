@@ -48,6 +48,13 @@ impl ServerArgs {
     pub fn init_tracing(&self) {
         crate::server::init_tracing(&self.log_filter, self.log_format);
     }
+
+    /// What every binary does between parsing its flags and calling its
+    /// crate's `run`: set up logging, then bind `--listen`.
+    pub async fn start(&self) -> std::io::Result<tokio::net::TcpListener> {
+        self.init_tracing();
+        tokio::net::TcpListener::bind(&self.listen).await
+    }
 }
 
 /// How log lines are written to stderr.

@@ -6,7 +6,6 @@ use gateway::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config.server.init_tracing();
-    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let listener = config.server.start().await?;
     gateway::run(config, listener, common::server::shutdown_signal()).await
 }

@@ -5,9 +5,8 @@ use lock_service::Config;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    config.server.init_tracing();
     config.runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+        let listener = config.server.start().await?;
         lock_service::run(config, listener, common::server::shutdown_signal()).await?;
         Ok(())
     })
