@@ -15,8 +15,8 @@
 //!   logging, cluster token, ring membership), flattened into each
 //!   service's `Config`.
 //! - [`server`]: tracing setup, the `/internal/` token guard, the router
-//!   tail (fallbacks, body limit, request metrics) and `serve` (TCP_NODELAY,
-//!   graceful shutdown).
+//!   tail (fallbacks, body limit, request metrics, request span) and `serve`
+//!   (TCP_NODELAY, graceful shutdown).
 //! - [`port`]: ports reserved across processes for servers started as
 //!   separate processes (tests, the fault suite, load tools).
 

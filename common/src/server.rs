@@ -4,8 +4,9 @@
 //!
 //! A service's `run` builds its routes, passes them through [`tail`], and
 //! hands the result to [`serve`]:
-//! - [`tail`]: JSON 404/405 fallbacks, the request body limit and the
-//!   per-route request metrics, in the same order everywhere;
+//! - [`tail`]: JSON 404/405 fallbacks, the request body limit, the
+//!   per-route request metrics and a tracing span per request, in the same
+//!   order everywhere;
 //! - [`serve`]: `TCP_NODELAY` on every accepted connection, then graceful
 //!   shutdown when the given future resolves (main passes
 //!   [`shutdown_signal`]: SIGINT or SIGTERM).
@@ -18,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::LogFormat;
 use crate::error::ApiError;
@@ -106,8 +108,14 @@ pub async fn require_cluster_token(
 /// The end of every service's router: unknown paths and wrong methods
 /// answer the JSON error body (404 `not_found`, 405 `method_not_allowed`),
 /// bodies over `body_limit` bytes are refused with 413 before a handler
-/// parses them, and every request, matched or not, is counted and timed in
-/// `metrics` by its route template.
+/// parses them, every request, matched or not, is counted and timed in
+/// `metrics` by its route template, and runs inside a `request` span
+/// (method, URI) that its handler's log lines carry.
+///
+/// The span and the request/response events are at DEBUG, failures
+/// included: a 503 during a failover is an answer the caller handles, not a
+/// server error to log at every node; `--log-filter tower_http=debug` shows
+/// every request.
 ///
 /// A router merged in before this keeps a body limit of its own if it sets
 /// one (the innermost `DefaultBodyLimit` wins): Raft's internal routes carry
@@ -124,6 +132,10 @@ where
             metrics,
             crate::metrics::track,
         ))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, then stop
@@ -239,6 +251,57 @@ mod tests {
             .expect("the server stops once shutdown resolves")
             .unwrap()
             .unwrap();
+    }
+
+    /// Log lines written while a handler runs carry the request's span.
+    #[tokio::test]
+    async fn handlers_log_inside_the_request_span() {
+        use std::sync::{Arc, Mutex};
+        use tower::ServiceExt;
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // This test's thread only; the handler runs on it (oneshot, current-thread runtime).
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let app = tail(
+            Router::new().route(
+                "/hello",
+                axum::routing::get(|| async {
+                    tracing::info!("handler ran");
+                    "hi"
+                }),
+            ),
+            Metrics::new(MetricsRegistry::default()),
+            16,
+        );
+        let req = axum::http::Request::get("/hello?x=1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("handler ran"))
+            .unwrap_or_else(|| panic!("no handler line in\n{logs}"));
+        assert!(line.contains("request{method=GET uri=/hello?x=1"), "{line}");
     }
 
     #[test]
