@@ -2,27 +2,28 @@
 //! runs a single local node.
 
 use clap::Parser;
+use common::config::{listen_default, ClusterArgs, MemberArgs, ServerArgs};
 
 use crate::directory::WritePolicy;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "cache-service",
-    about = "Coherent near cache node (directory MESI)"
+    about = "Coherent near cache node (directory MESI)",
+    mut_arg("listen", |a| listen_default(a, "127.0.0.1:7201"))
 )]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:7201")]
-    pub listen: String,
-    /// This node's name in the ring and in peers' lists (default: the bound
-    /// address; when listening on 0.0.0.0, the local address that routes to
-    /// the first peer).
-    #[arg(long, env = "ADVERTISE_ADDR")]
-    pub advertise: Option<String>,
-    /// Every cache node, this one included, comma-separated `host:port`
-    /// (names are re-resolved periodically). Empty: a cluster of one.
-    #[arg(long, env = "PEERS", default_value = "")]
-    pub peers: String,
+    /// Where this node listens, and how it logs.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// This node's name in the ring (default: the bound address; when
+    /// listening on 0.0.0.0, the local address that routes to the first
+    /// peer) and the other cache nodes.
+    #[command(flatten)]
+    pub members: MemberArgs,
+    /// The secret on the `/internal/` peer routes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Redis URL for the backing memory; unset keeps values in the home
     /// node's own memory.
     #[arg(long, env = "REDIS_URL")]
@@ -53,18 +54,15 @@ pub struct Config {
     /// links to chosen peers). For fault tests only; off by default.
     #[arg(long, env = "FAULT_INJECTION", default_value_t = false)]
     pub fault_injection: bool,
-    /// Shared secret required on `/internal/` routes (unset: open).
-    #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
-    pub cluster_token: Option<String>,
 }
 
 impl Config {
     /// Defaults plus the given listen address and peers (tests).
     pub fn for_test(advertise: &str, peers: &[String]) -> Self {
         let mut c = Config::parse_from(["cache-service"]);
-        c.listen = advertise.to_string();
-        c.advertise = Some(advertise.to_string());
-        c.peers = peers.join(",");
+        c.server.listen = advertise.to_string();
+        c.members.advertise = Some(advertise.to_string());
+        c.members.peers = peers.join(",");
         c.heartbeat_ms = 100;
         // Generous: a loaded test machine must not suspect a live node.
         c.failure_timeout_ms = 3000;

@@ -1,5 +1,8 @@
-//! The crate's one error type. Variants say what the caller should do; only
-//! [`crate::http`] turns them into status codes and JSON bodies.
+//! The crate's one error type, and its one mapping to HTTP status codes and
+//! JSON error bodies. Variants say what the caller should do.
+
+use axum::http::StatusCode;
+use common::ApiError;
 
 use crate::protocol::NodeId;
 
@@ -28,3 +31,27 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidInput(_) => ApiError::invalid(msg),
+            Error::ValueTooLarge { size, limit } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", msg)
+                    .with("size", size)
+                    .with("limit", limit)
+            }
+            Error::NotFound(_) => ApiError::not_found(msg),
+            Error::NotHome { home } => {
+                ApiError::new(StatusCode::CONFLICT, "not_home", msg).with("home", home)
+            }
+            Error::StaleView { mine, theirs } => {
+                ApiError::new(StatusCode::CONFLICT, "stale_view", msg)
+                    .with("view", mine)
+                    .with("request_view", theirs)
+            }
+            Error::Unavailable(_) => ApiError::unavailable(msg),
+        }
+    }
+}

@@ -1,11 +1,12 @@
 //! HTTP handlers: the public `/api/cache/*` routes, the service routes
 //! (`/health`, `/metrics`, `/stats`, `/cluster`) and the `/internal/` peer
 //! routes behind the cluster token. Handlers only validate, call the
-//! [`Node`], and map [`Error`] to status codes and JSON bodies.
+//! [`Node`], and answer; [`Error`]'s status codes and JSON bodies are in
+//! [`crate::error`].
 
 use std::collections::HashMap;
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -40,30 +41,6 @@ pub struct AppState {
     pub fault_injection: bool,
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let msg = e.to_string();
-        match e {
-            Error::InvalidInput(_) => ApiError::invalid(msg),
-            Error::ValueTooLarge { size, limit } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", msg)
-                    .with("size", size)
-                    .with("limit", limit)
-            }
-            Error::NotFound(_) => ApiError::not_found(msg),
-            Error::NotHome { home } => {
-                ApiError::new(StatusCode::CONFLICT, "not_home", msg).with("home", home)
-            }
-            Error::StaleView { mine, theirs } => {
-                ApiError::new(StatusCode::CONFLICT, "stale_view", msg)
-                    .with("view", mine)
-                    .with("request_view", theirs)
-            }
-            Error::Unavailable(_) => ApiError::unavailable(msg),
-        }
-    }
-}
-
 /// The whole service.
 pub fn router(state: AppState) -> Router {
     let internal = Router::new()
@@ -76,7 +53,7 @@ pub fn router(state: AppState) -> Router {
             state.token.clone(),
             require_cluster_token,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/api/cache/set", post(set))
         .route("/api/cache/get", get(get_key))
         .route("/api/cache/delete", delete(delete_key))
@@ -86,15 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/cluster", get(cluster))
-        .merge(internal)
-        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-        .fallback(common::error::not_found_fallback)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            common::metrics::track,
-        ))
-        .with_state(state)
+        .merge(internal);
+    common::server::tail(routes, state.metrics.clone(), BODY_LIMIT_BYTES).with_state(state)
 }
 
 fn check_key(key: Option<&str>) -> Result<&str, ApiError> {

@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use common::discovery::Members;
 use common::metrics::{Metrics, MetricsRegistry};
-use common::server::ClusterToken;
 
 pub use client::CacheClient;
 pub use config::Config;
@@ -49,7 +48,7 @@ const FORWARD_WAIT: Duration = Duration::from_secs(2);
 /// Build the node and its router from a config (the address it advertises
 /// must be known: pass the bound address when listening on port 0).
 pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Members)> {
-    let token = ClusterToken(config.cluster_token.clone().filter(|t| !t.is_empty()));
+    let token = config.cluster.token();
     let memory_bounds = store::Bounds {
         max_entries: config.max_memory_entries,
         max_bytes: config.max_memory_bytes,
@@ -69,7 +68,7 @@ pub async fn build(config: &Config, me: String) -> anyhow::Result<(AppState, Mem
         heartbeat.max(Duration::from_millis(100)) * 2,
     );
     let members = Members::spawn(
-        common::discovery::parse_list(&config.peers),
+        common::discovery::parse_list(&config.members.peers),
         common::discovery::DEFAULT_REFRESH,
     )
     .await;
@@ -112,15 +111,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let bound_addr = listener.local_addr()?;
     let bound = bound_addr.to_string();
-    let me = match config.advertise.clone().filter(|a| !a.is_empty()) {
-        Some(a) => a,
+    let me = match config.members.advertise() {
+        Some(a) => a.to_string(),
         None => default_advertise(&config, bound_addr).await,
     };
     let (state, members) = build(&config, me).await?;
     let node = state.node.clone();
     tracing::info!(node = node.me(), %bound, memory = node.memory().backend(), policy = ?node.policy(), "cache node up");
     let app = router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let server = common::server::serve(listener, app, shutdown);
     let heartbeats = async move {
         let mut watch = members.watch();
         let mut tick = tokio::time::interval(node.heartbeat_interval());
@@ -160,7 +159,7 @@ async fn default_advertise(config: &Config, bound: std::net::SocketAddr) -> Stri
     if !bound.ip().is_unspecified() {
         return bound.to_string();
     }
-    let first = common::discovery::parse_list(&config.peers)
+    let first = common::discovery::parse_list(&config.members.peers)
         .into_iter()
         .next();
     if let Some(spec) = first {

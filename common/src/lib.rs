@@ -11,10 +11,16 @@
 //! - [`metrics`]: a per-process Prometheus registry with per-route request
 //!   counters and latency histograms, plus room for each service's gauges.
 //! - [`discovery`]: member lists from static addresses or re-resolved DNS names.
-//! - [`server`]: tracing setup, the `/internal/` token guard, graceful shutdown.
+//! - [`config`]: the flags every service binary shares (listen address,
+//!   logging, cluster token, ring membership), flattened into each
+//!   service's `Config`.
+//! - [`server`]: tracing setup, the `/internal/` token guard, the router
+//!   tail (fallbacks, body limit, request metrics, request span) and `serve`
+//!   (TCP_NODELAY, graceful shutdown).
 //! - [`port`]: ports reserved across processes for servers started as
 //!   separate processes (tests, the fault suite, load tools).
 
+pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod metrics;

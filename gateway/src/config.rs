@@ -3,15 +3,21 @@
 use std::time::Duration;
 
 use clap::Parser;
+use common::config::{listen_default, ServerArgs};
 
 /// distributed-sync gateway: the one HTTP front door to the lock, queue and
 /// cache services.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "gateway", version, about)]
+#[command(
+    name = "gateway",
+    version,
+    about,
+    mut_arg("listen", |a| listen_default(a, "127.0.0.1:8080"))
+)]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    /// Where clients reach the gateway, and how it logs.
+    #[command(flatten)]
+    pub server: ServerArgs,
 
     /// Lock nodes (`host:port`, comma-separated). Names are re-resolved.
     #[arg(

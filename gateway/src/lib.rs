@@ -10,6 +10,8 @@
 //!   round-robin;
 //! - [`state`]: membership (re-resolved DNS via `common::discovery`), the
 //!   pooled keep-alive client, per-backend metrics;
+//! - [`metrics`]: the gateway's metric families on `/metrics`;
+//! - [`error`]: the gateway's error and its one mapping to HTTP;
 //! - [`protect`]: bearer tokens, body limit, request timeout;
 //! - [`view`]: `/health`, `/cluster`, `/stats`;
 //! - [`openapi`]: `/openapi.json` from the code, Swagger UI at `/docs`;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod openapi;
 pub mod protect;
 pub mod queue;
@@ -32,7 +35,6 @@ pub mod view;
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -70,17 +72,11 @@ pub fn router(gw: Gateway) -> Router {
         .route("/stats", get(http::stats))
         .route("/metrics", get(http::metrics))
         .route_layer(from_fn_with_state(gw.clone(), protect::require_token));
-    Router::new()
+    let routes = Router::new()
         .merge(protected)
         .route("/health", get(http::health))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
-        .route_layer(from_fn_with_state(
-            gw.metrics().clone(),
-            common::metrics::track,
-        ))
-        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-        .fallback(common::error::not_found_fallback)
-        .layer(DefaultBodyLimit::max(limit))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()));
+    common::server::tail(routes, gw.metrics().clone(), limit)
         .layer(from_fn_with_state(gw.clone(), protect::request_timeout))
         .with_state(gw)
 }
@@ -93,9 +89,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let poller = tokio::spawn(lock::poll_leader(gw.clone()));
-    let res = axum::serve(listener, router(gw))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let res = common::server::serve(listener, router(gw), shutdown).await;
     poller.abort();
     res
 }
@@ -120,6 +114,7 @@ pub async fn run(
         Settings::from(&config),
         Backends::from_members(&lock, &queue, &cache),
     )?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     serve(gw, listener, shutdown).await?;
     Ok(())
 }

@@ -6,8 +6,6 @@ use gateway::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    common::server::init_tracing();
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let listener = config.server.start().await?;
     gateway::run(config, listener, common::server::shutdown_signal()).await
 }

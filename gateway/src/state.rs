@@ -24,17 +24,13 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::discovery::Members;
-use common::metrics::{latency_family, Metrics, MetricsRegistry};
+use common::metrics::{Metrics, MetricsRegistry};
 use common::Ring;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::lock::Leader;
+use crate::metrics::{BackendLabels, BackendLatencyLabels, Families, ReasonLabels, ServiceLabels};
 
 /// How long a node that failed to answer is tried last.
 pub const QUARANTINE: Duration = Duration::from_millis(1_000);
@@ -195,46 +191,12 @@ pub enum CallError {
     Timeout,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabels {
-    service: &'static str,
-    route: &'static str,
-    backend: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLatencyLabels {
-    service: &'static str,
-    route: &'static str,
-    backend: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabels {
-    service: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 /// Plain counters behind `/stats` (the same events also go to Prometheus).
 #[derive(Debug, Default)]
 pub struct ServiceCounters {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub retries: AtomicU64,
-}
-
-struct Families {
-    backend_requests: Family<BackendLabels, Counter>,
-    backend_latency: Family<BackendLatencyLabels, Histogram>,
-    retries: Family<ServiceLabels, Counter>,
-    gateway_errors: Family<ServiceLabels, Counter>,
-    rejected: Family<ReasonLabels, Counter>,
-    members: Family<ServiceLabels, Gauge>,
 }
 
 pub(crate) struct Inner {
@@ -275,44 +237,7 @@ impl Gateway {
             .tcp_nodelay(true)
             .build()?;
         let mut registry = MetricsRegistry::default();
-        let families = Families {
-            backend_requests: Family::default(),
-            backend_latency: latency_family(),
-            retries: Family::default(),
-            gateway_errors: Family::default(),
-            rejected: Family::default(),
-            members: Family::default(),
-        };
-        registry.register(
-            "gateway_backend_requests",
-            "Backend calls by service, route, backend and outcome (status code, unreachable, timeout)",
-            families.backend_requests.clone(),
-        );
-        registry.register(
-            "gateway_backend_request_duration_seconds",
-            "Backend call latency by service, route and backend",
-            families.backend_latency.clone(),
-        );
-        registry.register(
-            "gateway_retries",
-            "Extra backend attempts (leader change, failover) by service",
-            families.retries.clone(),
-        );
-        registry.register(
-            "gateway_errors",
-            "Client requests the gateway answered with its own error (backend down or slow) by service",
-            families.gateway_errors.clone(),
-        );
-        registry.register(
-            "gateway_rejected",
-            "Requests refused before reaching a backend, by reason",
-            families.rejected.clone(),
-        );
-        registry.register(
-            "gateway_backend_members",
-            "Known backend nodes per service",
-            families.members.clone(),
-        );
+        let families = Families::register(&mut registry);
         let leader = Leader::new(&mut registry);
         let metrics = Metrics::new(registry);
         Ok(Self(Arc::new(Inner {

@@ -2,25 +2,24 @@
 //! health, cluster view, stats and metrics. Handlers validate, turn the
 //! request into a replicated command, and map the outcome to a response.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::metrics::{Gauge, Metrics, MetricsRegistry};
+use common::metrics::{Metrics, MetricsRegistry};
 use common::validate::{self, MAX_NAME_BYTES};
 use common::{ApiError, ApiJson};
-use prometheus_client::metrics::counter::Counter;
 use raft_core::RaftNode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::Error;
 use crate::machine::{LockMachine, Waiters};
+use crate::metrics::LockMetrics;
 use crate::table::{self, Command, Mode, Outcome, Token};
 
 /// Default lease when the client gives none.
@@ -45,170 +44,26 @@ pub struct AppState {
     pub node: RaftNode<LockMachine>,
     pub waiters: Arc<Waiters>,
     pub metrics: Metrics,
-    gauges: Arc<Gauges>,
-}
-
-/// Domain metrics, refreshed from the replicated counters at scrape time.
-struct Gauges {
-    resources: Gauge,
-    holds: Gauge,
-    waiters: Gauge,
-    term: Gauge,
-    is_leader: Gauge,
-    grants: Counter,
-    releases: Counter,
-    expirations: Counter,
-    wait_timeouts: Counter,
-    deadlocks: Counter,
-    leader_changes: Counter,
-    log_fsyncs: Counter,
-    log_entries: Counter,
-    seen: Mutex<[u64; 7]>,
-    leader_changes_seen: AtomicU64,
+    domain: Arc<LockMetrics>,
 }
 
 impl AppState {
     pub fn new(node: RaftNode<LockMachine>, waiters: Arc<Waiters>) -> Self {
         let mut reg = MetricsRegistry::default();
-        let gauges = Gauges {
-            resources: Gauge::default(),
-            holds: Gauge::default(),
-            waiters: Gauge::default(),
-            term: Gauge::default(),
-            is_leader: Gauge::default(),
-            grants: Counter::default(),
-            releases: Counter::default(),
-            expirations: Counter::default(),
-            wait_timeouts: Counter::default(),
-            deadlocks: Counter::default(),
-            leader_changes: Counter::default(),
-            log_fsyncs: Counter::default(),
-            log_entries: Counter::default(),
-            seen: Mutex::new([0; 7]),
-            leader_changes_seen: AtomicU64::new(0),
-        };
-        reg.register(
-            "lock_resources",
-            "Resources with holders or waiters",
-            gauges.resources.clone(),
-        );
-        reg.register("lock_holds", "Locks held", gauges.holds.clone());
-        reg.register(
-            "lock_waiters",
-            "Requests waiting in queues",
-            gauges.waiters.clone(),
-        );
-        reg.register("raft_term", "Current Raft term", gauges.term.clone());
-        reg.register(
-            "raft_is_leader",
-            "1 when this node leads",
-            gauges.is_leader.clone(),
-        );
-        reg.register("lock_grants", "Locks granted", gauges.grants.clone());
-        reg.register("lock_releases", "Locks released", gauges.releases.clone());
-        reg.register(
-            "lock_expirations",
-            "Leases that expired",
-            gauges.expirations.clone(),
-        );
-        reg.register(
-            "lock_wait_timeouts",
-            "Waits that ended ungranted",
-            gauges.wait_timeouts.clone(),
-        );
-        reg.register(
-            "lock_deadlocks",
-            "Requests aborted to break deadlocks",
-            gauges.deadlocks.clone(),
-        );
-        reg.register(
-            "raft_leader_changes",
-            "Leader changes seen by this node",
-            gauges.leader_changes.clone(),
-        );
-        reg.register(
-            "raft_log_fsyncs",
-            "Raft log fsyncs (group commits)",
-            gauges.log_fsyncs.clone(),
-        );
-        reg.register(
-            "raft_log_entries",
-            "Raft log entries written",
-            gauges.log_entries.clone(),
-        );
-        let state = Self {
+        let domain = Arc::new(LockMetrics::register(&mut reg));
+        domain.spawn_leader_watch(&node);
+        Self {
             node,
             waiters,
             metrics: Metrics::new(reg),
-            gauges: Arc::new(gauges),
-        };
-        state.spawn_leader_watch();
-        state
-    }
-
-    /// Count leader changes as this node sees them.
-    fn spawn_leader_watch(&self) {
-        let mut rx = self.node.server_metrics();
-        let gauges = self.gauges.clone();
-        tokio::spawn(async move {
-            let mut last = rx.borrow().current_leader;
-            while rx.changed().await.is_ok() {
-                let now = rx.borrow().current_leader;
-                if now != last && now.is_some() {
-                    gauges.leader_changes_seen.fetch_add(1, Ordering::Relaxed);
-                }
-                last = now;
-            }
-        });
-    }
-
-    fn refresh_gauges(&self) {
-        let (counters, sizes) = self.node.read(|m, _| (m.table.counters(), m.table.sizes()));
-        let g = &self.gauges;
-        g.resources.set(sizes.0 as i64);
-        g.holds.set(sizes.1 as i64);
-        g.waiters.set(sizes.2 as i64);
-        let status = self.node.status();
-        g.term.set(status.term as i64);
-        g.is_leader.set(i64::from(status.state == "Leader"));
-        let log = self.node.log_stats();
-        let now = [
-            counters.grants,
-            counters.releases,
-            counters.expirations,
-            counters.wait_timeouts,
-            counters.deadlocks,
-            log.fsyncs,
-            log.entries,
-        ];
-        let targets = [
-            &g.grants,
-            &g.releases,
-            &g.expirations,
-            &g.wait_timeouts,
-            &g.deadlocks,
-            &g.log_fsyncs,
-            &g.log_entries,
-        ];
-        let mut seen = g.seen.lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..now.len() {
-            // Counters only move forward; a snapshot restore that lowers a
-            // replicated counter is not a negative increment.
-            if now[i] > seen[i] {
-                targets[i].inc_by(now[i] - seen[i]);
-            }
-            seen[i] = seen[i].max(now[i]);
-        }
-        let changes = g.leader_changes_seen.load(Ordering::Relaxed);
-        let counted = g.leader_changes.get();
-        if changes > counted {
-            g.leader_changes.inc_by(changes - counted);
+            domain,
         }
     }
 }
 
-/// The client and operations routes (the Raft internal routes are merged
-/// in by [`crate::Service::start`]).
+/// The client and operations routes (the Raft internal routes, the
+/// fallbacks, the body limit and the request metrics are added by
+/// [`crate::Service::start`]).
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/lock/acquire", post(acquire))
@@ -219,11 +74,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/cluster", get(cluster))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            common::metrics::track,
-        ))
         .with_state(state)
 }
 
@@ -576,6 +426,6 @@ async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    app.refresh_gauges();
+    app.domain.refresh(&app.node);
     common::metrics::text_response(&app.metrics)
 }

@@ -7,7 +7,10 @@
 //!   through which applies wake blocked acquires.
 //! - [`ticker`]: the leader's proposals of time at lease and wait deadlines.
 //! - [`http`]: the client API, health, cluster view, stats and metrics.
-//! - [`config`]: flags and environment.
+//! - [`metrics`]: the lock and Raft metric families on `/metrics`.
+//! - [`error`]: the crate's error and its one mapping to HTTP.
+//! - [`config`]: flags and environment (the shared ones from
+//!   `common::config`).
 //!
 //! Any node serves every route: writes go through Raft (a follower forwards
 //! them to the leader); reads are linearizable unless `consistency=stale`.
@@ -17,6 +20,7 @@ pub mod deadlock;
 pub mod error;
 pub mod http;
 pub mod machine;
+pub mod metrics;
 pub mod table;
 pub mod ticker;
 
@@ -58,16 +62,18 @@ impl Service {
         };
         nc.snapshot_every = config.snapshot_every;
         nc.proposals.queued = config.max_queued_writes as usize;
-        nc.cluster_token = config.cluster_token.clone();
+        nc.cluster_token = config.cluster.token().0;
         let waiters = Arc::new(machine::Waiters::default());
         let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
         let node = RaftNode::start(nc, LockMachine::new(waiters.clone(), changed_tx)).await?;
         let ticker = tokio::spawn(ticker::run(node.clone(), changed_rx));
         let state = AppState::new(node.clone(), waiters);
-        let router = http::routes(state)
-            .merge(raft_core::http::router(node.clone()))
-            .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-            .fallback(common::error::not_found_fallback);
+        let metrics = state.metrics.clone();
+        let router = common::server::tail(
+            http::routes(state).merge(raft_core::http::router(node.clone())),
+            metrics,
+            http::BODY_LIMIT,
+        );
         Ok(Self {
             node,
             router,
@@ -89,16 +95,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let service = Service::start(&config).await?;
-    tracing::info!(id = config.id, addr = %config.listen, "lock node serving");
-    // Small request/response messages on long-lived connections (clients
-    // and peers): never let Nagle hold one back waiting for an ACK.
-    let serve = axum::serve(
-        axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        service.router.clone(),
-    )
-    .with_graceful_shutdown(shutdown);
+    tracing::info!(id = config.id, addr = %config.server.listen, "lock node serving");
+    let serve = common::server::serve(listener, service.router.clone(), shutdown);
     // Fail-stop: a node whose log failed (or whose Raft core stopped) must
     // not go on answering as if it were a member; the process exits
     // non-zero, and a supervisor restarts it from what is on its disk.

@@ -3,29 +3,25 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use common::config::{listen_default, ClusterArgs, MemberArgs, ServerArgs};
 
 use crate::delivery::{DEFAULT_MAX_ATTEMPTS, MAX_MAX_ATTEMPTS};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "queue-service",
-    about = "At-least-once work queues placed by consistent hashing"
+    about = "At-least-once work queues placed by consistent hashing",
+    mut_arg("listen", |a| listen_default(a, "127.0.0.1:7101"))
 )]
 pub struct Config {
-    /// Address to listen on (host:port).
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:7101")]
-    pub listen: String,
+    /// Where this node listens, and how it logs.
+    #[command(flatten)]
+    pub server: ServerArgs,
 
-    /// This node's name in the ring, as it appears in PEERS (default: the
-    /// listen address).
-    #[arg(long, env = "ADVERTISE_ADDR")]
-    pub advertise: Option<String>,
-
-    /// Every queue node including this one, comma-separated host:port.
-    /// Names are re-resolved periodically (a scaled compose service name
-    /// yields one member per replica). Empty: this node alone.
-    #[arg(long, env = "PEERS", default_value = "")]
-    pub peers: String,
+    /// This node's name in the ring (default: the listen address) and the
+    /// other queue nodes.
+    #[command(flatten)]
+    pub members: MemberArgs,
 
     /// Redis URL (redis://host:port/db). Unset: the embedded store in
     /// --data-dir.
@@ -42,10 +38,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=MAX_MAX_ATTEMPTS as i64))]
     pub max_attempts: u32,
 
-    /// Shared secret between nodes: sent on forwarded requests, and required
-    /// for a forwarded request to be served without routing it again.
-    #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
-    pub cluster_token: Option<String>,
+    /// Sent on forwarded requests, and required for a forwarded request to
+    /// be served without routing it again.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 
     /// Time allowed for a forwarded request to the queue's owner (plus the
     /// request's own wait_ms for long polls).
@@ -62,27 +58,28 @@ impl Config {
     /// else set.
     pub fn for_listen(listen: impl Into<String>) -> Self {
         Self {
-            listen: listen.into(),
-            advertise: None,
-            peers: String::new(),
+            server: ServerArgs::listen_on(listen),
+            members: MemberArgs::default(),
             redis_url: None,
             data_dir: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            cluster_token: None,
+            cluster: ClusterArgs::default(),
             forward_timeout_ms: 2000,
             peer_refresh_ms: 2000,
         }
     }
 
+    /// This node's name in the ring: `--advertise`, else the listen address.
     pub fn advertise(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.clone())
+        self.members
+            .advertise()
+            .unwrap_or(&self.server.listen)
+            .to_string()
     }
 
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
-            let port = self.listen.rsplit(':').next().unwrap_or("7101");
+            let port = self.server.listen.rsplit(':').next().unwrap_or("7101");
             PathBuf::from(format!("data/queue-{port}"))
         })
     }

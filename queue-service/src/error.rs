@@ -1,5 +1,8 @@
-//! The crate's one error type. Variants say what the caller must do; only
-//! `http.rs` turns them into status codes and JSON bodies.
+//! The crate's one error type, and its one mapping to HTTP status codes and
+//! JSON error bodies. Variants say what the caller must do.
+
+use axum::http::StatusCode;
+use common::ApiError;
 
 use crate::delivery::ReceiptError;
 
@@ -31,4 +34,47 @@ impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         Error::Unavailable(format!("redis: {e}"))
     }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidInput(m) => ApiError::invalid(m),
+            Error::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
+            Error::Receipt { receipt, kind } => receipt_error(&receipt, kind),
+            Error::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
+            }
+            Error::OwnerUnavailable { owner, reason } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unavailable",
+                format!("the queue's owner {owner} could not serve the request: {reason}"),
+            )
+            .with("owner", owner),
+        }
+    }
+}
+
+/// The answer to a refused receipt, naming it.
+pub(crate) fn receipt_error(receipt: &str, kind: ReceiptError) -> ApiError {
+    let e = match kind {
+        ReceiptError::Malformed => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_receipt",
+            "not a receipt returned by dequeue",
+        ),
+        ReceiptError::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "message_not_found",
+            "no such message: it was acked, expired, or never existed",
+        ),
+        ReceiptError::Stale => ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_receipt",
+            "this receipt's delivery is over: its visibility ended, or the message was delivered again or dead-lettered",
+        ),
+    };
+    e.with("receipt", receipt)
 }

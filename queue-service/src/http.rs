@@ -1,5 +1,6 @@
 //! HTTP handlers: validate input, route to the queue's owner or serve
-//! locally, and map [`Error`] to status codes and JSON error bodies.
+//! locally, and answer; [`Error`]'s status codes and JSON error bodies are
+//! in [`crate::error`].
 //!
 //! Routes (bodies as in `README.md`):
 //! - `POST /api/queue/enqueue|dequeue|ack|nack|extend|redrive|config`
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +22,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::delivery::{self, NewMessage, ReceiptError};
-use crate::error::Error;
+use crate::error::{receipt_error, Error};
 use crate::node::{Node, Route, FORWARDED_HEADER};
 
 /// Largest request body: a full batch of small messages or a few large
@@ -35,48 +36,6 @@ const DEFAULT_DEAD_PAGE: u64 = 100;
 pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: common::metrics::Metrics,
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidInput(m) => ApiError::invalid(m),
-            Error::TooLarge(m) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
-            }
-            Error::Receipt { receipt, kind } => receipt_error(&receipt, kind),
-            Error::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
-            }
-            Error::OwnerUnavailable { owner, reason } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "owner_unavailable",
-                format!("the queue's owner {owner} could not serve the request: {reason}"),
-            )
-            .with("owner", owner),
-        }
-    }
-}
-
-fn receipt_error(receipt: &str, kind: ReceiptError) -> ApiError {
-    let e = match kind {
-        ReceiptError::Malformed => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_receipt",
-            "not a receipt returned by dequeue",
-        ),
-        ReceiptError::NotFound => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "message_not_found",
-            "no such message: it was acked, expired, or never existed",
-        ),
-        ReceiptError::Stale => ApiError::new(
-            StatusCode::CONFLICT,
-            "stale_receipt",
-            "this receipt's delivery is over: its visibility ended, or the message was delivered again or dead-lettered",
-        ),
-    };
-    e.with("receipt", receipt)
 }
 
 /// Deserialize a present field (even `null`) as `Some`, so "missing" and
@@ -802,7 +761,7 @@ async fn cluster(State(s): State<AppState>) -> Response {
 
 /// The node's full router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/queue/enqueue", post(enqueue))
         .route("/api/queue/dequeue", post(dequeue))
         .route("/api/queue/ack", post(ack))
@@ -815,13 +774,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .route("/cluster", get(cluster))
-        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
-        .fallback(common::error::not_found_fallback)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            common::metrics::track,
-        ))
-        .with_state(state)
+        .route("/cluster", get(cluster));
+    common::server::tail(routes, state.metrics.clone(), BODY_LIMIT_BYTES).with_state(state)
 }

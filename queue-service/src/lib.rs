@@ -7,9 +7,10 @@
 //!   dead-lettering, TTL, re-drive); no I/O, time passed in.
 //! - [`store`]: the [`store::QueueStore`] trait and its two backends, Redis
 //!   (Lua scripts) and embedded (redb, group commit).
-//! - [`node`]: placement on the ring, forwarding to owners, long polls,
-//!   metrics.
+//! - [`node`]: placement on the ring, forwarding to owners, long polls.
+//! - [`metrics`]: the queue metric families on `/metrics`.
 //! - [`http`]: the axum handlers and [`router`].
+//! - [`error`]: the crate's error and its one mapping to HTTP.
 //! - [`config`]: flags with environment fallbacks.
 //!
 //! [`run`] wires them together for `main.rs` and the tests.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod store;
 
@@ -27,14 +29,14 @@ use std::time::Duration;
 
 use common::discovery::{parse_list, Members};
 use common::metrics::{Metrics, MetricsRegistry};
-use common::server::ClusterToken;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use http::{router, AppState};
 
-use node::{Node, QueueMetrics};
+use metrics::QueueMetrics;
+use node::Node;
 use store::embedded::EmbeddedStore;
 use store::redis::RedisStore;
 use store::QueueStore;
@@ -54,7 +56,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn QueueStore>> {
 /// Build the node state around a store.
 pub async fn build_state(config: &Config, store: Arc<dyn QueueStore>) -> AppState {
     let advertise = config.advertise();
-    let mut specs = parse_list(&config.peers);
+    let mut specs = parse_list(&config.members.peers);
     if specs.is_empty() {
         specs.push(advertise.clone());
     }
@@ -70,7 +72,7 @@ pub async fn build_state(config: &Config, store: Arc<dyn QueueStore>) -> AppStat
         members,
         store,
         queue_metrics,
-        ClusterToken(config.cluster_token.clone()),
+        config.cluster.token(),
         Duration::from_millis(config.forward_timeout_ms.max(1)),
     );
     AppState {
@@ -88,7 +90,7 @@ pub async fn run(
     let store = open_store(&config)?;
     let state = build_state(&config, store).await;
     tracing::info!(
-        listen = %config.listen,
+        listen = %config.server.listen,
         node = %state.node.advertise,
         backend = state.node.store.backend(),
         members = ?state.node.members.current(),
@@ -104,9 +106,7 @@ pub async fn run(
             }
         }
     });
-    let res = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let res = common::server::serve(listener, router(state), shutdown).await;
     refresher.abort();
     res?;
     Ok(())

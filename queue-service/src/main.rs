@@ -6,7 +6,6 @@ use queue_service::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    common::server::init_tracing();
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    let listener = config.server.start().await?;
     queue_service::run(config, listener, common::server::shutdown_signal()).await
 }

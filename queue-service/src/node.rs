@@ -1,5 +1,6 @@
 //! One queue node: placement on the ring, forwarding to owners, long polls,
-//! and the domain metrics. The HTTP handlers (`http.rs`) call into this.
+//! and the depth refresh of its metrics. The HTTP handlers (`http.rs`) call
+//! into this.
 //!
 //! Placement: the owner of a queue is `common::Ring::owner(queue)` over the
 //! current member list (static addresses or re-resolved DNS names, via
@@ -30,16 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::discovery::Members;
-use common::metrics::{latency_family, Gauge, MetricsRegistry};
 use common::{now_ms, Ring};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 
-use crate::delivery::{Delivery, Events, QueueStats};
+use crate::delivery::{Delivery, QueueStats};
 use crate::error::{Error, Result};
+use crate::metrics::QueueMetrics;
 use crate::store::QueueStore;
 
 /// Header a node sets on a request it forwards to the queue's owner.
@@ -57,136 +54,6 @@ pub const OWNER_DOWN_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 /// Most queues summed into the depth gauges per refresh.
 const DEPTH_MAX_QUEUES: usize = 10_000;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabel {
-    state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OpLabel {
-    op: &'static str,
-}
-
-/// Domain counters and gauges (registered on the node's registry).
-#[derive(Clone)]
-pub struct QueueMetrics {
-    pub enqueued: Counter,
-    pub delivered: Counter,
-    pub redelivered: Counter,
-    pub acked: Counter,
-    pub nacked: Counter,
-    pub dead_lettered: Counter,
-    pub expired: Counter,
-    pub forwarded: Counter,
-    pub owner_fallbacks: Counter,
-    depth: Family<StateLabel, Gauge>,
-    storage: Family<OpLabel, Histogram>,
-}
-
-impl QueueMetrics {
-    pub fn register(registry: &mut MetricsRegistry) -> Self {
-        let m = QueueMetrics {
-            enqueued: Counter::default(),
-            delivered: Counter::default(),
-            redelivered: Counter::default(),
-            acked: Counter::default(),
-            nacked: Counter::default(),
-            dead_lettered: Counter::default(),
-            expired: Counter::default(),
-            forwarded: Counter::default(),
-            owner_fallbacks: Counter::default(),
-            depth: Family::default(),
-            storage: latency_family(),
-        };
-        let r = registry;
-        r.register(
-            "queue_enqueued",
-            "Messages enqueued through this node",
-            m.enqueued.clone(),
-        );
-        r.register(
-            "queue_delivered",
-            "Deliveries handed out by this node",
-            m.delivered.clone(),
-        );
-        r.register(
-            "queue_redelivered",
-            "Deliveries with attempts > 1 handed out by this node",
-            m.redelivered.clone(),
-        );
-        r.register(
-            "queue_acked",
-            "Messages acknowledged through this node",
-            m.acked.clone(),
-        );
-        r.register(
-            "queue_nacked",
-            "Deliveries given back through this node",
-            m.nacked.clone(),
-        );
-        r.register(
-            "queue_dead_lettered",
-            "Messages moved to a dead-letter list by operations on this node",
-            m.dead_lettered.clone(),
-        );
-        r.register(
-            "queue_expired",
-            "Messages dropped by TTL by operations on this node",
-            m.expired.clone(),
-        );
-        r.register(
-            "queue_forwarded",
-            "Requests forwarded to the queue's owner",
-            m.forwarded.clone(),
-        );
-        r.register(
-            "queue_owner_fallbacks",
-            "Requests served here because the owner was unreachable (Redis backend)",
-            m.owner_fallbacks.clone(),
-        );
-        r.register(
-            "queue_depth",
-            "Messages per state over the queues this node owns",
-            m.depth.clone(),
-        );
-        r.register(
-            "queue_storage_duration_seconds",
-            "Latency of storage operations",
-            m.storage.clone(),
-        );
-        m
-    }
-
-    pub fn record(&self, events: Events) {
-        self.expired.inc_by(events.expired);
-        self.dead_lettered.inc_by(events.dead_lettered);
-    }
-
-    fn set_depth(&self, s: &QueueStats) {
-        for (state, v) in [
-            ("ready", s.ready),
-            ("delayed", s.delayed),
-            ("in_flight", s.in_flight),
-            ("dead_lettered", s.dead_lettered),
-        ] {
-            self.depth
-                .get_or_create(&StateLabel { state })
-                .set(v as i64);
-        }
-    }
-
-    pub fn depth(&self) -> QueueStats {
-        let g = |state| self.depth.get_or_create(&StateLabel { state }).get().max(0) as u64;
-        QueueStats {
-            ready: g("ready"),
-            delayed: g("delayed"),
-            in_flight: g("in_flight"),
-            dead_lettered: g("dead_lettered"),
-            expired_total: 0,
-        }
-    }
-}
 
 /// Where a request for a queue should be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,10 +145,7 @@ impl Node {
     ) -> Result<T> {
         let start = Instant::now();
         let out = f.await;
-        self.metrics
-            .storage
-            .get_or_create(&OpLabel { op })
-            .observe(start.elapsed().as_secs_f64());
+        self.metrics.observe_storage(op, start.elapsed());
         out
     }
 

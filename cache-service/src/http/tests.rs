@@ -8,7 +8,7 @@ use tower::ServiceExt;
 
 async fn app(token: Option<&str>) -> Router {
     let mut cfg = crate::Config::for_test("127.0.0.1:1", &[]);
-    cfg.cluster_token = token.map(str::to_string);
+    cfg.cluster.cluster_token = token.map(str::to_string);
     // A cluster of one confirms its own view once it has settled.
     cfg.heartbeat_ms = 10;
     cfg.failure_timeout_ms = 100;

@@ -59,7 +59,7 @@ impl Cluster {
             cfg.write_policy = opts.policy;
             cfg.max_entries = opts.max_entries;
             cfg.redis_url = opts.redis_url.clone();
-            cfg.cluster_token = opts.token.clone();
+            cfg.cluster.cluster_token = opts.token.clone();
             cfg.failure_timeout_ms = opts.failure_timeout_ms;
             cfg.max_memory_entries = opts.max_memory_entries;
             tasks.push(Some(tokio::spawn(async move {

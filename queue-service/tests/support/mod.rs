@@ -181,7 +181,7 @@ pub async fn start_node(
 ) -> InProcNode {
     let addr = listener.local_addr().unwrap().to_string();
     let mut config = Config::for_listen(addr.clone());
-    config.peers = peers.join(",");
+    config.members.peers = peers.join(",");
     config.forward_timeout_ms = 1000;
     let state = queue_service::build_state(&config, store).await;
     let app = queue_service::router(state.clone());

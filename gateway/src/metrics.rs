@@ -1,0 +1,92 @@
+//! The gateway's metric families: backend calls by service, route, backend
+//! and outcome, their latency, retries, the gateway's own errors,
+//! rejections and known members. They live on the gateway's registry
+//! beside the HTTP request metrics; `state.rs` updates them as calls go
+//! out. (The lock leader's families belong to lock routing: `lock.rs`.)
+
+use common::metrics::{latency_family, MetricsRegistry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendLabels {
+    pub(crate) service: &'static str,
+    pub(crate) route: &'static str,
+    pub(crate) backend: String,
+    pub(crate) outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendLatencyLabels {
+    pub(crate) service: &'static str,
+    pub(crate) route: &'static str,
+    pub(crate) backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ServiceLabels {
+    pub(crate) service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
+}
+
+/// Every gateway metric family, registered on the gateway's registry.
+pub(crate) struct Families {
+    pub(crate) backend_requests: Family<BackendLabels, Counter>,
+    pub(crate) backend_latency: Family<BackendLatencyLabels, Histogram>,
+    pub(crate) retries: Family<ServiceLabels, Counter>,
+    pub(crate) gateway_errors: Family<ServiceLabels, Counter>,
+    pub(crate) rejected: Family<ReasonLabels, Counter>,
+    pub(crate) members: Family<ServiceLabels, Gauge>,
+}
+
+impl Families {
+    /// Create the families and register them on `registry`.
+    pub(crate) fn register(registry: &mut MetricsRegistry) -> Self {
+        let f = Self {
+            backend_requests: Family::default(),
+            backend_latency: latency_family(),
+            retries: Family::default(),
+            gateway_errors: Family::default(),
+            rejected: Family::default(),
+            members: Family::default(),
+        };
+        registry.register(
+        "gateway_backend_requests",
+        "Backend calls by service, route, backend and outcome (status code, unreachable, timeout)",
+        f.backend_requests.clone(),
+    );
+        registry.register(
+            "gateway_backend_request_duration_seconds",
+            "Backend call latency by service, route and backend",
+            f.backend_latency.clone(),
+        );
+        registry.register(
+            "gateway_retries",
+            "Extra backend attempts (leader change, failover) by service",
+            f.retries.clone(),
+        );
+        registry.register(
+        "gateway_errors",
+        "Client requests the gateway answered with its own error (backend down or slow) by service",
+        f.gateway_errors.clone(),
+    );
+        registry.register(
+            "gateway_rejected",
+            "Requests refused before reaching a backend, by reason",
+            f.rejected.clone(),
+        );
+        registry.register(
+            "gateway_backend_members",
+            "Known backend nodes per service",
+            f.members.clone(),
+        );
+        f
+    }
+}
