@@ -224,7 +224,7 @@ impl Client {
         let resp = self
             .enqueue(&EnqueueRequest {
                 queue: queue.to_string(),
-                payload: Some(payload),
+                payload: Some(payload.into()),
                 ..Default::default()
             })
             .await?;

@@ -75,6 +75,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request outside the contract's limits: 400 `invalid_input`.
+impl From<api::Invalid> for ApiError {
+    fn from(e: api::Invalid) -> Self {
+        ApiError::invalid(e.message)
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();

@@ -73,7 +73,10 @@ pub fn router(gw: Gateway) -> Router {
     Router::new()
         .merge(protected)
         .route("/health", get(http::health))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .merge(SwaggerUi::new("/docs").url(
+            "/openapi.json",
+            openapi::document_for(&gw.members(state::Service::Cache)),
+        ))
         .route_layer(from_fn_with_state(
             gw.metrics().clone(),
             common::metrics::track,

@@ -34,9 +34,9 @@ pub fn queue_of(body: &[u8]) -> Result<(String, u64), Error> {
     Ok((queue, wait_ms))
 }
 
-/// The shared name rules (non-empty, bounded, printable).
+/// The contract's name rules (non-empty, bounded, printable, not `.`/`..`).
 pub fn check_name(queue: &str) -> Result<(), Error> {
-    common::validate::name("queue", queue, common::validate::MAX_NAME_BYTES)
+    api::limits::path_name("queue", queue, api::limits::MAX_NAME_CHARS)
         .map_err(|e| Error::InvalidInput(e.message))
 }
 

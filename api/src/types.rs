@@ -1,18 +1,26 @@
 //! The wire types of the public API (as served by the gateway and by each
-//! service), shared by the client and by the gateway's OpenAPI document.
+//! service): the services decode requests and encode answers with them, the
+//! client sends and decodes them, and the gateway's OpenAPI document is
+//! generated from them.
 //!
-//! Requests serialize only the fields the caller set, so the services apply
-//! their own defaults. Responses decode leniently: fields a service may leave
-//! out are `Option` or `#[serde(default)]`, so a newer service that adds a
-//! field does not break an older client.
+//! - Requests refuse unknown fields (`additionalProperties: false` in the
+//!   document) and serialize only the fields the caller set; the services
+//!   apply their defaults when they turn a request into their domain type.
+//! - Every limit a service enforces is stated on the field (`minLength`,
+//!   `maxLength`, `pattern`, `minimum`, `maximum`), with the values of
+//!   [`crate::limits`]; `limits::tests` holds the document to them.
+//! - Responses decode leniently: fields a service may leave out are `Option`
+//!   or `#[serde(default)]`, so a newer service that adds a field does not
+//!   break an older client.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
+
+use crate::payload::Payload;
 
 /// A fencing token: grows with every grant across the whole lock cluster.
 pub type FencingToken = u64;
@@ -21,7 +29,7 @@ pub type FencingToken = u64;
 
 /// The JSON error body every service and the gateway answer with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -30,13 +38,13 @@ pub struct ErrorBody {
 /// `invalid_input`, `unauthorized`, …); extra fields (holders, cycle,
 /// leader_addr) ride along beside `code` and `message`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
     /// Error-specific details, e.g. `holders`, `cycle`, `leader_addr`, `backend`.
     #[serde(flatten)]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
+    #[schema(ignore)]
     pub details: serde_json::Map<String, Value>,
 }
 
@@ -44,7 +52,7 @@ pub struct ErrorDetail {
 
 /// Exclusive holds are alone; shared holds coexist.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
     #[default]
@@ -54,28 +62,35 @@ pub enum LockMode {
 
 /// `POST /api/lock/acquire`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
+    /// The lock's name (a URL path segment in `GET /api/lock/{resource}`, so not `.` or `..`).
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub resource: String,
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub owner: String,
     /// Default `exclusive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<LockMode>,
     /// Lease length; default 30000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     /// Block up to this long for the grant; default 0 (answer at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 300000)]
     pub wait_ms: Option<u64>,
     /// Makes retries safe: the same (owner, request_id) returns the first
     /// answer. The gateway fills one in when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub request_id: Option<String>,
 }
 
 /// 200 answer to an acquire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct LockGrant {
     pub granted: bool,
     pub resource: String,
@@ -88,31 +103,41 @@ pub struct LockGrant {
 
 /// `POST /api/lock/release`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub resource: String,
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub owner: String,
     pub token: FencingToken,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub request_id: Option<String>,
 }
 
 /// `POST /api/lock/renew`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RenewRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub resource: String,
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub owner: String,
     pub token: FencingToken,
+    /// New lease length from now; default 30000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub request_id: Option<String>,
 }
 
 /// 200 answer to a release.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ReleaseResponse {
     pub released: bool,
     #[serde(default)]
@@ -125,7 +150,7 @@ pub struct ReleaseResponse {
 
 /// 200 answer to a renew.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct RenewResponse {
     pub expires_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +163,7 @@ pub struct RenewResponse {
 
 /// One hold on a resource.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct LockHolder {
     pub owner: String,
     #[serde(default)]
@@ -151,7 +176,7 @@ pub struct LockHolder {
 
 /// One queued waiter on a resource.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct LockWaiter {
     pub owner: String,
     #[serde(default)]
@@ -167,7 +192,7 @@ pub struct LockWaiter {
 
 /// `GET /api/lock/{resource}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct LockState {
     #[serde(default)]
     pub resource: String,
@@ -186,23 +211,35 @@ pub struct LockState {
 
 /// One message of a batch enqueue.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewMessage {
-    /// Any JSON value.
-    pub payload: Value,
+    /// Any JSON value (its text at most 262144 bytes), delivered verbatim.
+    pub payload: Payload,
+    /// Invisible for this long first; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
     pub delay_ms: Option<u64>,
+    /// Dropped when nobody took it within this long; default never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1209600000)]
     pub ttl_ms: Option<u64>,
 }
 
-/// `POST /api/queue/enqueue`: either `payload` (one message) or `messages`.
+/// `POST /api/queue/enqueue`: either `payload` (one message, with its
+/// `delay_ms`/`ttl_ms`) or `messages` (a batch), never both. The document
+/// states the two forms as a `oneOf` (see [`crate::schema`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     pub queue: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
+    /// Present (even `null`) means the single form.
+    #[serde(
+        default,
+        deserialize_with = "crate::payload::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<Payload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,7 +250,7 @@ pub struct EnqueueRequest {
 
 /// 201 answer to an enqueue: `id` for one message, `ids` for a batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct EnqueueResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -223,42 +260,49 @@ pub struct EnqueueResponse {
 
 /// `POST /api/queue/dequeue`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DequeueRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub queue: String,
     /// Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max: Option<u32>,
     /// Default 30000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 43200000)]
     pub visibility_ms: Option<u64>,
     /// Long-poll up to this long; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 20000)]
     pub wait_ms: Option<u64>,
 }
 
 /// A delivered message; ack it with its `receipt`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct Message {
     pub id: String,
     pub receipt: String,
-    pub payload: Value,
+    pub payload: Payload,
     pub attempts: u32,
     pub enqueued_at_ms: u64,
 }
 
 /// 200 answer to a dequeue (possibly empty).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct DequeueResponse {
     #[serde(default)]
     pub messages: Vec<Message>,
 }
 
-/// `POST /api/queue/ack`: `receipt` or `receipts`.
+/// `POST /api/queue/ack`: `receipt` or `receipts`, never both (a `oneOf`
+/// in the document, see [`crate::schema`]). A malformed single `receipt` is
+/// 400 `invalid_receipt`; in `receipts` it is reported in `failed`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct AckRequest {
     pub queue: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,26 +313,36 @@ pub struct AckRequest {
 
 /// `POST /api/queue/nack`: make the message visible again (after `delay_ms`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NackRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub queue: String,
+    #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
+    /// Visible again after this long; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
     pub delay_ms: Option<u64>,
 }
 
 /// `POST /api/queue/extend`: push the visibility deadline out.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub queue: String,
+    #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
+    /// Hidden for this long from now.
+    #[schema(minimum = 1, maximum = 43200000)]
     pub visibility_ms: u64,
 }
 
 /// `GET /api/queue/{queue}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct QueueStats {
     #[serde(default)]
     pub queue: String,
@@ -308,7 +362,7 @@ pub struct QueueStats {
 /// 200 answer to an ack: how many receipts took effect; with `receipts`,
 /// the ones that did not (each with status, code and message).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct AckResponse {
     pub acked: u64,
     #[serde(default)]
@@ -317,24 +371,24 @@ pub struct AckResponse {
 
 /// 200 answer to a nack: `requeued`, `dead_lettered` or `expired`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct NackResponse {
     pub outcome: String,
 }
 
 /// 200 answer to an extend.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ExtendResponse {
     pub visible_until_ms: u64,
 }
 
 /// A message in a dead-letter list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct DeadLetter {
     pub id: String,
-    pub payload: Value,
+    pub payload: Payload,
     pub attempts: u32,
     pub enqueued_at_ms: u64,
     #[serde(default)]
@@ -343,7 +397,7 @@ pub struct DeadLetter {
 
 /// `GET /api/queue/{queue}/dead?limit=`: the oldest dead letters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct DeadLetters {
     #[serde(default)]
     pub queue: String,
@@ -354,18 +408,29 @@ pub struct DeadLetters {
 /// `POST /api/queue/redrive`: move dead letters (all up to `max`, or the
 /// given `ids`) back to ready.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub queue: String,
+    /// Message ids (16 hex digits each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 1000, value_type = Option<Vec<MessageId>>)]
     pub ids: Option<Vec<String>>,
+    /// At most this many; default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: Option<u64>,
 }
 
+/// A queue message id: 16 hex digits.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[0-9a-fA-F]{16}$")]
+pub struct MessageId(pub String);
+
 /// 200 answer to a redrive: the ids moved back.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct RedriveResponse {
     #[serde(default)]
     pub redriven: Vec<String>,
@@ -374,9 +439,13 @@ pub struct RedriveResponse {
 /// `POST /api/queue/config`: per-queue `max_attempts` (`null` resets to
 /// the service default). The answer echoes the setting.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QueueConfig {
+    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
     pub queue: String,
+    /// Deliveries before a message is dead-lettered; `null`: the service default.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
 }
 
@@ -384,18 +453,22 @@ pub struct QueueConfig {
 
 /// `POST /api/cache/set`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CacheSetRequest {
+    #[schema(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub key: String,
-    /// Any JSON value.
+    /// Any JSON value (its encoding at most 1048576 bytes).
     pub value: Value,
+    /// Dropped after this long; default never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31536000000.0)]
     pub ttl_ms: Option<u64>,
 }
 
 /// `GET /api/cache/get?key=` when the key has a value (else 404 `not_found`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct CacheValue {
     #[serde(default)]
     pub key: String,
@@ -412,7 +485,7 @@ pub struct CacheValue {
 
 /// 200 answer to a set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct CacheSetResponse {
     #[serde(default)]
     pub key: String,
@@ -421,7 +494,7 @@ pub struct CacheSetResponse {
 
 /// A value's version: ordered by `(epoch, seq)`; grows with every write.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct CacheVersion {
     #[serde(default)]
     pub epoch: u64,
@@ -431,7 +504,7 @@ pub struct CacheVersion {
 
 /// 200 answer to a delete.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct CacheDeleteResponse {
     #[serde(default)]
     pub key: String,
@@ -442,7 +515,7 @@ pub struct CacheDeleteResponse {
 
 /// One backend node as the gateway sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct NodeStatus {
     pub addr: String,
     /// Its `/health` answered 200.
@@ -454,7 +527,7 @@ pub struct NodeStatus {
 
 /// Health of one backend service.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ServiceHealth {
     pub ok: bool,
     /// Human-readable reason when not ok (no leader, no healthy node, …).
@@ -466,7 +539,7 @@ pub struct ServiceHealth {
 
 /// `GET /health` on the gateway (200 when `ok`, else 503 with the same body).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct HealthReport {
     /// `"ok"` or `"degraded"`.
     pub status: String,
@@ -480,7 +553,7 @@ pub struct HealthReport {
 
 /// One lock node's own view, from its `GET /cluster`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct LockNodeView {
     pub addr: String,
     pub reachable: bool,
@@ -500,7 +573,7 @@ pub struct LockNodeView {
 
 /// The lock cluster as the gateway sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct LockClusterView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<u64>,
@@ -518,7 +591,7 @@ pub struct LockClusterView {
 
 /// The queue ring as the gateway routes by it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct QueueClusterView {
     /// Ring members (sorted): the nodes queues are placed on.
     #[serde(default)]
@@ -529,7 +602,7 @@ pub struct QueueClusterView {
 
 /// A cache peer and whether the cache cluster considers it alive.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct CachePeer {
     pub addr: String,
     pub alive: bool,
@@ -537,7 +610,7 @@ pub struct CachePeer {
 
 /// The cache nodes the gateway spreads clients over.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct CacheClusterView {
     /// Nodes the gateway knows (from its configuration / DNS).
     #[serde(default)]
@@ -552,7 +625,7 @@ pub struct CacheClusterView {
 
 /// `GET /cluster` on the gateway.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ClusterView {
     pub lock: LockClusterView,
     pub queue: QueueClusterView,
@@ -561,7 +634,7 @@ pub struct ClusterView {
 
 /// Per-service forwarding counters in `GET /stats`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct ServiceStats {
     /// Client requests routed to this service.
     pub requests: u64,
@@ -575,7 +648,7 @@ pub struct ServiceStats {
 
 /// `GET /stats` on the gateway.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(ToSchema)]
 pub struct GatewayStats {
     pub uptime_ms: u64,
     /// Requests refused before reaching a backend (auth, body limit, bad input).
@@ -587,4 +660,15 @@ pub struct GatewayStats {
     pub lock: ServiceStats,
     pub queue: ServiceStats,
     pub cache: ServiceStats,
+}
+
+/// `?consistency=` of `GET /api/lock/{resource}`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// A read-index read: reflects every write acknowledged before it.
+    #[default]
+    Linearizable,
+    /// The answering node's own state, possibly behind.
+    Stale,
 }
