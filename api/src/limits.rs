@@ -276,7 +276,10 @@ mod document {
         );
         let s = schema_of::<AckRequest>();
         let forms = s["oneOf"].as_array().unwrap();
-        assert_eq!(forms[0]["properties"]["receipt"]["pattern"], RECEIPT_PATTERN);
+        assert_eq!(
+            forms[0]["properties"]["receipt"]["pattern"],
+            RECEIPT_PATTERN
+        );
         assert_eq!(
             num(&forms[1]["properties"]["receipts"], "maxItems"),
             queue::MAX_BATCH as u64

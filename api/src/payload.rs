@@ -102,9 +102,14 @@ mod tests {
 
     #[test]
     fn null_is_a_payload() {
-        let r: crate::EnqueueRequest = serde_json::from_str(r#"{"queue":"q","payload":null}"#).unwrap();
-        assert_eq!(r.payload.map(|p| p.as_str().to_string()), Some("null".into()));
-        let r: crate::EnqueueRequest = serde_json::from_str(r#"{"queue":"q","messages":[]}"#).unwrap();
+        let r: crate::EnqueueRequest =
+            serde_json::from_str(r#"{"queue":"q","payload":null}"#).unwrap();
+        assert_eq!(
+            r.payload.map(|p| p.as_str().to_string()),
+            Some("null".into())
+        );
+        let r: crate::EnqueueRequest =
+            serde_json::from_str(r#"{"queue":"q","messages":[]}"#).unwrap();
         assert!(r.payload.is_none());
     }
 }

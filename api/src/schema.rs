@@ -20,7 +20,11 @@ use crate::types::{AckRequest, EnqueueRequest, NewMessage};
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnqueueOne {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     queue: String,
     /// Any JSON value (its text at most 262144 bytes), delivered verbatim.
     payload: Value,
@@ -38,7 +42,11 @@ struct EnqueueOne {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnqueueBatch {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     queue: String,
     #[schema(min_items = 1, max_items = 100)]
     messages: Vec<NewMessage>,
@@ -50,7 +58,11 @@ struct EnqueueBatch {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckOne {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     queue: String,
     /// A receipt from dequeue (malformed: 400 `invalid_receipt`).
     #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
@@ -63,7 +75,11 @@ struct AckOne {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBatch {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     queue: String,
     #[schema(min_items = 1, max_items = 100)]
     receipts: Vec<String>,

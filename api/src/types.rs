@@ -28,8 +28,7 @@ pub type FencingToken = u64;
 // ---------------------------------------------------------------- errors
 
 /// The JSON error body every service and the gateway answer with.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -37,8 +36,7 @@ pub struct ErrorBody {
 /// `code` is stable and machine-readable (`lock_held`, `no_leader`,
 /// `invalid_input`, `unauthorized`, …); extra fields (holders, cycle,
 /// leader_addr) ride along beside `code` and `message`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -51,8 +49,7 @@ pub struct ErrorDetail {
 // ---------------------------------------------------------------- locks
 
 /// Exclusive holds are alone; shared holds coexist.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
     #[default]
@@ -61,14 +58,21 @@ pub enum LockMode {
 }
 
 /// `POST /api/lock/acquire`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     /// The lock's name (a URL path segment in `GET /api/lock/{resource}`, so not `.` or `..`).
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub resource: String,
-    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub owner: String,
     /// Default `exclusive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,13 +88,16 @@ pub struct AcquireRequest {
     /// Makes retries safe: the same (owner, request_id) returns the first
     /// answer. The gateway fills one in when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub request_id: Option<String>,
 }
 
 /// 200 answer to an acquire.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockGrant {
     pub granted: bool,
     pub resource: String,
@@ -102,28 +109,46 @@ pub struct LockGrant {
 }
 
 /// `POST /api/lock/release`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub resource: String,
-    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub owner: String,
     pub token: FencingToken,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub request_id: Option<String>,
 }
 
 /// `POST /api/lock/renew`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub resource: String,
-    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub owner: String,
     pub token: FencingToken,
     /// New lease length from now; default 30000.
@@ -131,13 +156,16 @@ pub struct RenewRequest {
     #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub request_id: Option<String>,
 }
 
 /// 200 answer to a release.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ReleaseResponse {
     pub released: bool,
     #[serde(default)]
@@ -149,8 +177,7 @@ pub struct ReleaseResponse {
 }
 
 /// 200 answer to a renew.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct RenewResponse {
     pub expires_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,8 +189,7 @@ pub struct RenewResponse {
 }
 
 /// One hold on a resource.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockHolder {
     pub owner: String,
     #[serde(default)]
@@ -175,8 +201,7 @@ pub struct LockHolder {
 }
 
 /// One queued waiter on a resource.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockWaiter {
     pub owner: String,
     #[serde(default)]
@@ -191,8 +216,7 @@ pub struct LockWaiter {
 }
 
 /// `GET /api/lock/{resource}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockState {
     #[serde(default)]
     pub resource: String,
@@ -210,8 +234,7 @@ pub struct LockState {
 // ---------------------------------------------------------------- queues
 
 /// One message of a batch enqueue.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
     /// Any JSON value (its text at most 262144 bytes), delivered verbatim.
@@ -249,8 +272,7 @@ pub struct EnqueueRequest {
 }
 
 /// 201 answer to an enqueue: `id` for one message, `ids` for a batch.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct EnqueueResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -259,11 +281,14 @@ pub struct EnqueueResponse {
 }
 
 /// `POST /api/queue/dequeue`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DequeueRequest {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
     /// Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,8 +305,7 @@ pub struct DequeueRequest {
 }
 
 /// A delivered message; ack it with its `receipt`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Message {
     pub id: String,
     pub receipt: String,
@@ -291,8 +315,7 @@ pub struct Message {
 }
 
 /// 200 answer to a dequeue (possibly empty).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DequeueResponse {
     #[serde(default)]
     pub messages: Vec<Message>,
@@ -312,11 +335,14 @@ pub struct AckRequest {
 }
 
 /// `POST /api/queue/nack`: make the message visible again (after `delay_ms`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NackRequest {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
     #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
@@ -327,11 +353,14 @@ pub struct NackRequest {
 }
 
 /// `POST /api/queue/extend`: push the visibility deadline out.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
     #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
@@ -341,8 +370,7 @@ pub struct ExtendRequest {
 }
 
 /// `GET /api/queue/{queue}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct QueueStats {
     #[serde(default)]
     pub queue: String,
@@ -361,8 +389,7 @@ pub struct QueueStats {
 
 /// 200 answer to an ack: how many receipts took effect; with `receipts`,
 /// the ones that did not (each with status, code and message).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct AckResponse {
     pub acked: u64,
     #[serde(default)]
@@ -370,22 +397,19 @@ pub struct AckResponse {
 }
 
 /// 200 answer to a nack: `requeued`, `dead_lettered` or `expired`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct NackResponse {
     pub outcome: String,
 }
 
 /// 200 answer to an extend.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ExtendResponse {
     pub visible_until_ms: u64,
 }
 
 /// A message in a dead-letter list.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DeadLetter {
     pub id: String,
     pub payload: Payload,
@@ -396,8 +420,7 @@ pub struct DeadLetter {
 }
 
 /// `GET /api/queue/{queue}/dead?limit=`: the oldest dead letters.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DeadLetters {
     #[serde(default)]
     pub queue: String,
@@ -407,11 +430,14 @@ pub struct DeadLetters {
 
 /// `POST /api/queue/redrive`: move dead letters (all up to `max`, or the
 /// given `ids`) back to ready.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
     /// Message ids (16 hex digits each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -429,8 +455,7 @@ pub struct RedriveRequest {
 pub struct MessageId(pub String);
 
 /// 200 answer to a redrive: the ids moved back.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct RedriveResponse {
     #[serde(default)]
     pub redriven: Vec<String>,
@@ -438,11 +463,14 @@ pub struct RedriveResponse {
 
 /// `POST /api/queue/config`: per-queue `max_attempts` (`null` resets to
 /// the service default). The answer echoes the setting.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    #[schema(min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
     /// Deliveries before a message is dead-lettered; `null`: the service default.
     #[schema(minimum = 1, maximum = 1000)]
@@ -452,11 +480,14 @@ pub struct QueueConfig {
 // ---------------------------------------------------------------- cache
 
 /// `POST /api/cache/set`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSetRequest {
-    #[schema(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub key: String,
     /// Any JSON value (its encoding at most 1048576 bytes).
     pub value: Value,
@@ -467,8 +498,7 @@ pub struct CacheSetRequest {
 }
 
 /// `GET /api/cache/get?key=` when the key has a value (else 404 `not_found`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheValue {
     #[serde(default)]
     pub key: String,
@@ -484,8 +514,7 @@ pub struct CacheValue {
 }
 
 /// 200 answer to a set.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheSetResponse {
     #[serde(default)]
     pub key: String,
@@ -493,8 +522,9 @@ pub struct CacheSetResponse {
 }
 
 /// A value's version: ordered by `(epoch, seq)`; grows with every write.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[derive(ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, ToSchema,
+)]
 pub struct CacheVersion {
     #[serde(default)]
     pub epoch: u64,
@@ -503,8 +533,7 @@ pub struct CacheVersion {
 }
 
 /// 200 answer to a delete.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheDeleteResponse {
     #[serde(default)]
     pub key: String,
@@ -514,8 +543,7 @@ pub struct CacheDeleteResponse {
 // ---------------------------------------------------------------- gateway views
 
 /// One backend node as the gateway sees it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct NodeStatus {
     pub addr: String,
     /// Its `/health` answered 200.
@@ -526,8 +554,7 @@ pub struct NodeStatus {
 }
 
 /// Health of one backend service.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ServiceHealth {
     pub ok: bool,
     /// Human-readable reason when not ok (no leader, no healthy node, …).
@@ -538,8 +565,7 @@ pub struct ServiceHealth {
 }
 
 /// `GET /health` on the gateway (200 when `ok`, else 503 with the same body).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct HealthReport {
     /// `"ok"` or `"degraded"`.
     pub status: String,
@@ -552,8 +578,7 @@ pub struct HealthReport {
 }
 
 /// One lock node's own view, from its `GET /cluster`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockNodeView {
     pub addr: String,
     pub reachable: bool,
@@ -572,8 +597,7 @@ pub struct LockNodeView {
 }
 
 /// The lock cluster as the gateway sees it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockClusterView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<u64>,
@@ -590,8 +614,7 @@ pub struct LockClusterView {
 }
 
 /// The queue ring as the gateway routes by it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct QueueClusterView {
     /// Ring members (sorted): the nodes queues are placed on.
     #[serde(default)]
@@ -601,16 +624,14 @@ pub struct QueueClusterView {
 }
 
 /// A cache peer and whether the cache cluster considers it alive.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CachePeer {
     pub addr: String,
     pub alive: bool,
 }
 
 /// The cache nodes the gateway spreads clients over.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheClusterView {
     /// Nodes the gateway knows (from its configuration / DNS).
     #[serde(default)]
@@ -624,8 +645,7 @@ pub struct CacheClusterView {
 }
 
 /// `GET /cluster` on the gateway.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ClusterView {
     pub lock: LockClusterView,
     pub queue: QueueClusterView,
@@ -633,8 +653,7 @@ pub struct ClusterView {
 }
 
 /// Per-service forwarding counters in `GET /stats`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ServiceStats {
     /// Client requests routed to this service.
     pub requests: u64,
@@ -647,8 +666,7 @@ pub struct ServiceStats {
 }
 
 /// `GET /stats` on the gateway.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[derive(ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct GatewayStats {
     pub uptime_ms: u64,
     /// Requests refused before reaching a backend (auth, body limit, bad input).

@@ -20,15 +20,13 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::peer::{ForwardEnvelope, HomeEnvelope, Ping};
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest value (its JSON encoding), in bytes.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
+pub use api::limits::cache::MAX_VALUE_BYTES;
+/// Longest key, in characters (the contract's limit).
+pub const MAX_KEY_BYTES: usize = api::limits::MAX_KEY_CHARS;
 /// Request bodies above this are refused before parsing (413): a maximal
 /// value plus its key and JSON framing fit.
 pub const BODY_LIMIT_BYTES: usize = MAX_VALUE_BYTES + 64 * 1024;
-/// Longest TTL accepted: one year.
-pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
+pub use api::limits::cache::MAX_TTL_MS;
 
 /// What every handler needs.
 #[derive(Clone, Debug)]
@@ -99,21 +97,13 @@ pub fn router(state: AppState) -> Router {
 
 fn check_key(key: Option<&str>) -> Result<&str, ApiError> {
     let key = key.ok_or_else(|| ApiError::invalid("`key` is required"))?;
-    common::validate::name("key", key, MAX_KEY_BYTES)?;
+    api::limits::name("key", key, MAX_KEY_BYTES)?;
     Ok(key)
-}
-
-#[derive(Debug, Deserialize)]
-struct SetBody {
-    key: String,
-    value: serde_json::Value,
-    #[serde(default)]
-    ttl_ms: Option<u64>,
 }
 
 async fn set(
     State(s): State<AppState>,
-    ApiJson(body): ApiJson<SetBody>,
+    ApiJson(body): ApiJson<api::CacheSetRequest>,
 ) -> Result<Response, ApiError> {
     let key = check_key(Some(&body.key))?;
     let size = serde_json::to_vec(&body.value).map_or(0, |v| v.len());
@@ -125,7 +115,7 @@ async fn set(
         .into());
     }
     if let Some(t) = body.ttl_ms {
-        common::validate::range("ttl_ms", t, 1, MAX_TTL_MS)?;
+        api::limits::range("ttl_ms", t, 1, MAX_TTL_MS)?;
     }
     let version = s.node.set(key, body.value, body.ttl_ms).await?;
     Ok(Json(json!({ "key": key, "version": version })).into_response())

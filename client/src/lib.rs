@@ -25,8 +25,8 @@ mod client;
 mod error;
 mod guard;
 
+pub use api::{limits, types, Payload};
 pub use client::{Client, ClientBuilder, CACHE_NODE_HEADER, CLIENT_ID_HEADER, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use guard::{LockGuard, LockStatus, DEFAULT_TTL_MS};
-pub use api::{limits, types, Payload};
 pub use types::*;

@@ -3,13 +3,13 @@
 //! source of `/openapi.json`, so every route's request and answer bodies are
 //! documented where the route is served.
 
+use api::responses::{CacheErrors, LockWriteErrors, QueueWriteErrors, ReadErrors, ViewErrors};
+use api::types::*;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use api::responses::{CacheErrors, LockWriteErrors, QueueWriteErrors, ReadErrors, ViewErrors};
-use api::types::*;
 
 use crate::error::Error;
 use crate::protect::Body;

@@ -134,7 +134,7 @@ mod tests {
         }
         let long = format!(
             r#"{{"queue":"{}"}}"#,
-            "q".repeat(common::validate::MAX_NAME_BYTES + 1)
+            "q".repeat(api::limits::MAX_NAME_CHARS + 1)
         );
         assert_eq!(
             queue_of(long.as_bytes()).unwrap_err().to_api().code,

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::limits::{self, lock as lim, Invalid, MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::metrics::{Gauge, Metrics, MetricsRegistry};
-use api::limits::{self, lock as lim, Invalid, MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS};
 use common::{ApiError, ApiJson};
 use prometheus_client::metrics::counter::Counter;
 use raft_core::RaftNode;
