@@ -18,6 +18,7 @@
 //!
 //! This crate does no I/O and knows no HTTP framework.
 
+mod int;
 pub mod limits;
 mod payload;
 pub mod responses;

@@ -7,12 +7,15 @@
 
 use std::borrow::Cow;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 use utoipa::openapi::schema::OneOfBuilder;
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::types::{AckRequest, EnqueueRequest, NewMessage};
+use crate::Payload;
 
 /// `EnqueueRequest`, single form.
 #[derive(ToSchema)]
@@ -120,5 +123,78 @@ impl PartialSchema for AckRequest {
 impl ToSchema for AckRequest {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("AckRequest")
+    }
+}
+
+/// `NewMessage` from a JSON object only: serde's derive would also take it
+/// from an array of its fields in order (`[null, null]`), which the document
+/// does not allow. Unknown and repeated fields are refused like the derived
+/// requests' are.
+impl<'de> Deserialize<'de> for NewMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = NewMessage;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a message object {payload, delay_ms?, ttl_ms?}")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NewMessage, A::Error> {
+                #[derive(Deserialize)]
+                struct Int(#[serde(deserialize_with = "crate::int::opt")] Option<u64>);
+                let mut payload: Option<Payload> = None;
+                let (mut delay_ms, mut ttl_ms) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    let dup = || de::Error::custom(format!("duplicate field `{key}`"));
+                    match key.as_str() {
+                        "payload" if payload.is_none() => payload = Some(map.next_value()?),
+                        "delay_ms" if delay_ms.is_none() => {
+                            delay_ms = Some(map.next_value::<Int>()?.0)
+                        }
+                        "ttl_ms" if ttl_ms.is_none() => ttl_ms = Some(map.next_value::<Int>()?.0),
+                        "payload" | "delay_ms" | "ttl_ms" => return Err(dup()),
+                        other => {
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["payload", "delay_ms", "ttl_ms"],
+                            ))
+                        }
+                    }
+                }
+                Ok(NewMessage {
+                    payload: payload.ok_or_else(|| de::Error::missing_field("payload"))?,
+                    delay_ms: delay_ms.flatten(),
+                    ttl_ms: ttl_ms.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_message_only_from_an_object() {
+        let m: NewMessage = serde_json::from_str(r#"{"payload":{"a":1},"delay_ms":5.0}"#).unwrap();
+        assert_eq!(m.payload.as_str(), r#"{"a":1}"#);
+        assert_eq!((m.delay_ms, m.ttl_ms), (Some(5), None));
+        let m: NewMessage = serde_json::from_str(r#"{"payload":null,"ttl_ms":null}"#).unwrap();
+        assert_eq!(m.payload.as_str(), "null");
+        for bad in [
+            "[null, null]",
+            "{}",
+            r#"{"payload":1,"x":2}"#,
+            r#"{"payload":1,"payload":2}"#,
+            r#"{"payload":1,"delay_ms":-1}"#,
+        ] {
+            assert!(serde_json::from_str::<NewMessage>(bad).is_err(), "{bad}");
+        }
+        let r: Result<EnqueueRequest, _> =
+            serde_json::from_str(r#"{"queue":"q","messages":[[null,null]]}"#);
+        assert!(r.is_err());
     }
 }

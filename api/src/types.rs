@@ -78,11 +78,19 @@ pub struct AcquireRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<LockMode>,
     /// Lease length; default 30000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     /// Block up to this long for the grant; default 0 (answer at once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 300000)]
     pub wait_ms: Option<u64>,
     /// Makes retries safe: the same (owner, request_id) returns the first
@@ -124,6 +132,7 @@ pub struct ReleaseRequest {
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
     )]
     pub owner: String,
+    #[serde(deserialize_with = "crate::int::de")]
     pub token: FencingToken,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(
@@ -150,9 +159,14 @@ pub struct RenewRequest {
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
     )]
     pub owner: String,
+    #[serde(deserialize_with = "crate::int::de")]
     pub token: FencingToken,
     /// New lease length from now; default 30000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,18 +247,27 @@ pub struct LockState {
 
 // ---------------------------------------------------------------- queues
 
-/// One message of a batch enqueue.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+/// One message of a batch enqueue. Decoded from a JSON object only (see
+/// [`crate::schema`]), never from an array of its fields.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
     /// Any JSON value (its text at most 262144 bytes), delivered verbatim.
     pub payload: Payload,
     /// Invisible for this long first; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 86400000)]
     pub delay_ms: Option<u64>,
     /// Dropped when nobody took it within this long; default never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 1209600000)]
     pub ttl_ms: Option<u64>,
 }
@@ -263,9 +286,17 @@ pub struct EnqueueRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub payload: Option<Payload>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<NewMessage>>,
@@ -291,15 +322,27 @@ pub struct DequeueRequest {
     )]
     pub queue: String,
     /// Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 100)]
     pub max: Option<u32>,
     /// Default 30000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 43200000)]
     pub visibility_ms: Option<u64>,
     /// Long-poll up to this long; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 20000)]
     pub wait_ms: Option<u64>,
 }
@@ -347,7 +390,11 @@ pub struct NackRequest {
     #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
     /// Visible again after this long; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 86400000)]
     pub delay_ms: Option<u64>,
 }
@@ -366,6 +413,7 @@ pub struct ExtendRequest {
     pub receipt: String,
     /// Hidden for this long from now.
     #[schema(minimum = 1, maximum = 43200000)]
+    #[serde(deserialize_with = "crate::int::de")]
     pub visibility_ms: u64,
 }
 
@@ -444,7 +492,11 @@ pub struct RedriveRequest {
     #[schema(min_items = 1, max_items = 1000, value_type = Option<Vec<MessageId>>)]
     pub ids: Option<Vec<String>>,
     /// At most this many; default 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 1000)]
     pub max: Option<u64>,
 }
@@ -474,6 +526,7 @@ pub struct QueueConfig {
     pub queue: String,
     /// Deliveries before a message is dead-lettered; `null`: the service default.
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::int::opt")]
     pub max_attempts: Option<u32>,
 }
 
@@ -492,7 +545,11 @@ pub struct CacheSetRequest {
     /// Any JSON value (its encoding at most 1048576 bytes).
     pub value: Value,
     /// Dropped after this long; default never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 1, maximum = 31536000000.0)]
     pub ttl_ms: Option<u64>,
 }

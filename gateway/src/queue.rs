@@ -30,7 +30,10 @@ pub fn queue_of(body: &[u8]) -> Result<(String, u64), Error> {
         None => return Err(Error::InvalidField("missing field `queue`".into())),
     };
     check_name(&queue)?;
-    let wait_ms = obj.get("wait_ms").and_then(Value::as_u64).unwrap_or(0);
+    let wait_ms = obj
+        .get("wait_ms")
+        .and_then(crate::state::as_whole_ms)
+        .unwrap_or(0);
     Ok((queue, wait_ms))
 }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::limits::{self, lock as lim, Invalid, MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -484,8 +485,9 @@ pub struct ReadParams {
 async fn inspect(
     State(app): State<AppState>,
     Path(resource): Path<String>,
-    Query(params): Query<ReadParams>,
+    params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Json<api::LockState>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
     limits::path_name("resource", &resource, MAX_NAME_CHARS)?;
     match params.consistency.as_deref() {
         None | Some("linearizable") => app.node.read_barrier().await.map_err(Error::from)?,
