@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_service::{CacheClient, Config};
+use cache_service::Config;
+use client::Client as CacheClient;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -68,9 +69,12 @@ async fn start_cluster() -> Vec<String> {
     // Wait until every node serves: its membership view is confirmed by a
     // majority (one failure timeout after the view is agreed).
     for a in &addrs {
-        let c = CacheClient::new(a);
+        let c = CacheClient::builder(a.as_str())
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client builds");
         for _ in 0..3000 {
-            if c.cluster()
+            if c.get_json(&["cluster"])
                 .await
                 .is_ok_and(|v| v["view"]["confirmed"] == true)
             {
@@ -99,9 +103,18 @@ async fn main() {
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    let a = CacheClient::with_client(&addrs[0], http.clone());
-    let b = CacheClient::with_client(&addrs[1], http.clone());
-    let c = CacheClient::with_client(addrs.get(2).unwrap_or(&addrs[1]), http.clone());
+    let a = CacheClient::builder(addrs[0].as_str())
+        .http_client(http.clone())
+        .build()
+        .expect("client builds");
+    let b = CacheClient::builder(addrs[1].as_str())
+        .http_client(http.clone())
+        .build()
+        .expect("client builds");
+    let c = CacheClient::builder(addrs.get(2).unwrap_or(&addrs[1]).as_str())
+        .http_client(http.clone())
+        .build()
+        .expect("client builds");
     let run = std::process::id();
 
     // Misses. Keys written on B (B holds them in M); A's first read is a
@@ -111,12 +124,12 @@ async fn main() {
         .map(|i| format!("load-{run}-m{i}"))
         .collect();
     for k in &keys {
-        b.set(k, json!({"v": k}), None).await.unwrap();
+        b.cache_put(k, json!({"v": k}), None).await.unwrap();
     }
     let mut miss_downgrade = Histogram::<u64>::new(3).unwrap();
     for k in &keys {
         let t = Instant::now();
-        let g = a.get(k).await.unwrap().unwrap();
+        let g = a.cache_get(k).await.unwrap().unwrap();
         miss_downgrade
             .record(t.elapsed().as_micros() as u64)
             .unwrap();
@@ -125,7 +138,7 @@ async fn main() {
     let mut miss_memory = Histogram::<u64>::new(3).unwrap();
     for k in &keys {
         let t = Instant::now();
-        let g = c.get(k).await.unwrap().unwrap();
+        let g = c.cache_get(k).await.unwrap().unwrap();
         miss_memory.record(t.elapsed().as_micros() as u64).unwrap();
         assert!(!g.hit);
     }
@@ -133,7 +146,7 @@ async fn main() {
     let mut hit = Histogram::<u64>::new(3).unwrap();
     for k in &keys {
         let t = Instant::now();
-        let g = a.get(k).await.unwrap().unwrap();
+        let g = a.cache_get(k).await.unwrap().unwrap();
         hit.record(t.elapsed().as_micros() as u64).unwrap();
         assert!(g.hit);
     }
@@ -149,7 +162,7 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             let mut n = i;
             while !stop.load(Ordering::Relaxed) {
-                a.get(&hot[n % hot.len()]).await.unwrap();
+                a.cache_get(&hot[n % hot.len()]).await.unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
                 n += 7;
             }
@@ -192,7 +205,7 @@ async fn main() {
         assert!(hit && d.is_some());
     }
     let node_hit_ns = t.elapsed().as_nanos() as f64 / f64::from(IN_PROCESS_GETS);
-    let stats = a.stats().await.unwrap();
+    let stats = a.cache_stats().await.unwrap();
     println!(
         "{}",
         json!({

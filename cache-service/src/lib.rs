@@ -12,9 +12,9 @@
 //! - [`store`]: the backing memory (Redis or the home's own map);
 //! - [`peer`]: calls to other nodes over `/internal/`;
 //! - [`node`]: the engine joining all of the above;
-//! - [`http`]: the routes; [`client`]: a typed client; [`config`]: flags.
+//! - [`http`]: the routes; [`config`]: flags. (The typed client of the
+//!   cache API is the `client` crate's `Client`.)
 
-pub mod client;
 pub mod config;
 pub mod directory;
 pub mod error;
@@ -33,7 +33,6 @@ use common::discovery::Members;
 use common::metrics::{Metrics, MetricsRegistry};
 use common::server::ClusterToken;
 
-pub use client::CacheClient;
 pub use config::Config;
 pub use error::Error;
 pub use http::{router, AppState};
