@@ -11,17 +11,17 @@
 #
 #   st run http://127.0.0.1:8080/openapi.json --url http://127.0.0.1:8080 \
 #     --checks all --seed 22 --max-examples 40 --max-time 120 --workers 1 \
-#     --request-timeout 40 --generation-database none --no-color
+#     --request-timeout 40 --max-response-time 40 --generation-database none --no-color
 #
 #   scripts/api-conformance.sh                  # build (debug), start, run, stop
 #   SKIP_BUILD=1 scripts/api-conformance.sh     # use the binaries already built
-#   PORT_BASE=20000 scripts/api-conformance.sh  # gateway on 20080, nodes on 20001.. (beside another system)
+#   PORT_BASE=10000 scripts/api-conformance.sh  # every port + 10000 (gateway 18080), beside another system
 #
 # A request may take as long as its long poll (queue `wait_ms` up to 20 s),
-# hence `--request-timeout 40`. One worker: with two, hypothesis parses its lambdas' source in two threads
-# at once, which CPython 3.11's AST constructor is not safe for ("AST
-# constructor recursion depth mismatch"), and the run reports errors that
-# are not the API's.
+# hence `--request-timeout 40 --max-response-time 40`. One worker: with two, hypothesis parses its
+# lambdas' source in two threads at once, which CPython 3.11's AST
+# constructor is not safe for ("AST constructor recursion depth mismatch"),
+# and the run reports errors that are not the API's.
 #
 # Only the processes this script started are stopped (by recorded PID).
 set -euo pipefail
@@ -98,5 +98,6 @@ echo "== schemathesis $ST_VERSION against http://$GW/openapi.json (seed $SEED)"
 # `timeout` bounds the step even if schemathesis' own budget overruns.
 timeout --signal=INT $((MAX_TIME + 60)) "$ST" run "http://$GW/openapi.json" --url "http://$GW" \
   --checks all --seed "$SEED" --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
-  --workers 1 --request-timeout 40 --generation-database none --no-color \
+  --workers 1 --request-timeout 40 --max-response-time 40 \
+  --generation-database none --no-color \
   --report junit --report-dir "$RUN_DIR/report"
