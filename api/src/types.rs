@@ -433,6 +433,9 @@ pub struct QueueStats {
     /// Messages dropped by their TTL so far.
     #[serde(default)]
     pub expired_total: u64,
+    /// The queue node that answered (the queue's owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// 200 answer to an ack: how many receipts took effect; with `receipts`,

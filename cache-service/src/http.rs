@@ -95,6 +95,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A value's version on the wire.
+fn wire_version(v: crate::protocol::Version) -> api::CacheVersion {
+    api::CacheVersion {
+        epoch: v.epoch,
+        seq: v.seq,
+    }
+}
+
 fn check_key(key: Option<&str>) -> Result<&str, ApiError> {
     let key = key.ok_or_else(|| ApiError::invalid("`key` is required"))?;
     api::limits::name("key", key, MAX_KEY_BYTES)?;
@@ -118,7 +126,11 @@ async fn set(
         api::limits::range("ttl_ms", t, 1, MAX_TTL_MS)?;
     }
     let version = s.node.set(key, body.value, body.ttl_ms).await?;
-    Ok(Json(json!({ "key": key, "version": version })).into_response())
+    Ok(Json(api::CacheSetResponse {
+        key: key.to_string(),
+        version: wire_version(version),
+    })
+    .into_response())
 }
 
 async fn get_key(
@@ -127,13 +139,13 @@ async fn get_key(
 ) -> Result<Response, ApiError> {
     let key = check_key(q.get("key").map(String::as_str))?;
     match s.node.get(key).await? {
-        (Some(d), hit) => Ok(Json(json!({
-            "key": key,
-            "value": d.value,
-            "version": d.version,
-            "expires_at_ms": d.expires_at_ms,
-            "hit": hit,
-        }))
+        (Some(d), hit) => Ok(Json(api::CacheValue {
+            key: key.to_string(),
+            value: d.value,
+            version: wire_version(d.version),
+            expires_at_ms: d.expires_at_ms,
+            hit,
+        })
         .into_response()),
         (None, _) => Err(Error::NotFound(key.to_string()).into()),
     }
@@ -145,7 +157,11 @@ async fn delete_key(
 ) -> Result<Response, ApiError> {
     let key = check_key(q.get("key").map(String::as_str))?;
     s.node.delete(key).await?;
-    Ok(Json(json!({ "key": key, "deleted": true })).into_response())
+    Ok(Json(api::CacheDeleteResponse {
+        key: key.to_string(),
+        deleted: true,
+    })
+    .into_response())
 }
 
 async fn line(

@@ -485,15 +485,15 @@ async fn queue_stats(
         .timed("stats", node.store.stats(&queue, now_ms()))
         .await?;
     node.metrics.record(events);
-    Ok(Json(json!({
-        "queue": queue,
-        "node": node.advertise,
-        "ready": st.ready,
-        "delayed": st.delayed,
-        "in_flight": st.in_flight,
-        "dead_lettered": st.dead_lettered,
-        "expired_total": st.expired_total,
-    }))
+    Ok(Json(api::QueueStats {
+        queue,
+        node: Some(node.advertise.to_string()),
+        ready: st.ready,
+        delayed: st.delayed,
+        in_flight: st.in_flight,
+        dead_lettered: st.dead_lettered,
+        expired_total: st.expired_total,
+    })
     .into_response())
 }
 
