@@ -8,7 +8,7 @@
 //!   apply their defaults when they turn a request into their domain type.
 //! - Every limit a service enforces is stated on the field (`minLength`,
 //!   `maxLength`, `pattern`, `minimum`, `maximum`), with the values of
-//!   [`crate::limits`]; `limits::tests` holds the document to them.
+//!   [`crate::limits`]; `limits::document` (a test) holds the document to them.
 //! - Responses decode leniently: fields a service may leave out are `Option`
 //!   or `#[serde(default)]`, so a newer service that adds a field does not
 //!   break an older client.
@@ -248,7 +248,7 @@ pub struct LockState {
 // ---------------------------------------------------------------- queues
 
 /// One message of a batch enqueue. Decoded from a JSON object only (see
-/// [`crate::schema`]), never from an array of its fields.
+/// the crate's `schema` module), never from an array of its fields.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
@@ -274,7 +274,7 @@ pub struct NewMessage {
 
 /// `POST /api/queue/enqueue`: either `payload` (one message, with its
 /// `delay_ms`/`ttl_ms`) or `messages` (a batch), never both. The document
-/// states the two forms as a `oneOf` (see [`crate::schema`]).
+/// states the two forms as a `oneOf` (see the crate's `schema` module).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
@@ -365,7 +365,7 @@ pub struct DequeueResponse {
 }
 
 /// `POST /api/queue/ack`: `receipt` or `receipts`, never both (a `oneOf`
-/// in the document, see [`crate::schema`]). A malformed single `receipt` is
+/// in the document, see the crate's `schema` module). A malformed single `receipt` is
 /// 400 `invalid_receipt`; in `receipts` it is reported in `failed`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
