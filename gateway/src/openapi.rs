@@ -112,3 +112,52 @@ pub fn document_for(cache_members: &[String]) -> utoipa::openapi::OpenApi {
     }
     doc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_node_choices_are_the_members() {
+        let members = vec!["127.0.0.1:7201".to_string(), "127.0.0.1:7202".into()];
+        let doc = serde_json::to_value(document_for(&members)).unwrap();
+        for path in ["/api/cache/get", "/api/cache/line", "/api/cache/stats"] {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            for name in ["node", "X-Cache-Node"] {
+                let p = params.iter().find(|p| p["name"] == name).unwrap();
+                assert_eq!(
+                    p["schema"]["enum"],
+                    serde_json::json!(members),
+                    "{path} {name}"
+                );
+            }
+        }
+        // Without members the choice stays open.
+        let doc = serde_json::to_value(document_for(&[])).unwrap();
+        let params = doc["paths"]["/api/cache/get"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        assert!(params.iter().all(|p| p["schema"].get("enum").is_none()));
+    }
+
+    #[test]
+    fn every_api_route_documents_its_errors_with_the_error_body() {
+        let doc = serde_json::to_value(document()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                for status in ["400", "401", "503", "504"] {
+                    let r = &responses[status];
+                    assert_eq!(
+                        r["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+}
