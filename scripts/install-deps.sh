@@ -3,7 +3,9 @@
 # Redis (the queue and cache services' shared store, and the tests' real
 # server); for the fault suite (scripts/chaos.sh) iproute2 and iptables
 # (the lock nodes' network namespaces and partitions) and a C compiler (the
-# disk fault shim). Idempotent; uses Debian's packages.
+# disk fault shim); for the API conformance test (scripts/api-conformance.sh)
+# schemathesis, pinned, from PyPI into a venv under the user's cache dir.
+# Idempotent; uses Debian's packages and PyPI.
 set -euo pipefail
 . "$(dirname "$0")/lib/apt-install.sh"
 apt_install_once redis-server redis-server redis-server
@@ -14,3 +16,16 @@ if ! command -v ip >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq iproute2 >/dev/null
 fi
 echo "ip present: $(ip -V)"
+
+# schemathesis (pinned; scripts/api-conformance.sh names the same version).
+ST_VERSION=4.32.5
+ST_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/distributed-sync/schemathesis-$ST_VERSION"
+if ! "$ST_VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    sudo=""; if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+  fi
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
+fi
+echo "schemathesis present: $("$ST_VENV/bin/st" --version)"

@@ -30,6 +30,16 @@ echo "== cargo nextest"
 # many at once only produces election timeouts, not coverage.
 cargo nextest run --workspace --no-fail-fast --test-threads "${TEST_THREADS:-2}" "$@"
 
+# API conformance: the whole system on 127.0.0.1 and schemathesis (pinned)
+# against the gateway's /openapi.json, every check, fixed seed, ~2.5 min.
+# Zero failures and zero 5xx. SKIP_API=1 leaves it out.
+if [ -n "${SKIP_API:-}" ]; then
+  echo "== API conformance skipped (SKIP_API set)"
+else
+  echo "== API conformance (schemathesis)"
+  bash scripts/api-conformance.sh
+fi
+
 # The fault suite, short: every workload under every fault kind, checked
 # (chaos/; a failing run keeps its history and logs under run/chaos).
 # Debug binaries: nextest just built them. SKIP_CHAOS=1 leaves it out.

@@ -21,15 +21,13 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::peer::{ForwardEnvelope, HomeEnvelope, Ping};
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest value (its JSON encoding), in bytes.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
+pub use api::limits::cache::MAX_VALUE_BYTES;
+/// Longest key, in characters (the contract's limit).
+pub const MAX_KEY_BYTES: usize = api::limits::MAX_KEY_CHARS;
 /// Request bodies above this are refused before parsing (413): a maximal
 /// value plus its key and JSON framing fit.
 pub const BODY_LIMIT_BYTES: usize = MAX_VALUE_BYTES + 64 * 1024;
-/// Longest TTL accepted: one year.
-pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
+pub use api::limits::cache::MAX_TTL_MS;
 
 /// What every handler needs.
 #[derive(Clone, Debug)]
@@ -67,23 +65,23 @@ pub fn router(state: AppState) -> Router {
     common::server::tail(routes, state.metrics.clone(), BODY_LIMIT_BYTES).with_state(state)
 }
 
-fn check_key(key: Option<&str>) -> Result<&str, ApiError> {
-    let key = key.ok_or_else(|| ApiError::invalid("`key` is required"))?;
-    common::validate::name("key", key, MAX_KEY_BYTES)?;
-    Ok(key)
+/// A value's version on the wire.
+fn wire_version(v: crate::protocol::Version) -> api::CacheVersion {
+    api::CacheVersion {
+        epoch: v.epoch,
+        seq: v.seq,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-struct SetBody {
-    key: String,
-    value: serde_json::Value,
-    #[serde(default)]
-    ttl_ms: Option<u64>,
+fn check_key(key: Option<&str>) -> Result<&str, ApiError> {
+    let key = key.ok_or_else(|| ApiError::invalid("`key` is required"))?;
+    api::limits::name("key", key, MAX_KEY_BYTES)?;
+    Ok(key)
 }
 
 async fn set(
     State(s): State<AppState>,
-    ApiJson(body): ApiJson<SetBody>,
+    ApiJson(body): ApiJson<api::CacheSetRequest>,
 ) -> Result<Response, ApiError> {
     let key = check_key(Some(&body.key))?;
     let size = serde_json::to_vec(&body.value).map_or(0, |v| v.len());
@@ -95,10 +93,14 @@ async fn set(
         .into());
     }
     if let Some(t) = body.ttl_ms {
-        common::validate::range("ttl_ms", t, 1, MAX_TTL_MS)?;
+        api::limits::range("ttl_ms", t, 1, MAX_TTL_MS)?;
     }
     let version = s.node.set(key, body.value, body.ttl_ms).await?;
-    Ok(Json(json!({ "key": key, "version": version })).into_response())
+    Ok(Json(api::CacheSetResponse {
+        key: key.to_string(),
+        version: wire_version(version),
+    })
+    .into_response())
 }
 
 async fn get_key(
@@ -107,13 +109,13 @@ async fn get_key(
 ) -> Result<Response, ApiError> {
     let key = check_key(q.get("key").map(String::as_str))?;
     match s.node.get(key).await? {
-        (Some(d), hit) => Ok(Json(json!({
-            "key": key,
-            "value": d.value,
-            "version": d.version,
-            "expires_at_ms": d.expires_at_ms,
-            "hit": hit,
-        }))
+        (Some(d), hit) => Ok(Json(api::CacheValue {
+            key: key.to_string(),
+            value: d.value,
+            version: wire_version(d.version),
+            expires_at_ms: d.expires_at_ms,
+            hit,
+        })
         .into_response()),
         (None, _) => Err(Error::NotFound(key.to_string()).into()),
     }
@@ -125,7 +127,11 @@ async fn delete_key(
 ) -> Result<Response, ApiError> {
     let key = check_key(q.get("key").map(String::as_str))?;
     s.node.delete(key).await?;
-    Ok(Json(json!({ "key": key, "deleted": true })).into_response())
+    Ok(Json(api::CacheDeleteResponse {
+        key: key.to_string(),
+        deleted: true,
+    })
+    .into_response())
 }
 
 async fn line(

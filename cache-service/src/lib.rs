@@ -14,9 +14,9 @@
 //! - [`node`]: the engine joining all of the above, one file per role it
 //!   plays (requester, home, holder, heartbeat, report);
 //! - [`metrics`]: the node's counters and their Prometheus families;
-//! - [`http`]: the routes; [`client`]: a typed client; [`config`]: flags.
+//! - [`http`]: the routes; [`config`]: flags. (The typed client of the
+//!   cache API is the `client` crate's `Client`.)
 
-pub mod client;
 pub mod config;
 pub mod directory;
 pub mod error;
@@ -35,7 +35,6 @@ use std::time::Duration;
 use common::discovery::Members;
 use common::metrics::{Metrics, MetricsRegistry};
 
-pub use client::CacheClient;
 pub use config::Config;
 pub use error::Error;
 pub use http::{router, AppState};

@@ -35,73 +35,73 @@ async fn write_read_everywhere(c: &Cluster, policy: WritePolicy) {
         "E"
     };
 
-    a.set(key, json!({"name": "ada", "n": 1}), None)
+    a.cache_put(key, json!({"name": "ada", "n": 1}), None)
         .await
         .unwrap();
     assert_eq!(
-        states(&a.line(key).await.unwrap(), &c.addrs),
+        states(&a.cache_line(key).await.unwrap(), &c.addrs),
         format!("{m}II")
     );
 
-    let got = b.get(key).await.unwrap().unwrap();
+    let got = b.cache_get(key).await.unwrap().unwrap();
     assert_eq!(got.value, json!({"name": "ada", "n": 1}));
     assert!(!got.hit, "first read on B is a miss");
-    assert_eq!(states(&b.line(key).await.unwrap(), &c.addrs), "SSI");
+    assert_eq!(states(&b.cache_line(key).await.unwrap(), &c.addrs), "SSI");
 
-    let got = cc.get(key).await.unwrap().unwrap();
+    let got = cc.cache_get(key).await.unwrap().unwrap();
     assert_eq!(got.value["n"], 1);
-    assert_eq!(states(&cc.line(key).await.unwrap(), &c.addrs), "SSS");
+    assert_eq!(states(&cc.cache_line(key).await.unwrap(), &c.addrs), "SSS");
     // Now every node hits locally.
     for cl in &c.clients {
-        assert!(cl.get(key).await.unwrap().unwrap().hit);
+        assert!(cl.cache_get(key).await.unwrap().unwrap().hit);
     }
 
-    cc.set(key, json!({"name": "ada", "n": 2}), None)
+    cc.cache_put(key, json!({"name": "ada", "n": 2}), None)
         .await
         .unwrap();
-    let line = a.line(key).await.unwrap();
+    let line = a.cache_line(key).await.unwrap();
     assert_eq!(states(&line, &c.addrs), format!("II{m}"), "{line}");
     assert_eq!(line["directory"]["holders"]["state"], "exclusive");
     assert_eq!(line["directory"]["holders"]["owner"], c.addrs[2].as_str());
 
     for cl in &c.clients {
-        assert_eq!(cl.get(key).await.unwrap().unwrap().value["n"], 2);
+        assert_eq!(cl.cache_get(key).await.unwrap().unwrap().value["n"], 2);
     }
-    assert_eq!(states(&b.line(key).await.unwrap(), &c.addrs), "SSS");
+    assert_eq!(states(&b.cache_line(key).await.unwrap(), &c.addrs), "SSS");
 
     // A read miss with nobody else holding the key gets E.
-    cc.delete(key).await.unwrap();
-    assert_eq!(states(&a.line(key).await.unwrap(), &c.addrs), "III");
+    cc.cache_delete(key).await.unwrap();
+    assert_eq!(states(&a.cache_line(key).await.unwrap(), &c.addrs), "III");
     for cl in &c.clients {
-        assert!(cl.get(key).await.unwrap().is_none());
+        assert!(cl.cache_get(key).await.unwrap().is_none());
     }
-    a.set(key, json!(3), None).await.unwrap();
+    a.cache_put(key, json!(3), None).await.unwrap();
     // Push the value to memory by reading elsewhere, then let A's copy go.
-    b.get(key).await.unwrap();
+    b.cache_get(key).await.unwrap();
     // Write on A from S: B is invalidated.
-    a.set(key, json!(4), None).await.unwrap();
+    a.cache_put(key, json!(4), None).await.unwrap();
     assert_eq!(
-        states(&a.line(key).await.unwrap(), &c.addrs),
+        states(&a.cache_line(key).await.unwrap(), &c.addrs),
         format!("{m}II")
     );
     // Write hit on E (write-back: silently to M).
     let k2 = "solo";
-    a.set(k2, json!(1), None).await.unwrap();
-    cc.get(k2).await.unwrap();
-    cc.delete(k2).await.unwrap();
-    a.set(k2, json!(5), None).await.unwrap();
-    b.get(k2).await.unwrap(); // A: S, B: S; memory holds 5
-    a.set(k2, json!(6), None).await.unwrap(); // A: M/E, B: I
-    b.get(k2).await.unwrap(); // both S
-    a.set(k2, json!(7), None).await.unwrap();
-    b.get(k2).await.unwrap();
+    a.cache_put(k2, json!(1), None).await.unwrap();
+    cc.cache_get(k2).await.unwrap();
+    cc.cache_delete(k2).await.unwrap();
+    a.cache_put(k2, json!(5), None).await.unwrap();
+    b.cache_get(k2).await.unwrap(); // A: S, B: S; memory holds 5
+    a.cache_put(k2, json!(6), None).await.unwrap(); // A: M/E, B: I
+    b.cache_get(k2).await.unwrap(); // both S
+    a.cache_put(k2, json!(7), None).await.unwrap();
+    b.cache_get(k2).await.unwrap();
 
-    let stats = c.clients[0].stats().await.unwrap();
+    let stats = c.clients[0].cache_stats().await.unwrap();
     assert!(stats["hits"].as_u64().unwrap() >= 1, "{stats}");
     let sent: u64 = {
         let mut n = 0;
         for cl in &c.clients {
-            n += cl.stats().await.unwrap()["invalidations_sent"]
+            n += cl.cache_stats().await.unwrap()["invalidations_sent"]
                 .as_u64()
                 .unwrap();
         }
@@ -150,12 +150,12 @@ async fn three_nodes_with_redis_memory() {
     // While a node holds the key in M, Redis holds nothing for it: a crash
     // of the owner must not leave an older value behind.
     c.clients[0]
-        .set("user:42", json!({"n": 9}), None)
+        .cache_put("user:42", json!({"n": 9}), None)
         .await
         .unwrap();
     assert_eq!(in_redis().await, None, "memory empty while a line is M");
     // A read on another node downgrades the owner, which writes back.
-    let got = c.clients[1].get("user:42").await.unwrap().unwrap();
+    let got = c.clients[1].cache_get("user:42").await.unwrap().unwrap();
     assert_eq!(got.value, json!({"n": 9}));
     let raw = in_redis().await.expect("value written back to redis");
     assert!(raw.contains("9"), "{raw}");
@@ -183,20 +183,20 @@ async fn evictions_write_back_and_values_survive() {
     .await;
     for i in 0..20 {
         c.clients[i % 3]
-            .set(&format!("k{i}"), json!(i), None)
+            .cache_put(&format!("k{i}"), json!(i), None)
             .await
             .unwrap();
     }
     for i in 0..20 {
         for cl in &c.clients {
-            let got = cl.get(&format!("k{i}")).await.unwrap();
+            let got = cl.cache_get(&format!("k{i}")).await.unwrap();
             assert_eq!(got.map(|g| g.value), Some(json!(i)), "k{i}");
         }
     }
     let mut evictions = 0;
     let mut write_backs = 0;
     for cl in &c.clients {
-        let s = cl.stats().await.unwrap();
+        let s = cl.cache_stats().await.unwrap();
         evictions += s["evictions"].as_u64().unwrap();
         write_backs += s["write_backs"].as_u64().unwrap();
         assert!(s["entries"].as_u64().unwrap() <= 2, "{s}");
@@ -213,13 +213,16 @@ async fn ttl_is_coherent_across_nodes() {
     // A TTL long enough that the first read lands inside it on a loaded
     // machine; the expiry is counted from when the set returned (the
     // latest the node can have started the TTL).
-    c.clients[0].set("t", json!(1), Some(1_500)).await.unwrap();
+    c.clients[0]
+        .cache_put("t", json!(1), Some(1_500))
+        .await
+        .unwrap();
     let set_done = std::time::Instant::now();
-    assert!(c.clients[1].get("t").await.unwrap().is_some());
+    assert!(c.clients[1].cache_get("t").await.unwrap().is_some());
     let expired = set_done + Duration::from_millis(1_600);
     tokio::time::sleep(expired.saturating_duration_since(std::time::Instant::now())).await;
     for cl in &c.clients {
-        assert!(cl.get("t").await.unwrap().is_none());
+        assert!(cl.cache_get("t").await.unwrap().is_none());
     }
 }
 
@@ -242,9 +245,9 @@ async fn home_memory_is_bounded_and_an_evicted_value_reads_as_a_miss() {
         .collect();
     assert_eq!(keys.len(), 6);
     for (i, k) in keys.iter().enumerate() {
-        c.clients[1].set(k, json!(i), None).await.unwrap();
+        c.clients[1].cache_put(k, json!(i), None).await.unwrap();
     }
-    let s = c.clients[0].stats().await.unwrap();
+    let s = c.clients[0].cache_stats().await.unwrap();
     assert_eq!(s["memory_local_entries"], 2, "{s}");
     assert_eq!(s["max_memory_entries"], 2, "{s}");
     assert!(s["memory_evictions"].as_u64().unwrap() >= 4, "{s}");
@@ -253,7 +256,7 @@ async fn home_memory_is_bounded_and_an_evicted_value_reads_as_a_miss() {
     // or a miss, never anything else.
     let mut misses = 0;
     for (i, k) in keys.iter().enumerate() {
-        match c.clients[2].get(k).await.unwrap() {
+        match c.clients[2].cache_get(k).await.unwrap() {
             None => misses += 1,
             Some(g) => assert_eq!(g.value, json!(i), "{k}"),
         }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ::common::port::free_port;
-use cache_service::CacheClient;
+use client::Client as CacheClient;
 use common::wait_until;
 use serde_json::json;
 
@@ -48,7 +48,7 @@ fn spawn(addr: &str, peers: &str, extra: &[&str]) -> Proc {
 }
 
 async fn alive_in_view(client: &CacheClient, addr: &str) -> Option<bool> {
-    let c = client.cluster().await.ok()?;
+    let c = client.get_json(&["cluster"]).await.ok()?;
     c["peers"]
         .as_array()?
         .iter()
@@ -63,7 +63,7 @@ async fn start(addrs: &[String], extra: &[&str]) -> Vec<Option<Proc>> {
         .map(|a| Some(spawn(a, &peers, extra)))
         .collect();
     for a in addrs {
-        let c = CacheClient::new(a);
+        let c = common::cache_client(a);
         common::wait_confirmed(&c, addrs, Duration::from_secs(30)).await;
     }
     procs
@@ -75,7 +75,7 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let mut procs = start(&addrs, &[]).await;
-    let clients: Vec<CacheClient> = addrs.iter().map(|a| CacheClient::new(a)).collect();
+    let clients: Vec<CacheClient> = addrs.iter().map(|a| common::cache_client(a)).collect();
     let (a, b, c) = (&clients[0], &clients[1], &clients[2]);
 
     // k lives on B; other keys live elsewhere.
@@ -88,10 +88,13 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
         .map(|n| format!("other-{n}"))
         .find(|k| ring.owner(k) == Some(addrs[0].as_str()))
         .unwrap();
-    a.set(&k, json!(1), None).await.unwrap();
-    assert_eq!(c.get(&k).await.unwrap().unwrap().value, json!(1));
-    c.set(&other, json!("kept"), None).await.unwrap();
-    assert_eq!(b.get(&other).await.unwrap().unwrap().value, json!("kept"));
+    a.cache_put(&k, json!(1), None).await.unwrap();
+    assert_eq!(c.cache_get(&k).await.unwrap().unwrap().value, json!(1));
+    c.cache_put(&other, json!("kept"), None).await.unwrap();
+    assert_eq!(
+        b.cache_get(&other).await.unwrap().unwrap().value,
+        json!("kept")
+    );
 
     // Kill B for real.
     procs[1].take();
@@ -109,15 +112,18 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
         common::wait_confirmed(cl, &survivors, Duration::from_secs(15)).await;
     }
     // k has a new home among the living, and writes/reads work and are fresh.
-    let line = a.line(&k).await.unwrap();
+    let line = a.cache_line(&k).await.unwrap();
     assert_ne!(line["home"], addrs[1].as_str(), "{line}");
-    a.set(&k, json!(2), None).await.unwrap();
-    assert_eq!(c.get(&k).await.unwrap().unwrap().value, json!(2));
-    c.set(&k, json!(3), None).await.unwrap();
-    assert_eq!(a.get(&k).await.unwrap().unwrap().value, json!(3));
+    a.cache_put(&k, json!(2), None).await.unwrap();
+    assert_eq!(c.cache_get(&k).await.unwrap().unwrap().value, json!(2));
+    c.cache_put(&k, json!(3), None).await.unwrap();
+    assert_eq!(a.cache_get(&k).await.unwrap().unwrap().value, json!(3));
     // Keys homed on survivors kept their values.
-    assert_eq!(c.get(&other).await.unwrap().unwrap().value, json!("kept"));
-    let line = c.line(&k).await.unwrap();
+    assert_eq!(
+        c.cache_get(&other).await.unwrap().unwrap().value,
+        json!("kept")
+    );
+    let line = c.cache_line(&k).await.unwrap();
     let b_row = line["nodes"]
         .as_array()
         .unwrap()
@@ -138,16 +144,16 @@ async fn killed_node_is_dropped_and_a_returning_node_starts_empty() {
     for cl in &clients {
         common::wait_confirmed(cl, &addrs, Duration::from_secs(15)).await;
     }
-    let stats = b.stats().await.unwrap();
+    let stats = b.cache_stats().await.unwrap();
     assert_eq!(stats["entries"], 0, "{stats}");
     assert_eq!(stats["directory_entries"], 0, "{stats}");
     // Its keys are home on it again; whatever a read returns, every node
     // agrees, and new writes are seen everywhere.
-    b.set(&k, json!(4), None).await.unwrap();
+    b.cache_put(&k, json!(4), None).await.unwrap();
     for cl in &clients {
-        assert_eq!(cl.get(&k).await.unwrap().unwrap().value, json!(4));
+        assert_eq!(cl.cache_get(&k).await.unwrap().unwrap().value, json!(4));
     }
-    assert_eq!(a.line(&k).await.unwrap()["home"], addrs[1].as_str());
+    assert_eq!(a.cache_line(&k).await.unwrap()["home"], addrs[1].as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,10 +167,10 @@ async fn write_through_with_redis_loses_nothing_when_a_node_dies() {
         &["--redis-url", &redis.url, "--write-policy", "write-through"],
     )
     .await;
-    let clients: Vec<CacheClient> = addrs.iter().map(|a| CacheClient::new(a)).collect();
+    let clients: Vec<CacheClient> = addrs.iter().map(|a| common::cache_client(a)).collect();
     let keys: Vec<String> = (0..30).map(|i| format!("wt-{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
-        clients[i % 3].set(k, json!(i), None).await.unwrap();
+        clients[i % 3].cache_put(k, json!(i), None).await.unwrap();
     }
     procs[2].take();
     for cl in &clients[..2] {
@@ -176,7 +182,11 @@ async fn write_through_with_redis_loses_nothing_when_a_node_dies() {
     }
     for (i, k) in keys.iter().enumerate() {
         for cl in &clients[..2] {
-            assert_eq!(cl.get(k).await.unwrap().unwrap().value, json!(i), "{k}");
+            assert_eq!(
+                cl.cache_get(k).await.unwrap().unwrap().value,
+                json!(i),
+                "{k}"
+            );
         }
     }
 }

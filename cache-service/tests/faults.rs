@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::common::port::free_port;
-use cache_service::CacheClient;
+use client::Client as CacheClient;
 use common::lincheck::{check_model, Event, Model, Op};
 use common::{wait_confirmed, wait_until, Redis};
 use rand::{Rng, SeedableRng};
@@ -77,7 +77,7 @@ impl Procs {
             .collect();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut p = Self {
-            clients: addrs.iter().map(|a| CacheClient::new(a)).collect(),
+            clients: addrs.iter().map(|a| common::cache_client(a)).collect(),
             procs: Vec::new(),
             addrs,
             extra,
@@ -134,7 +134,7 @@ impl Procs {
     }
 }
 
-fn value_of(got: &Option<cache_service::client::Got>) -> Option<String> {
+fn value_of(got: &Option<client::CacheValue>) -> Option<String> {
     got.as_ref()
         .map(|g| g.value.as_str().unwrap_or("?").to_string())
 }
@@ -149,9 +149,12 @@ async fn owner_crash(policy: &str, redis: Option<&Redis>) {
     let keys = [p.key_homed_on(2, "crash-c"), p.key_homed_on(0, "crash-a")];
     let (a, b) = (p.clients[0].clone(), p.clients[1].clone());
     for k in &keys {
-        a.set(k, json!("v1"), None).await.unwrap();
-        assert_eq!(value_of(&b.get(k).await.unwrap()).as_deref(), Some("v1"));
-        a.set(k, json!("v2"), None).await.unwrap();
+        a.cache_put(k, json!("v1"), None).await.unwrap();
+        assert_eq!(
+            value_of(&b.cache_get(k).await.unwrap()).as_deref(),
+            Some("v1")
+        );
+        a.cache_put(k, json!("v2"), None).await.unwrap();
     }
     p.kill(0);
     // Read on B and C through detection, the view change and after it:
@@ -165,7 +168,7 @@ async fn owner_crash(policy: &str, redis: Option<&Redis>) {
     loop {
         for c in &p.clients[1..] {
             for k in &keys {
-                if let Ok(got) = c.get(k).await {
+                if let Ok(got) = c.cache_get(k).await {
                     reads += 1;
                     let v = value_of(&got);
                     assert_ne!(v.as_deref(), Some("v1"), "older value after v2 for {k}");
@@ -175,7 +178,7 @@ async fn owner_crash(policy: &str, redis: Option<&Redis>) {
         if confirmed_at.is_none() {
             let mut all = true;
             for c in &p.clients[1..] {
-                let v = c.cluster().await.unwrap();
+                let v = c.get_json(&["cluster"]).await.unwrap();
                 let live: Vec<&str> = v["view"]["live"]
                     .as_array()
                     .unwrap()
@@ -204,8 +207,8 @@ async fn owner_crash(policy: &str, redis: Option<&Redis>) {
     // home's memory when the home is alive).
     for c in &p.clients[1..] {
         let got = [
-            value_of(&c.get(&keys[0]).await.unwrap()),
-            value_of(&c.get(&keys[1]).await.unwrap()),
+            value_of(&c.cache_get(&keys[0]).await.unwrap()),
+            value_of(&c.cache_get(&keys[1]).await.unwrap()),
         ];
         let want = match (policy, redis.is_some()) {
             ("write-back", _) => [None, None],
@@ -215,9 +218,12 @@ async fn owner_crash(policy: &str, redis: Option<&Redis>) {
         assert_eq!(got, want, "policy {policy}, redis {}", redis.is_some());
     }
     // And the survivors still work.
-    p.clients[1].set(&keys[0], json!("v3"), None).await.unwrap();
+    p.clients[1]
+        .cache_put(&keys[0], json!("v3"), None)
+        .await
+        .unwrap();
     assert_eq!(
-        value_of(&p.clients[2].get(&keys[0]).await.unwrap()).as_deref(),
+        value_of(&p.clients[2].cache_get(&keys[0]).await.unwrap()).as_deref(),
         Some("v3")
     );
 }
@@ -295,7 +301,10 @@ async fn chaos(
     let mut tasks = Vec::new();
     for (node, addr) in p.addrs.iter().enumerate() {
         for j in 0..CLIENTS_PER_NODE {
-            let client = CacheClient::with_client(addr, http.clone());
+            let client = CacheClient::builder(addr.as_str())
+                .http_client(http.clone())
+                .build()
+                .expect("client builds");
             let keys = keys.clone();
             let stop = stop.clone();
             let id = node * CLIENTS_PER_NODE + j;
@@ -312,7 +321,7 @@ async fn chaos(
                     let dice = rng.gen_range(0..100);
                     let call = start.elapsed().as_nanos() as u64;
                     let (op, ok) = if dice < 60 {
-                        match client.get(key).await {
+                        match client.cache_get(key).await {
                             Ok(got) => {
                                 let v = got.map(|g| g.value.as_u64().expect("u64 value"));
                                 values += usize::from(v.is_some());
@@ -323,10 +332,10 @@ async fn chaos(
                         }
                     } else if dice < 95 {
                         let v = (id as u64) * 1_000_000 + n as u64 + 1;
-                        let ok = client.set(key, json!(v), None).await.is_ok();
+                        let ok = client.cache_put(key, json!(v), None).await.is_ok();
                         (Some(Op::Write(v)), ok)
                     } else {
-                        let ok = client.delete(key).await.is_ok();
+                        let ok = client.cache_delete(key).await.is_ok();
                         (Some(Op::Delete), ok)
                     };
                     // A failed write or delete may still take effect later.
@@ -435,11 +444,11 @@ async fn chaos_is_linearizable(extra: &[&str], seed: u64, fault: Fault) {
     assert!(values > 0, "some reads returned values");
     // Every node serves again after the faults.
     for (i, c) in p.clients.iter().enumerate() {
-        c.set(&keys[0], json!(7_000_000 + i as u64), None)
+        c.cache_put(&keys[0], json!(7_000_000 + i as u64), None)
             .await
             .unwrap();
         wait_until("read own write", Duration::from_secs(5), || async {
-            c.get(&keys[0])
+            c.cache_get(&keys[0])
                 .await
                 .is_ok_and(|g| g.is_some_and(|g| g.value == json!(7_000_000 + i as u64)))
         })
@@ -490,8 +499,8 @@ async fn a_minority_node_answers_503_and_never_its_old_value() {
     let p = Procs::start(&["--fault-injection"]).await;
     let k = p.key_homed_on(0, "minority");
     let (a, c) = (p.clients[0].clone(), p.clients[2].clone());
-    c.set(&k, json!("old"), None).await.unwrap();
-    let got = c.get(&k).await.unwrap().unwrap();
+    c.cache_put(&k, json!("old"), None).await.unwrap();
+    let got = c.cache_get(&k).await.unwrap().unwrap();
     assert!(got.hit && got.value == json!("old"), "{got:?}");
     // Cut node 2 off, both directions.
     let (n0, n1, n2) = (p.addrs[0].clone(), p.addrs[1].clone(), p.addrs[2].clone());
@@ -502,9 +511,9 @@ async fn a_minority_node_answers_503_and_never_its_old_value() {
     for cl in &p.clients[..2] {
         wait_confirmed(cl, &majority, Duration::from_secs(20)).await;
     }
-    a.set(&k, json!("new"), None).await.unwrap();
+    a.cache_put(&k, json!("new"), None).await.unwrap();
     assert_eq!(
-        value_of(&p.clients[1].get(&k).await.unwrap()).as_deref(),
+        value_of(&p.clients[1].cache_get(&k).await.unwrap()).as_deref(),
         Some("new")
     );
     // The minority side.
@@ -514,21 +523,21 @@ async fn a_minority_node_answers_503_and_never_its_old_value() {
     assert_eq!(body["view"]["confirmed"], false, "{body}");
     let t = Instant::now();
     let err = c
-        .get(&k)
+        .cache_get(&k)
         .await
         .expect_err("a minority node must not answer");
-    assert_eq!(err.status, 503, "{err}");
-    assert_eq!(err.body["error"]["code"], "unavailable", "{err}");
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert_eq!(err.code(), Some("unavailable"), "{err}");
     let waited = t.elapsed();
     assert!(
         waited < Duration::from_millis(2 * FAILURE_TIMEOUT_MS + 3000),
         "answered after {waited:?}"
     );
     let err = c
-        .set(&k, json!("minority"), None)
+        .cache_put(&k, json!("minority"), None)
         .await
         .expect_err("no write");
-    assert_eq!(err.status, 503, "{err}");
+    assert_eq!(err.status(), Some(503), "{err}");
     // Healed: node 2 rejoins and never reads "old".
     for i in 0..3 {
         block(&p, i, &[]).await;
@@ -536,6 +545,6 @@ async fn a_minority_node_answers_503_and_never_its_old_value() {
     for cl in &p.clients {
         wait_confirmed(cl, &p.addrs, Duration::from_secs(20)).await;
     }
-    let v = value_of(&c.get(&k).await.unwrap());
+    let v = value_of(&c.cache_get(&k).await.unwrap());
     assert!(v.is_none() || v.as_deref() == Some("new"), "{v:?}");
 }

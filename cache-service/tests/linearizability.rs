@@ -36,14 +36,14 @@ async fn run_history(c: &Cluster, keys: usize, seed: u64) -> Vec<Vec<Event>> {
                     let dice = rng.gen_range(0..100);
                     let call = start.elapsed().as_nanos() as u64;
                     let op = if dice < 55 {
-                        let got = client.get(key).await.expect("get");
+                        let got = client.cache_get(key).await.expect("get");
                         Op::Read(got.map(|g| g.value.as_u64().expect("u64 value")))
                     } else if dice < 95 {
                         let v = (id as u64) * 1_000_000 + n as u64 + 1;
-                        client.set(key, json!(v), None).await.expect("set");
+                        client.cache_put(key, json!(v), None).await.expect("set");
                         Op::Write(v)
                     } else {
-                        client.delete(key).await.expect("delete");
+                        client.cache_delete(key).await.expect("delete");
                         Op::Delete
                     };
                     let ret = start.elapsed().as_nanos() as u64;
@@ -119,7 +119,7 @@ async fn linearizable(opts: Opts, keys: usize, seed: u64) {
     let mut hits = 0;
     let mut inv = 0;
     for cl in &c.clients {
-        let s = cl.stats().await.unwrap();
+        let s = cl.cache_stats().await.unwrap();
         hits += s["hits"].as_u64().unwrap();
         inv += s["invalidations_sent"].as_u64().unwrap();
     }

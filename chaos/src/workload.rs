@@ -269,7 +269,7 @@ pub async fn queue_producer(run: Run, id: usize, c: Client, next: Arc<AtomicU64>
         );
         let req = EnqueueRequest {
             queue: queue.to_string(),
-            payload: Some(json!({ "v": value })),
+            payload: Some(json!({ "v": value }).into()),
             ..Default::default()
         };
         let sent = finish(&run.rec, p, c.enqueue(&req).await, |r| {
@@ -285,7 +285,7 @@ fn delivered(messages: &[client::Message]) -> Vec<Value> {
     messages
         .iter()
         .map(|m| {
-            json!({ "id": m.id, "value": m.payload["v"], "receipt": m.receipt, "attempts": m.attempts })
+            json!({ "id": m.id, "value": m.payload.to_value()["v"], "receipt": m.receipt, "attempts": m.attempts })
         })
         .collect()
 }
@@ -326,7 +326,7 @@ pub async fn queue_consumer(run: Run, id: usize, c: Client) {
                 &process,
                 "queue",
                 "ack",
-                json!({ "queue": queue, "receipt": m.receipt, "id": m.id, "value": m.payload["v"] }),
+                json!({ "queue": queue, "receipt": m.receipt, "id": m.id, "value": m.payload.to_value()["v"] }),
             );
             finish(&run.rec, p, c.ack(queue, &m.receipt).await, |_| Value::Null);
         }
@@ -360,7 +360,7 @@ pub async fn queue_drain(rec: &Recorder, c: &Client, queue: &str) {
         match c.dequeue(&req).await {
             Ok(ms) if !ms.is_empty() => {
                 empty_since = None;
-                values.extend(ms.iter().map(|m| m.payload["v"].clone()));
+                values.extend(ms.iter().map(|m| m.payload.to_value()["v"].clone()));
                 ids.extend(ms.iter().map(|m| json!(m.id)));
             }
             Ok(_) => {
@@ -374,7 +374,7 @@ pub async fn queue_drain(rec: &Recorder, c: &Client, queue: &str) {
     // letters are far fewer (a message needs five lost deliveries).
     match c.dead_letters(queue, Some(1_000)).await {
         Ok(d) => {
-            values.extend(d.messages.iter().map(|m| m.payload["v"].clone()));
+            values.extend(d.messages.iter().map(|m| m.payload.to_value()["v"].clone()));
             ids.extend(d.messages.iter().map(|m| json!(m.id)));
             rec.complete(p, Outcome::Ok, json!({ "values": values, "ids": ids }));
         }

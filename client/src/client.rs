@@ -33,9 +33,17 @@ pub struct ClientBuilder {
     client_id: Option<String>,
     cache_node: Option<String>,
     timeout: Duration,
+    http: Option<reqwest::Client>,
 }
 
 impl ClientBuilder {
+    /// Share this HTTP client's connection pool (its own timeouts apply
+    /// instead of [`ClientBuilder::timeout`]): many clients of one load tool.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
     /// Bearer token sent on every call (the gateway's `API_TOKENS`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -68,12 +76,15 @@ impl ClientBuilder {
         };
         let base = Url::parse(&base)
             .map_err(|e| Error::InvalidArgument(format!("base url {base:?}: {e}")))?;
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(Duration::from_secs(3))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .build()?,
+        };
         Ok(Client {
             http,
             base,
@@ -108,6 +119,7 @@ impl Client {
             client_id: None,
             cache_node: None,
             timeout: DEFAULT_TIMEOUT,
+            http: None,
         }
     }
 
@@ -224,7 +236,7 @@ impl Client {
         let resp = self
             .enqueue(&EnqueueRequest {
                 queue: queue.to_string(),
-                payload: Some(payload),
+                payload: Some(payload.into()),
                 ..Default::default()
             })
             .await?;
@@ -304,6 +316,21 @@ impl Client {
         .await
     }
 
+    /// `POST /api/cache/set` from its parts.
+    pub async fn cache_put(
+        &self,
+        key: &str,
+        value: Value,
+        ttl_ms: Option<u64>,
+    ) -> Result<CacheSetResponse, Error> {
+        self.cache_set(&CacheSetRequest {
+            key: key.to_string(),
+            value,
+            ttl_ms,
+        })
+        .await
+    }
+
     /// `GET /api/cache/get?key=`; `None` on a miss (404 `not_found`).
     pub async fn cache_get(&self, key: &str) -> Result<Option<CacheValue>, Error> {
         let mut url = self.url(&["api", "cache", "get"]);
@@ -380,6 +407,13 @@ impl Client {
             return Err(Error::from_body(status.as_u16(), &body));
         }
         Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET` a JSON route the typed methods do not cover, such as a
+    /// service node's own `/cluster` or `/stats` (`segments` are the path's
+    /// segments, percent-encoded here).
+    pub async fn get_json(&self, segments: &[&str]) -> Result<Value, Error> {
+        self.get(segments).await
     }
 
     /// `GET /openapi.json`.

@@ -1,8 +1,9 @@
 //! A typed async client for distributed-sync's public API: locks, queues, the
 //! coherent cache, and the gateway's own health/cluster/stats views.
 //!
-//! - [`types`]: the request and answer bodies (shared with the gateway, whose
-//!   OpenAPI document is generated from them with the `openapi` feature);
+//! - [`types`]: the request and answer bodies, re-exported from the `api`
+//!   crate (the one contract: the services decode them and the gateway's
+//!   OpenAPI document is generated from them);
 //! - [`Client`]: one method per route, pooled keep-alive connections;
 //! - [`LockGuard`]: a held lock renewed in the background at a third of its
 //!   TTL, reporting loss on a watch channel;
@@ -23,8 +24,8 @@
 mod client;
 mod error;
 mod guard;
-pub mod types;
 
+pub use api::{limits, types, Payload};
 pub use client::{Client, ClientBuilder, CACHE_NODE_HEADER, CLIENT_ID_HEADER, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use guard::{LockGuard, LockStatus, DEFAULT_TTL_MS};

@@ -75,6 +75,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request outside the contract's limits: 400 `invalid_input`.
+impl From<api::Invalid> for ApiError {
+    fn from(e: api::Invalid) -> Self {
+        ApiError::invalid(e.message)
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();
@@ -104,9 +111,58 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                let status = e.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "invalid_body"
+                };
+                ApiError::new(status, code, e.body_text())
+            })?;
+        // Every request body of the API is an object. serde would also take
+        // a struct from a JSON array of its fields in order, which no
+        // document describes.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "the request body must be a JSON object",
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
+}
+
+/// `application/json` or any `application/*+json`, as axum's `Json` has it.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Router fallback: unknown paths answer a JSON 404 like everything else.
@@ -130,6 +186,44 @@ pub async fn method_not_allowed_fallback(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::CONTENT_TYPE, v.parse().unwrap());
+            json_content_type(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/problem+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/jsonx"));
+        assert!(!json_content_type(&axum::http::HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn bodies_must_be_objects() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Req {
+            a: u32,
+        }
+        let call = |body: &'static str| async move {
+            let req = axum::http::Request::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            ApiJson::<Req>::from_request(req, &())
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.status.as_u16(), e.code))
+        };
+        assert_eq!(call(r#"{"a": 1}"#).await, Ok(()));
+        assert_eq!(call("[1]").await, Err((422, "invalid_field")));
+        assert_eq!(call("[1").await.unwrap_err().0, 400);
+        assert_eq!(call(r#"{"a": "x"}"#).await, Err((422, "invalid_field")));
+    }
 
     #[test]
     fn body_carries_code_message_and_details() {

@@ -4,8 +4,6 @@
 //! - [`error`]: the JSON error body (`{"error":{"code","message",…}}`) and the
 //!   JSON extractor that turns malformed bodies into 4xx answers instead of
 //!   axum's plain-text rejections.
-//! - [`validate`]: limits on names (resources, queues, keys) shared by services
-//!   and the gateway.
 //! - [`ring`]: the consistent-hash ring (virtual nodes over `hashring`) that
 //!   queue nodes, cache nodes and the gateway must compute identically.
 //! - [`metrics`]: a per-process Prometheus registry with per-route request
@@ -27,7 +25,6 @@ pub mod metrics;
 pub mod port;
 pub mod ring;
 pub mod server;
-pub mod validate;
 
 pub use error::{ApiError, ApiJson};
 pub use ring::Ring;

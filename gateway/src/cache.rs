@@ -70,21 +70,35 @@ pub fn choose(
     ))
 }
 
-/// The `node` the client named, from the header or the query.
-pub fn named_node(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(CACHE_NODE_HEADER).and_then(|v| v.to_str().ok()) {
-        if !v.trim().is_empty() {
-            return Some(v.trim().to_string());
-        }
+/// Every node the client named: the `X-Cache-Node` header first, then each
+/// `node` query parameter. An empty value is a name too (of no member), so
+/// what the document lists as the only choices is what is accepted.
+pub fn named_nodes(headers: &HeaderMap, query: Option<&str>) -> Vec<String> {
+    let mut named = Vec::new();
+    if let Some(v) = headers.get(CACHE_NODE_HEADER) {
+        named.push(v.to_str().unwrap_or_default().trim().to_string());
     }
     // Most calls name no node: skip parsing the query then.
-    query.filter(|q| q.contains("node=")).and_then(|q| {
-        url_pairs(q)
-            .into_iter()
-            .find(|(k, _)| k == "node")
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
-    })
+    if let Some(q) = query.filter(|q| q.contains("node=")) {
+        named.extend(
+            url_pairs(q)
+                .into_iter()
+                .filter(|(k, _)| k == "node")
+                .map(|(_, v)| v),
+        );
+    }
+    named
+}
+
+/// The node to go to among those named: the first that is not a member
+/// (so [`choose`] refuses it), else the first (the header wins).
+pub fn named_node(ring: &common::Ring, named: &[String]) -> Option<String> {
+    let members = ring.members();
+    named
+        .iter()
+        .find(|n| !members.contains(n))
+        .or(named.first())
+        .cloned()
 }
 
 /// `path?query` with the gateway's own `node` parameter removed (other
@@ -126,7 +140,7 @@ pub async fn forward(
     body: Option<Bytes>,
 ) -> Result<Reply, Error> {
     let ring = gw.ring(Service::Cache);
-    let named = named_node(headers, query);
+    let named = named_node(&ring, &named_nodes(headers, query));
     let client_id = headers.get(CLIENT_ID_HEADER).and_then(|v| v.to_str().ok());
     let rr = gw.0.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let choice = choose(&ring, named.as_deref(), client_id, rr)?;
@@ -239,16 +253,21 @@ mod tests {
     fn node_param_is_read_and_stripped() {
         let h = HeaderMap::new();
         assert_eq!(
-            named_node(&h, Some("key=a&node=10.0.0.1%3A7201")),
-            Some("10.0.0.1:7201".into())
+            named_nodes(&h, Some("key=a&node=10.0.0.1%3A7201")),
+            vec!["10.0.0.1:7201".to_string()]
         );
         let mut h2 = HeaderMap::new();
         h2.insert(CACHE_NODE_HEADER, "10.0.0.3:7201".parse().unwrap());
-        assert_eq!(
-            named_node(&h2, Some("node=x")),
-            Some("10.0.0.3:7201".into())
-        );
-        assert_eq!(named_node(&h, Some("key=a")), None);
+        let named = named_nodes(&h2, Some("node=x"));
+        assert_eq!(named, vec!["10.0.0.3:7201".to_string(), "x".into()]);
+        assert!(named_nodes(&h, Some("key=a")).is_empty());
+        assert_eq!(named_nodes(&h, Some("node=")), vec![String::new()]);
+        // The header wins among members; any non-member named is refused.
+        let ring = common::Ring::new(vec!["10.0.0.1:7201".to_string(), "10.0.0.3:7201".into()]);
+        assert_eq!(named_node(&ring, &named), Some("x".into()));
+        let both = named_nodes(&h2, Some("node=10.0.0.1%3A7201"));
+        assert_eq!(named_node(&ring, &both), Some("10.0.0.3:7201".into()));
+        assert_eq!(named_node(&ring, &[]), None);
         assert_eq!(
             strip_node_param("/api/cache/get", Some("key=a%20b&node=n1")),
             "/api/cache/get?key=a%20b"

@@ -3,12 +3,13 @@
 //! source of `/openapi.json`, so every route's request and answer bodies are
 //! documented where the route is served.
 
+use api::responses::{CacheErrors, LockWriteErrors, QueueWriteErrors, ReadErrors, ViewErrors};
+use api::types::*;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use client::types::*;
 
 use crate::error::Error;
 use crate::protect::Body;
@@ -57,14 +58,7 @@ async fn lock_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> A
     request_body = AcquireRequest,
     responses(
         (status = 200, description = "Granted", body = LockGrant),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 409, description = "`lock_held`, `wait_timeout` or `deadlock` (with the cycle)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
-        (status = 429, description = "The lock leader's write queue is full: not applied; retry after a pause", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        LockWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn lock_acquire(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -76,15 +70,7 @@ pub async fn lock_acquire(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
     request_body = ReleaseRequest,
     responses(
         (status = 200, description = "Released", body = ReleaseResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Not held", body = ErrorBody),
-        (status = 409, description = "Owner or token does not match", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
-        (status = 429, description = "The lock leader's write queue is full: not applied; retry after a pause", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        LockWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn lock_release(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -96,15 +82,7 @@ pub async fn lock_release(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
     request_body = RenewRequest,
     responses(
         (status = 200, description = "Renewed", body = RenewResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "Not held", body = ErrorBody),
-        (status = 409, description = "Owner or token does not match", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
-        (status = 429, description = "The lock leader's write queue is full: not applied; retry after a pause", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        LockWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn lock_renew(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -114,15 +92,12 @@ pub async fn lock_renew(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answ
 /// Holders and waiters of a resource (linearizable unless `consistency=stale`).
 #[utoipa::path(get, path = "/api/lock/{resource}", tag = "lock",
     params(
-        ("resource" = String, Path, description = "Lock resource name (percent-encode `/`)"),
-        ("consistency" = Option<String>, Query, description = "`stale` reads the answering node's state"),
+        ("resource" = String, Path, description = "Lock resource name (percent-encode `/`)", min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"),
+        ("consistency" = Option<Consistency>, Query, description = "`stale` reads the answering node's state; default `linearizable`"),
     ),
     responses(
         (status = 200, description = "Holders and waiters", body = LockState),
-        (status = 400, description = "Invalid resource name or parameter", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "No lock leader within the retry budget", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        ReadErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn lock_get(
@@ -143,12 +118,7 @@ async fn queue_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> 
     request_body = EnqueueRequest,
     responses(
         (status = 201, description = "Enqueued", body = EnqueueResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_enqueue(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -160,12 +130,7 @@ pub async fn queue_enqueue(State(gw): State<Gateway>, uri: Uri, body: Body) -> A
     request_body = DequeueRequest,
     responses(
         (status = 200, description = "Messages (possibly none)", body = DequeueResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_dequeue(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -177,14 +142,7 @@ pub async fn queue_dequeue(State(gw): State<Gateway>, uri: Uri, body: Body) -> A
     request_body = AckRequest,
     responses(
         (status = 200, description = "Acknowledged", body = AckResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "`message_not_found`: acked, expired or never existed", body = ErrorBody),
-        (status = 409, description = "`stale_receipt`: the message was redelivered since", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_ack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -196,14 +154,7 @@ pub async fn queue_ack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answe
     request_body = NackRequest,
     responses(
         (status = 200, description = "Returned to the queue, dead-lettered or expired", body = NackResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "`message_not_found`: acked, expired or never existed", body = ErrorBody),
-        (status = 409, description = "`stale_receipt`: the message was redelivered since", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_nack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -215,14 +166,7 @@ pub async fn queue_nack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answ
     request_body = ExtendRequest,
     responses(
         (status = 200, description = "Extended", body = ExtendResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "`message_not_found`: acked, expired or never existed", body = ErrorBody),
-        (status = 409, description = "`stale_receipt`: the message was redelivered since", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_extend(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -231,13 +175,10 @@ pub async fn queue_extend(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
 
 /// Counts of ready, delayed, in-flight and dead-lettered messages.
 #[utoipa::path(get, path = "/api/queue/{queue}", tag = "queue",
-    params(("queue" = String, Path, description = "Queue name")),
+    params(("queue" = String, Path, description = "Queue name", min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$")),
     responses(
         (status = 200, description = "Queue counts", body = QueueStats),
-        (status = 400, description = "Invalid queue name", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        ReadErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_get(State(gw): State<Gateway>, Path(name): Path<String>, uri: Uri) -> Answer {
@@ -250,12 +191,7 @@ pub async fn queue_get(State(gw): State<Gateway>, Path(name): Path<String>, uri:
     request_body = RedriveRequest,
     responses(
         (status = 200, description = "Ids moved back to ready", body = RedriveResponse),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_redrive(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -267,12 +203,7 @@ pub async fn queue_redrive(State(gw): State<Gateway>, uri: Uri, body: Body) -> A
     request_body = QueueConfig,
     responses(
         (status = 200, description = "The setting now in force", body = QueueConfig),
-        (status = 400, description = "Malformed JSON or invalid input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        QueueWriteErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_config(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
@@ -282,15 +213,12 @@ pub async fn queue_config(State(gw): State<Gateway>, uri: Uri, body: Body) -> An
 /// The oldest dead letters of a queue.
 #[utoipa::path(get, path = "/api/queue/{queue}/dead", tag = "queue",
     params(
-        ("queue" = String, Path, description = "Queue name"),
-        ("limit" = Option<u64>, Query, description = "At most this many (default 100)"),
+        ("queue" = String, Path, description = "Queue name", min_length = 1, max_length = 256, pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"),
+        ("limit" = Option<u64>, Query, description = "At most this many (default 100)", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "Dead letters", body = DeadLetters),
-        (status = 400, description = "Invalid queue name or limit", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "No queue node reachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        ReadErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn queue_dead(State(gw): State<Gateway>, Path(name): Path<String>, uri: Uri) -> Answer {
@@ -334,12 +262,7 @@ async fn cache_call(
     ),
     responses(
         (status = 200, description = "Stored", body = CacheSetResponse),
-        (status = 400, description = "Malformed JSON, invalid input or unknown node", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Missing or mistyped field", body = ErrorBody),
-        (status = 503, description = "Cache node unreachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        CacheErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn cache_set(
@@ -354,18 +277,14 @@ pub async fn cache_set(
 /// Read a key through the chosen cache node.
 #[utoipa::path(get, path = "/api/cache/get", tag = "cache",
     params(
-        ("key" = String, Query, description = "Cache key"),
+        ("key" = String, Query, description = "Cache key", min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
         ("node" = Option<String>, Query, description = "Cache node to use"),
         ("X-Cache-Node" = Option<String>, Header, description = "Cache node to use; wins over `node`"),
         ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
     ),
     responses(
         (status = 200, description = "Hit", body = CacheValue),
-        (status = 400, description = "Invalid key or unknown node", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "No such key", body = ErrorBody),
-        (status = 503, description = "Cache node unreachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        CacheErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn cache_get(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
@@ -375,18 +294,14 @@ pub async fn cache_get(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) 
 /// Delete a key everywhere.
 #[utoipa::path(delete, path = "/api/cache/delete", tag = "cache",
     params(
-        ("key" = String, Query, description = "Cache key"),
+        ("key" = String, Query, description = "Cache key", min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
         ("node" = Option<String>, Query, description = "Cache node to use"),
         ("X-Cache-Node" = Option<String>, Header, description = "Cache node to use; wins over `node`"),
         ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
     ),
     responses(
         (status = 200, description = "Deleted", body = CacheDeleteResponse),
-        (status = 400, description = "Invalid key or unknown node", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 404, description = "No such key", body = ErrorBody),
-        (status = 503, description = "Cache node unreachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        CacheErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn cache_delete(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
@@ -396,16 +311,13 @@ pub async fn cache_delete(State(gw): State<Gateway>, headers: HeaderMap, uri: Ur
 /// Every node's MESI state for a key.
 #[utoipa::path(get, path = "/api/cache/line", tag = "cache",
     params(
-        ("key" = String, Query, description = "Cache key"),
+        ("key" = String, Query, description = "Cache key", min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
         ("node" = Option<String>, Query, description = "Cache node to ask"),
         ("X-Cache-Node" = Option<String>, Header, description = "Cache node to ask; wins over `node`"),
     ),
     responses(
         (status = 200, description = "Line states per node", body = serde_json::Value),
-        (status = 400, description = "Invalid key or unknown node", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "Cache node unreachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        CacheErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn cache_line(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
@@ -421,10 +333,7 @@ pub async fn cache_line(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri)
     ),
     responses(
         (status = 200, description = "Counters", body = serde_json::Value),
-        (status = 400, description = "Unknown node", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "Cache node unreachable", body = ErrorBody),
-        (status = 504, description = "Timed out", body = ErrorBody),
+        CacheErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn cache_stats(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
@@ -452,7 +361,7 @@ pub async fn health(State(gw): State<Gateway>) -> Response {
 #[utoipa::path(get, path = "/cluster", tag = "gateway",
     responses(
         (status = 200, description = "Cluster view", body = ClusterView),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        ViewErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn cluster(State(gw): State<Gateway>) -> Json<ClusterView> {
@@ -463,7 +372,7 @@ pub async fn cluster(State(gw): State<Gateway>) -> Json<ClusterView> {
 #[utoipa::path(get, path = "/stats", tag = "gateway",
     responses(
         (status = 200, description = "Counters", body = GatewayStats),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        ViewErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn stats(State(gw): State<Gateway>) -> Json<GatewayStats> {
@@ -475,7 +384,7 @@ pub async fn stats(State(gw): State<Gateway>) -> Json<GatewayStats> {
 #[utoipa::path(get, path = "/metrics", tag = "gateway",
     responses(
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        ViewErrors,
     ),
     security((), ("bearer" = [])))]
 pub async fn metrics(State(gw): State<Gateway>) -> Response {

@@ -75,7 +75,10 @@ pub fn router(gw: Gateway) -> Router {
     let routes = Router::new()
         .merge(protected)
         .route("/health", get(http::health))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()));
+        .merge(SwaggerUi::new("/docs").url(
+            "/openapi.json",
+            openapi::document_for(&gw.members(state::Service::Cache)),
+        ));
     common::server::tail(routes, gw.metrics().clone(), limit)
         .layer(from_fn_with_state(gw.clone(), protect::request_timeout))
         .with_state(gw)

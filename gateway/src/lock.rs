@@ -133,7 +133,10 @@ pub fn prepare_write(body: &[u8]) -> Result<(Bytes, u64), Error> {
             ))
         }
     }
-    let wait_ms = obj.get("wait_ms").and_then(Value::as_u64).unwrap_or(0);
+    let wait_ms = obj
+        .get("wait_ms")
+        .and_then(crate::state::as_whole_ms)
+        .unwrap_or(0);
     let bytes = serde_json::to_vec(&value).map_err(|e| Error::InvalidInput(e.to_string()))?;
     Ok((Bytes::from(bytes), wait_ms))
 }

@@ -1,9 +1,9 @@
 //! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
-//! attributes and the wire types of the `client` crate, so the document and
+//! attributes and the wire types of the `api` crate, so the document and
 //! the code cannot drift apart. Served at `/openapi.json` and rendered by the
 //! vendored Swagger UI at `/docs`.
 
-use client::types::*;
+use api::types::*;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -52,7 +52,7 @@ use crate::http;
         CacheSetRequest, CacheSetResponse, CacheVersion, CacheValue, CacheDeleteResponse,
         NodeStatus, ServiceHealth, HealthReport, LockNodeView, LockClusterView,
         QueueClusterView, CachePeer, CacheClusterView, ClusterView, ServiceStats,
-        GatewayStats,
+        GatewayStats, MessageId, Consistency,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -77,7 +77,87 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as served.
+/// The document as generated from the code, node choices unrestricted.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document as served: [`document`], with the cache routes' `node`
+/// parameter and `X-Cache-Node` header stated as the cache members the
+/// gateway has when it starts (any other node is 400 `unknown_node`).
+pub fn document_for(cache_members: &[String]) -> utoipa::openapi::OpenApi {
+    let mut doc = document();
+    if cache_members.is_empty() {
+        return doc;
+    }
+    let choice: utoipa::openapi::RefOr<utoipa::openapi::Schema> =
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(cache_members.iter().cloned()))
+            .into();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/cache/") {
+            continue;
+        }
+        for op in [&mut item.get, &mut item.post, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            for param in op.parameters.iter_mut().flatten() {
+                if param.name == "node" || param.name == "X-Cache-Node" {
+                    param.schema = Some(choice.clone());
+                }
+            }
+        }
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_node_choices_are_the_members() {
+        let members = vec!["127.0.0.1:7201".to_string(), "127.0.0.1:7202".into()];
+        let doc = serde_json::to_value(document_for(&members)).unwrap();
+        for path in ["/api/cache/get", "/api/cache/line", "/api/cache/stats"] {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            for name in ["node", "X-Cache-Node"] {
+                let p = params.iter().find(|p| p["name"] == name).unwrap();
+                assert_eq!(
+                    p["schema"]["enum"],
+                    serde_json::json!(members),
+                    "{path} {name}"
+                );
+            }
+        }
+        // Without members the choice stays open.
+        let doc = serde_json::to_value(document_for(&[])).unwrap();
+        let params = doc["paths"]["/api/cache/get"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        assert!(params.iter().all(|p| p["schema"].get("enum").is_none()));
+    }
+
+    #[test]
+    fn every_api_route_documents_its_errors_with_the_error_body() {
+        let doc = serde_json::to_value(document()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                for status in ["400", "401", "503", "504"] {
+                    let r = &responses[status];
+                    assert_eq!(
+                        r["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
 }

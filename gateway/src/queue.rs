@@ -30,13 +30,16 @@ pub fn queue_of(body: &[u8]) -> Result<(String, u64), Error> {
         None => return Err(Error::InvalidField("missing field `queue`".into())),
     };
     check_name(&queue)?;
-    let wait_ms = obj.get("wait_ms").and_then(Value::as_u64).unwrap_or(0);
+    let wait_ms = obj
+        .get("wait_ms")
+        .and_then(crate::state::as_whole_ms)
+        .unwrap_or(0);
     Ok((queue, wait_ms))
 }
 
-/// The shared name rules (non-empty, bounded, printable).
+/// The contract's name rules (non-empty, bounded, printable, not `.`/`..`).
 pub fn check_name(queue: &str) -> Result<(), Error> {
-    common::validate::name("queue", queue, common::validate::MAX_NAME_BYTES)
+    api::limits::path_name("queue", queue, api::limits::MAX_NAME_CHARS)
         .map_err(|e| Error::InvalidInput(e.message))
 }
 
@@ -134,7 +137,7 @@ mod tests {
         }
         let long = format!(
             r#"{{"queue":"{}"}}"#,
-            "q".repeat(common::validate::MAX_NAME_BYTES + 1)
+            "q".repeat(api::limits::MAX_NAME_CHARS + 1)
         );
         assert_eq!(
             queue_of(long.as_bytes()).unwrap_err().to_api().code,

@@ -486,3 +486,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// A JSON number of milliseconds as the services read it: an integer, or a
+/// number with no fraction (`6778.0`; JSON Schema's `integer`).
+pub fn as_whole_ms(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..1e18).contains(f))
+            .map(|f| f as u64)
+    })
+}

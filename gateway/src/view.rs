@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use client::types::{
+use api::types::{
     CacheClusterView, CachePeer, ClusterView, GatewayStats, HealthReport, LockClusterView,
     LockNodeView, NodeStatus, QueueClusterView, ServiceHealth, ServiceStats,
 };

@@ -185,7 +185,7 @@ async fn every_route_through_the_gateway_against_real_services() {
             messages: Some(
                 (2..5)
                     .map(|n| NewMessage {
-                        payload: json!({ "n": n }),
+                        payload: json!({ "n": n }).into(),
                         ..Default::default()
                     })
                     .collect(),

@@ -1,37 +1,31 @@
 //! HTTP handlers of the lock service: the client API of the design, plus
-//! health, cluster view, stats and metrics. Handlers validate, turn the
-//! request into a replicated command, and map the outcome to a response.
+//! health, cluster view, stats and metrics. Requests and answers are the
+//! `api` crate's wire types; each request is validated once, where it turns
+//! into its replicated command (`TryFrom<api::AcquireRequest> for
+//! table::Acquire`, …), and outcomes map to answers here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::limits::{self, lock as lim, Invalid, MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::metrics::{Metrics, MetricsRegistry};
-use common::validate::{self, MAX_NAME_BYTES};
 use common::{ApiError, ApiJson};
 use raft_core::RaftNode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::Error;
 use crate::machine::{LockMachine, Waiters};
 use crate::metrics::LockMetrics;
-use crate::table::{self, Command, Mode, Outcome, Token};
+use crate::table::{self, Command, Mode, Outcome};
 
-/// Default lease when the client gives none.
-pub const DEFAULT_TTL_MS: u64 = 30_000;
-/// Shortest lease: below this, network jitter alone would expire holds.
-pub const MIN_TTL_MS: u64 = 100;
-/// Longest lease (one day): longer means a crashed client blocks for days.
-pub const MAX_TTL_MS: u64 = 86_400_000;
-/// Longest blocking wait on an acquire.
-pub const MAX_WAIT_MS: u64 = 300_000;
-/// Longest client-chosen request id.
-pub const MAX_REQUEST_ID_BYTES: usize = 128;
+pub use api::limits::lock::{DEFAULT_TTL_MS, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS};
 /// Client request bodies are small; anything larger is a mistake.
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// After its wait should have ended, how long a handler waits for the
@@ -77,74 +71,100 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcquireRequest {
-    pub resource: String,
-    pub owner: String,
-    #[serde(default)]
-    pub mode: Mode,
-    #[serde(default = "default_ttl")]
-    pub ttl_ms: u64,
-    #[serde(default)]
-    pub wait_ms: u64,
-    pub request_id: Option<String>,
-}
-
-fn default_ttl() -> u64 {
-    DEFAULT_TTL_MS
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseRequest {
-    pub resource: String,
-    pub owner: String,
-    pub token: Token,
-    pub request_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewRequest {
-    pub resource: String,
-    pub owner: String,
-    pub token: Token,
-    #[serde(default = "default_ttl")]
-    pub ttl_ms: u64,
-    pub request_id: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct GrantBody {
-    pub granted: bool,
-    pub resource: String,
-    pub owner: String,
-    pub mode: Mode,
-    pub token: Token,
-    pub expires_at_ms: u64,
-}
-
-impl From<table::Grant> for GrantBody {
-    fn from(g: table::Grant) -> Self {
-        Self {
-            granted: true,
-            resource: g.resource,
-            owner: g.owner,
-            mode: g.mode,
-            token: g.token,
-            expires_at_ms: g.expires_at_ms,
+impl From<api::LockMode> for Mode {
+    fn from(m: api::LockMode) -> Self {
+        match m {
+            api::LockMode::Exclusive => Mode::Exclusive,
+            api::LockMode::Shared => Mode::Shared,
         }
     }
 }
 
-fn check_names(resource: &str, owner: &str, request_id: Option<&str>) -> Result<(), ApiError> {
-    validate::name("resource", resource, MAX_NAME_BYTES)?;
-    validate::name("owner", owner, MAX_NAME_BYTES)?;
+impl From<Mode> for api::LockMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Exclusive => api::LockMode::Exclusive,
+            Mode::Shared => api::LockMode::Shared,
+        }
+    }
+}
+
+fn grant_body(g: table::Grant) -> api::LockGrant {
+    api::LockGrant {
+        granted: true,
+        resource: g.resource,
+        owner: g.owner,
+        mode: g.mode.into(),
+        token: g.token,
+        expires_at_ms: g.expires_at_ms,
+    }
+}
+
+fn check_names(resource: &str, owner: &str, request_id: Option<&str>) -> Result<(), Invalid> {
+    limits::path_name("resource", resource, MAX_NAME_CHARS)?;
+    limits::name("owner", owner, MAX_NAME_CHARS)?;
     if let Some(rid) = request_id {
-        validate::name("request_id", rid, MAX_REQUEST_ID_BYTES)?;
+        limits::name("request_id", rid, MAX_REQUEST_ID_CHARS)?;
     }
     Ok(())
+}
+
+/// The one validation of an acquire. Without a client `request_id` the node
+/// makes one, so its own retries (leader change mid-write) stay idempotent.
+impl TryFrom<api::AcquireRequest> for table::Acquire {
+    type Error = Invalid;
+
+    fn try_from(req: api::AcquireRequest) -> Result<Self, Invalid> {
+        check_names(&req.resource, &req.owner, req.request_id.as_deref())?;
+        let ttl_ms = req.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+        let wait_ms = req.wait_ms.unwrap_or(0);
+        limits::range("ttl_ms", ttl_ms, lim::MIN_TTL_MS, lim::MAX_TTL_MS)?;
+        limits::range("wait_ms", wait_ms, 0, lim::MAX_WAIT_MS)?;
+        Ok(table::Acquire {
+            resource: req.resource,
+            owner: req.owner,
+            mode: req.mode.unwrap_or_default().into(),
+            ttl_ms,
+            wait_ms,
+            node_made_id: req.request_id.is_none(),
+            request_id: req.request_id.unwrap_or_else(new_request_id),
+        })
+    }
+}
+
+/// The one validation of a release.
+impl TryFrom<api::ReleaseRequest> for table::Release {
+    type Error = Invalid;
+
+    fn try_from(req: api::ReleaseRequest) -> Result<Self, Invalid> {
+        check_names(&req.resource, &req.owner, req.request_id.as_deref())?;
+        Ok(table::Release {
+            resource: req.resource,
+            owner: req.owner,
+            token: req.token,
+            node_made_id: req.request_id.is_none(),
+            request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
+        })
+    }
+}
+
+/// The one validation of a renew.
+impl TryFrom<api::RenewRequest> for table::Renew {
+    type Error = Invalid;
+
+    fn try_from(req: api::RenewRequest) -> Result<Self, Invalid> {
+        check_names(&req.resource, &req.owner, req.request_id.as_deref())?;
+        let ttl_ms = req.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+        limits::range("ttl_ms", ttl_ms, lim::MIN_TTL_MS, lim::MAX_TTL_MS)?;
+        Ok(table::Renew {
+            resource: req.resource,
+            owner: req.owner,
+            token: req.token,
+            ttl_ms,
+            node_made_id: req.request_id.is_none(),
+            request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
+        })
+    }
 }
 
 fn new_request_id() -> String {
@@ -154,28 +174,22 @@ fn new_request_id() -> String {
 
 async fn acquire(
     State(app): State<AppState>,
-    ApiJson(req): ApiJson<AcquireRequest>,
-) -> Result<Json<GrantBody>, ApiError> {
-    check_names(&req.resource, &req.owner, req.request_id.as_deref())?;
-    validate::range("ttl_ms", req.ttl_ms, MIN_TTL_MS, MAX_TTL_MS)?;
-    validate::range("wait_ms", req.wait_ms, 0, MAX_WAIT_MS)?;
-    // A server-side id makes our own retries (leader change mid-write)
-    // idempotent even when the client sent none.
-    let node_made_id = req.request_id.is_none();
-    let request_id = req.request_id.unwrap_or_else(new_request_id);
-    let cmd = Command::Acquire(table::Acquire {
-        resource: req.resource,
-        owner: req.owner.clone(),
-        mode: req.mode,
-        ttl_ms: req.ttl_ms,
-        wait_ms: req.wait_ms,
-        request_id: request_id.clone(),
-        node_made_id,
-    });
-    let applied = app.node.write(cmd).await.map_err(Error::from)?;
+    ApiJson(req): ApiJson<api::AcquireRequest>,
+) -> Result<Json<api::LockGrant>, ApiError> {
+    let acquire = table::Acquire::try_from(req)?;
+    let (owner, request_id, wait_ms) = (
+        acquire.owner.clone(),
+        acquire.request_id.clone(),
+        acquire.wait_ms,
+    );
+    let applied = app
+        .node
+        .write(Command::Acquire(acquire))
+        .await
+        .map_err(Error::from)?;
     let outcome = match applied.outcome {
         Outcome::Queued { wait_id, .. } => {
-            settle(&app, wait_id, &req.owner, &request_id, req.wait_ms).await?
+            settle(&app, wait_id, &owner, &request_id, wait_ms).await?
         }
         other => other,
     };
@@ -244,9 +258,9 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn grant_or_error(outcome: Outcome) -> Result<GrantBody, Error> {
+fn grant_or_error(outcome: Outcome) -> Result<api::LockGrant, Error> {
     match outcome {
-        Outcome::Granted(g) => Ok(g.into()),
+        Outcome::Granted(g) => Ok(grant_body(g)),
         Outcome::Held { holders } => Err(Error::LockHeld { holders }),
         Outcome::Deadlock { cycle } => Err(Error::Deadlock { cycle }),
         Outcome::WaitTimeout => Err(Error::WaitTimeout),
@@ -259,48 +273,46 @@ fn grant_or_error(outcome: Outcome) -> Result<GrantBody, Error> {
 
 async fn release(
     State(app): State<AppState>,
-    ApiJson(req): ApiJson<ReleaseRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    check_names(&req.resource, &req.owner, req.request_id.as_deref())?;
-    let cmd = Command::Release(table::Release {
-        resource: req.resource.clone(),
-        owner: req.owner.clone(),
-        token: req.token,
-        node_made_id: req.request_id.is_none(),
-        request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
-    });
-    match app.node.write(cmd).await.map_err(Error::from)?.outcome {
-        Outcome::Released => Ok(Json(json!({
-            "released": true,
-            "resource": req.resource,
-            "owner": req.owner,
-            "token": req.token,
-        }))),
+    ApiJson(req): ApiJson<api::ReleaseRequest>,
+) -> Result<Json<api::ReleaseResponse>, ApiError> {
+    let release = table::Release::try_from(req)?;
+    let answer = api::ReleaseResponse {
+        released: true,
+        resource: release.resource.clone(),
+        owner: release.owner.clone(),
+        token: release.token,
+    };
+    match app
+        .node
+        .write(Command::Release(release))
+        .await
+        .map_err(Error::from)?
+        .outcome
+    {
+        Outcome::Released => Ok(Json(answer)),
         other => Err(hold_error(other).into()),
     }
 }
 
 async fn renew(
     State(app): State<AppState>,
-    ApiJson(req): ApiJson<RenewRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    check_names(&req.resource, &req.owner, req.request_id.as_deref())?;
-    validate::range("ttl_ms", req.ttl_ms, MIN_TTL_MS, MAX_TTL_MS)?;
-    let cmd = Command::Renew(table::Renew {
-        resource: req.resource.clone(),
-        owner: req.owner.clone(),
-        token: req.token,
-        ttl_ms: req.ttl_ms,
-        node_made_id: req.request_id.is_none(),
-        request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
-    });
-    match app.node.write(cmd).await.map_err(Error::from)?.outcome {
-        Outcome::Renewed { expires_at_ms } => Ok(Json(json!({
-            "resource": req.resource,
-            "owner": req.owner,
-            "token": req.token,
-            "expires_at_ms": expires_at_ms,
-        }))),
+    ApiJson(req): ApiJson<api::RenewRequest>,
+) -> Result<Json<api::RenewResponse>, ApiError> {
+    let renew = table::Renew::try_from(req)?;
+    let (resource, owner, token) = (renew.resource.clone(), renew.owner.clone(), renew.token);
+    match app
+        .node
+        .write(Command::Renew(renew))
+        .await
+        .map_err(Error::from)?
+        .outcome
+    {
+        Outcome::Renewed { expires_at_ms } => Ok(Json(api::RenewResponse {
+            expires_at_ms,
+            resource: Some(resource),
+            owner: Some(owner),
+            token: Some(token),
+        })),
         other => Err(hold_error(other).into()),
     }
 }
@@ -320,30 +332,13 @@ pub struct ReadParams {
     pub consistency: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct HolderView {
-    owner: String,
-    mode: Mode,
-    token: Token,
-    acquired_at_ms: u64,
-    expires_at_ms: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct WaiterView {
-    owner: String,
-    mode: Mode,
-    wait_id: u64,
-    enqueued_at_ms: u64,
-    deadline_ms: u64,
-}
-
 async fn inspect(
     State(app): State<AppState>,
     Path(resource): Path<String>,
-    Query(params): Query<ReadParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    validate::name("resource", &resource, MAX_NAME_BYTES)?;
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> Result<Json<api::LockState>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
+    limits::path_name("resource", &resource, MAX_NAME_CHARS)?;
     match params.consistency.as_deref() {
         None | Some("linearizable") => app.node.read_barrier().await.map_err(Error::from)?,
         Some("stale") => {}
@@ -354,35 +349,35 @@ async fn inspect(
         }
     }
     let (view, clock) = app.node.read(|m, clock| (m.table.view(&resource), clock));
-    let holders: Vec<HolderView> = view
+    let holders: Vec<api::LockHolder> = view
         .holders
         .into_iter()
-        .map(|h| HolderView {
+        .map(|h| api::LockHolder {
             owner: h.owner,
-            mode: h.mode,
+            mode: h.mode.into(),
             token: h.token,
-            acquired_at_ms: h.acquired_at_ms,
+            acquired_at_ms: Some(h.acquired_at_ms),
             expires_at_ms: h.expires_at_ms,
         })
         .collect();
-    let waiters: Vec<WaiterView> = view
+    let waiters: Vec<api::LockWaiter> = view
         .waiters
         .into_iter()
-        .map(|w| WaiterView {
+        .map(|w| api::LockWaiter {
             owner: w.owner,
-            mode: w.mode,
-            wait_id: w.wait_id,
-            enqueued_at_ms: w.enqueued_at_ms,
-            deadline_ms: w.deadline_ms,
+            mode: w.mode.into(),
+            wait_id: Some(w.wait_id),
+            enqueued_at_ms: Some(w.enqueued_at_ms),
+            deadline_ms: Some(w.deadline_ms),
         })
         .collect();
-    Ok(Json(json!({
-        "resource": view.resource,
-        "held": !holders.is_empty(),
-        "holders": holders,
-        "waiters": waiters,
-        "clock_ms": clock,
-    })))
+    Ok(Json(api::LockState {
+        resource: view.resource,
+        held: !holders.is_empty(),
+        holders,
+        waiters,
+        clock_ms: Some(clock),
+    }))
 }
 
 async fn health(State(app): State<AppState>) -> Response {

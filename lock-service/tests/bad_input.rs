@@ -382,3 +382,67 @@ async fn release_and_renew_answer_404_and_409_for_holds_that_are_not_theirs() {
     );
     svc.stop().await;
 }
+
+/// What the contract (`api`, the gateway's OpenAPI document) states and the
+/// fuzzer checks: resources that are path segments, limits in characters,
+/// integers as JSON Schema has them, objects only, a JSON 400 for a bad query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_edges() {
+    let (svc, _dir) = service().await;
+    for name in [".", ".."] {
+        let (s, v) = post(
+            &svc,
+            "/api/lock/acquire",
+            json!({"resource": name, "owner": "a"}),
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), &v["error"]["code"]),
+            (400, &json!("invalid_input")),
+            "{name}"
+        );
+    }
+    let wide = "ü".repeat(256);
+    let (s, v) = post(
+        &svc,
+        "/api/lock/acquire",
+        json!({"resource": wide, "owner": "a", "ttl_ms": 5000.0, "mode": null, "request_id": null}),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["mode"], "exclusive");
+    let (s, v) = call(
+        &svc,
+        "POST",
+        "/api/lock/acquire",
+        Body::from(r#"["r", "a"]"#),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), &v["error"]["code"]),
+        (422, &json!("invalid_field"))
+    );
+    let (s, v) = post(
+        &svc,
+        "/api/lock/acquire",
+        json!({"resource": "r", "owner": "a", "ttl_ms": 100.5}),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), &v["error"]["code"]),
+        (422, &json!("invalid_field"))
+    );
+    let (s, v) = call(
+        &svc,
+        "GET",
+        "/api/lock/r?consistency=stale&consistency=stale",
+        Body::empty(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), &v["error"]["code"]),
+        (400, &json!("invalid_input"))
+    );
+}

@@ -1,6 +1,7 @@
-//! HTTP handlers: validate input, route to the queue's owner or serve
-//! locally, and answer; [`Error`]'s status codes and JSON error bodies are
-//! in [`crate::error`].
+//! HTTP handlers: decode the `api` crate's wire types, validate them once
+//! (where they become domain values, e.g. `TryFrom<&api::EnqueueRequest>
+//! for Batch`), route to the queue's owner or serve locally, and answer;
+//! [`Error`]'s status codes and JSON error bodies are in [`crate::error`].
 //!
 //! Routes (bodies as in `README.md`):
 //! - `POST /api/queue/enqueue|dequeue|ack|nack|extend|redrive|config`
@@ -10,15 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::limits::{self, queue as lim, Invalid, MAX_NAME_CHARS};
+use api::Payload;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::{now_ms, validate, ApiError, ApiJson};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
+use common::{now_ms, ApiError, ApiJson};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::delivery::{self, NewMessage, ReceiptError};
@@ -29,8 +31,8 @@ use crate::node::{Node, Route, FORWARDED_HEADER};
 /// ones. Single payloads are limited separately to
 /// [`delivery::MAX_PAYLOAD_BYTES`].
 pub const BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
-/// Default and largest page of dead letters.
-const DEFAULT_DEAD_PAGE: u64 = 100;
+/// Default page of dead letters.
+const DEFAULT_DEAD_PAGE: u64 = lim::DEFAULT_DEAD_PAGE;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -38,99 +40,8 @@ pub struct AppState {
     pub metrics: common::metrics::Metrics,
 }
 
-/// Deserialize a present field (even `null`) as `Some`, so "missing" and
-/// "null payload" differ.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnqueueItem {
-    pub payload: Box<RawValue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnqueueReq {
-    pub queue: String,
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub payload: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<Vec<EnqueueItem>>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DequeueReq {
-    pub queue: String,
-    #[serde(default = "one")]
-    pub max: u64,
-    #[serde(default = "default_visibility")]
-    pub visibility_ms: u64,
-    #[serde(default)]
-    pub wait_ms: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-fn default_visibility() -> u64 {
-    delivery::DEFAULT_VISIBILITY_MS
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AckReq {
-    pub queue: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receipts: Option<Vec<String>>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct NackReq {
-    pub queue: String,
-    pub receipt: String,
-    #[serde(default)]
-    pub delay_ms: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ExtendReq {
-    pub queue: String,
-    pub receipt: String,
-    pub visibility_ms: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RedriveReq {
-    pub queue: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ids: Option<Vec<String>>,
-    #[serde(default = "default_dead_page")]
-    pub max: u64,
-}
-
 fn default_dead_page() -> u64 {
     DEFAULT_DEAD_PAGE
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ConfigReq {
-    pub queue: String,
-    /// `null` resets to the service default.
-    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,75 +50,76 @@ pub struct DeadQuery {
     pub limit: u64,
 }
 
-/// A delivered message on the wire; the payload is the stored JSON text,
-/// sent verbatim.
-#[derive(Debug, Serialize)]
-struct DeliveryOut {
-    id: String,
-    receipt: String,
-    payload: Box<RawValue>,
-    attempts: u32,
-    enqueued_at_ms: u64,
+/// Stored payload text as sent (it was validated on enqueue).
+fn raw(text: String) -> Payload {
+    Payload::from_text(text).unwrap_or_default()
 }
 
-#[derive(Debug, Serialize)]
-struct DequeueOut {
-    messages: Vec<DeliveryOut>,
-}
-
-#[derive(Debug, Serialize)]
-struct DeadPage {
-    queue: String,
-    messages: Vec<DeadOut>,
-}
-
-#[derive(Debug, Serialize)]
-struct DeadOut {
-    id: String,
-    payload: Box<RawValue>,
-    attempts: u32,
-    enqueued_at_ms: u64,
-    dead_lettered_at_ms: u64,
-}
-
-/// Stored payload text as raw JSON (it was validated on enqueue).
-fn raw(text: String) -> Box<RawValue> {
-    RawValue::from_string(text)
-        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
-}
-
-fn check_queue(queue: &str) -> Result<(), ApiError> {
-    validate::name("queue", queue, validate::MAX_NAME_BYTES)
-}
-
-fn check_payload(p: &RawValue) -> Result<String, ApiError> {
-    let text = p.get();
-    if text.len() > delivery::MAX_PAYLOAD_BYTES {
-        return Err(Error::TooLarge(format!(
-            "`payload` is {} bytes; the limit is {} bytes",
-            text.len(),
-            delivery::MAX_PAYLOAD_BYTES
-        ))
-        .into());
-    }
-    Ok(text.to_string())
+fn check_queue(queue: &str) -> Result<(), Invalid> {
+    limits::path_name("queue", queue, MAX_NAME_CHARS)
 }
 
 fn new_message(
-    payload: &RawValue,
+    payload: &Payload,
     delay_ms: Option<u64>,
     ttl_ms: Option<u64>,
 ) -> Result<NewMessage, ApiError> {
     let delay_ms = delay_ms.unwrap_or(0);
-    validate::range("delay_ms", delay_ms, 0, delivery::MAX_DELAY_MS)?;
+    limits::range("delay_ms", delay_ms, 0, lim::MAX_DELAY_MS)?;
     if let Some(t) = ttl_ms {
-        validate::range("ttl_ms", t, 1, delivery::MAX_TTL_MS)?;
+        limits::range("ttl_ms", t, 1, lim::MAX_TTL_MS)?;
+    }
+    let text = payload.as_str();
+    if text.len() > lim::MAX_PAYLOAD_BYTES {
+        return Err(Error::TooLarge(format!(
+            "`payload` is {} bytes; the limit is {} bytes",
+            text.len(),
+            lim::MAX_PAYLOAD_BYTES
+        ))
+        .into());
     }
     Ok(NewMessage {
-        payload: check_payload(payload)?,
+        payload: text.to_string(),
         delay_ms,
         ttl_ms,
     })
+}
+
+/// The messages of one enqueue, validated.
+struct Batch(Vec<NewMessage>);
+
+/// The one validation of an enqueue: exactly one of the single form
+/// (`payload`, `delay_ms`, `ttl_ms`) and the batch form (`messages`).
+impl TryFrom<&api::EnqueueRequest> for Batch {
+    type Error = ApiError;
+
+    fn try_from(req: &api::EnqueueRequest) -> Result<Self, ApiError> {
+        check_queue(&req.queue)?;
+        match (&req.payload, &req.messages) {
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "give either `payload` (one message) or `messages` (a batch), not both",
+            )),
+            (None, None) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "missing field `payload` (or `messages` for a batch)",
+            )),
+            (Some(p), None) => Ok(Batch(vec![new_message(p, req.delay_ms, req.ttl_ms)?])),
+            (None, Some(items)) => {
+                if req.delay_ms.is_some() || req.ttl_ms.is_some() {
+                    return Err(ApiError::invalid(
+                        "in the batch form `delay_ms` and `ttl_ms` go on each message",
+                    ));
+                }
+                limits::count("messages", items.len(), lim::MAX_BATCH)?;
+                items
+                    .iter()
+                    .map(|i| new_message(&i.payload, i.delay_ms, i.ttl_ms))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Batch)
+            }
+        }
+    }
 }
 
 fn check_receipt(r: &str) -> Result<(), ApiError> {
@@ -261,39 +173,9 @@ async fn maybe_forward<B: Serialize>(
 async fn enqueue(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<EnqueueReq>,
+    ApiJson(req): ApiJson<api::EnqueueRequest>,
 ) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    let batch = match (&req.payload, &req.messages) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "give either `payload` (one message) or `messages` (a batch), not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "missing field `payload` (or `messages` for a batch)",
-            ))
-        }
-        (Some(p), None) => {
-            vec![new_message(p, req.delay_ms, req.ttl_ms)?]
-        }
-        (None, Some(items)) => {
-            if items.is_empty() || items.len() > delivery::MAX_BATCH {
-                return Err(ApiError::invalid(format!(
-                    "`messages` must hold 1 to {} messages, got {}",
-                    delivery::MAX_BATCH,
-                    items.len()
-                )));
-            }
-            items
-                .iter()
-                .map(|i| new_message(&i.payload, i.delay_ms, i.ttl_ms))
-                .collect::<Result<Vec<_>, _>>()?
-        }
-    };
+    let Batch(batch) = Batch::try_from(&req)?;
     if let Some(r) = maybe_forward(
         &s,
         &headers,
@@ -315,9 +197,15 @@ async fn enqueue(
     node.metrics.enqueued.inc_by(n);
     node.wake(&req.queue);
     let body = if req.messages.is_some() {
-        json!({ "ids": ids })
+        api::EnqueueResponse {
+            id: None,
+            ids: Some(ids),
+        }
     } else {
-        json!({ "id": ids.first() })
+        api::EnqueueResponse {
+            id: ids.into_iter().next(),
+            ids: None,
+        }
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -325,18 +213,21 @@ async fn enqueue(
 async fn dequeue(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<DequeueReq>,
+    ApiJson(req): ApiJson<api::DequeueRequest>,
 ) -> Result<Response, ApiError> {
     check_queue(&req.queue)?;
-    validate::range("max", req.max, 1, delivery::MAX_DEQUEUE)?;
-    validate::range(
+    let max = req.max.map_or(1, u64::from);
+    let visibility_ms = req.visibility_ms.unwrap_or(lim::DEFAULT_VISIBILITY_MS);
+    let wait_ms = req.wait_ms.unwrap_or(0);
+    limits::range("max", max, 1, lim::MAX_DEQUEUE)?;
+    limits::range(
         "visibility_ms",
-        req.visibility_ms,
-        delivery::MIN_VISIBILITY_MS,
-        delivery::MAX_VISIBILITY_MS,
+        visibility_ms,
+        lim::MIN_VISIBILITY_MS,
+        lim::MAX_VISIBILITY_MS,
     )?;
-    validate::range("wait_ms", req.wait_ms, 0, delivery::MAX_WAIT_MS)?;
-    let wait = Duration::from_millis(req.wait_ms);
+    limits::range("wait_ms", wait_ms, 0, lim::MAX_WAIT_MS)?;
+    let wait = Duration::from_millis(wait_ms);
     if let Some(r) = maybe_forward(
         &s,
         &headers,
@@ -352,11 +243,11 @@ async fn dequeue(
     }
     let got = s
         .node
-        .dequeue(&req.queue, req.max as usize, req.visibility_ms, wait)
+        .dequeue(&req.queue, max as usize, visibility_ms, wait)
         .await?;
-    let messages: Vec<DeliveryOut> = got
+    let messages: Vec<api::Message> = got
         .into_iter()
-        .map(|d| DeliveryOut {
+        .map(|d| api::Message {
             id: d.id,
             receipt: d.receipt,
             payload: raw(d.payload),
@@ -365,13 +256,13 @@ async fn dequeue(
         })
         .collect();
     // A struct, not `json!`: going through `Value` would re-encode payloads.
-    Ok(Json(DequeueOut { messages }).into_response())
+    Ok(Json(api::DequeueResponse { messages }).into_response())
 }
 
 async fn ack(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<AckReq>,
+    ApiJson(req): ApiJson<api::AckRequest>,
 ) -> Result<Response, ApiError> {
     check_queue(&req.queue)?;
     let (receipts, single) = match (&req.receipt, &req.receipts) {
@@ -392,13 +283,7 @@ async fn ack(
             (vec![r.clone()], true)
         }
         (None, Some(rs)) => {
-            if rs.is_empty() || rs.len() > delivery::MAX_BATCH {
-                return Err(ApiError::invalid(format!(
-                    "`receipts` must hold 1 to {} receipts, got {}",
-                    delivery::MAX_BATCH,
-                    rs.len()
-                )));
-            }
+            limits::count("receipts", rs.len(), lim::MAX_BATCH)?;
             (rs.clone(), false)
         }
     };
@@ -447,11 +332,12 @@ async fn ack(
 async fn nack(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<NackReq>,
+    ApiJson(req): ApiJson<api::NackRequest>,
 ) -> Result<Response, ApiError> {
     check_queue(&req.queue)?;
     check_receipt(&req.receipt)?;
-    validate::range("delay_ms", req.delay_ms, 0, delivery::MAX_DELAY_MS)?;
+    let delay_ms = req.delay_ms.unwrap_or(0);
+    limits::range("delay_ms", delay_ms, 0, lim::MAX_DELAY_MS)?;
     if let Some(r) = maybe_forward(
         &s,
         &headers,
@@ -470,7 +356,7 @@ async fn nack(
         .timed(
             "nack",
             node.store
-                .nack(&req.queue, &req.receipt, req.delay_ms, now_ms()),
+                .nack(&req.queue, &req.receipt, delay_ms, now_ms()),
         )
         .await?;
     node.metrics.record(events);
@@ -483,15 +369,15 @@ async fn nack(
 async fn extend(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<ExtendReq>,
+    ApiJson(req): ApiJson<api::ExtendRequest>,
 ) -> Result<Response, ApiError> {
     check_queue(&req.queue)?;
     check_receipt(&req.receipt)?;
-    validate::range(
+    limits::range(
         "visibility_ms",
         req.visibility_ms,
-        delivery::MIN_VISIBILITY_MS,
-        delivery::MAX_VISIBILITY_MS,
+        lim::MIN_VISIBILITY_MS,
+        lim::MAX_VISIBILITY_MS,
     )?;
     if let Some(r) = maybe_forward(
         &s,
@@ -557,15 +443,15 @@ async fn queue_stats(
         .timed("stats", node.store.stats(&queue, now_ms()))
         .await?;
     node.metrics.record(events);
-    Ok(Json(json!({
-        "queue": queue,
-        "node": node.advertise,
-        "ready": st.ready,
-        "delayed": st.delayed,
-        "in_flight": st.in_flight,
-        "dead_lettered": st.dead_lettered,
-        "expired_total": st.expired_total,
-    }))
+    Ok(Json(api::QueueStats {
+        queue,
+        node: Some(node.advertise.to_string()),
+        ready: st.ready,
+        delayed: st.delayed,
+        in_flight: st.in_flight,
+        dead_lettered: st.dead_lettered,
+        expired_total: st.expired_total,
+    })
     .into_response())
 }
 
@@ -577,7 +463,7 @@ async fn dead_letters(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     check_queue(&queue)?;
-    validate::range("limit", q.limit, 1, delivery::MAX_DEAD_PAGE)?;
+    limits::range("limit", q.limit, 1, lim::MAX_DEAD_PAGE)?;
     let path = format!(
         "/api/queue/{}/dead?limit={}",
         encode_segment(&queue),
@@ -603,9 +489,9 @@ async fn dead_letters(
             node.store.dead_letters(&queue, q.limit as usize),
         )
         .await?;
-    let messages: Vec<DeadOut> = dead
+    let messages: Vec<api::DeadLetter> = dead
         .into_iter()
-        .map(|d| DeadOut {
+        .map(|d| api::DeadLetter {
             id: d.id,
             payload: raw(d.payload),
             attempts: d.attempts,
@@ -613,25 +499,21 @@ async fn dead_letters(
             dead_lettered_at_ms: d.dead_lettered_at_ms,
         })
         .collect();
-    Ok(Json(DeadPage { queue, messages }).into_response())
+    Ok(Json(api::DeadLetters { queue, messages }).into_response())
 }
 
 async fn redrive(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<RedriveReq>,
+    ApiJson(req): ApiJson<api::RedriveRequest>,
 ) -> Result<Response, ApiError> {
     check_queue(&req.queue)?;
-    validate::range("max", req.max, 1, delivery::MAX_DEAD_PAGE)?;
+    let max = req.max.unwrap_or(DEFAULT_DEAD_PAGE);
+    limits::range("max", max, 1, lim::MAX_DEAD_PAGE)?;
     let ids = match &req.ids {
         None => None,
         Some(ids) => {
-            if ids.is_empty() || ids.len() as u64 > delivery::MAX_DEAD_PAGE {
-                return Err(ApiError::invalid(format!(
-                    "`ids` must hold 1 to {} ids",
-                    delivery::MAX_DEAD_PAGE
-                )));
-            }
+            limits::count("ids", ids.len(), lim::MAX_DEAD_PAGE as usize)?;
             Some(
                 ids.iter()
                     .map(|id| {
@@ -659,27 +541,21 @@ async fn redrive(
     let ids = node
         .timed(
             "redrive",
-            node.store
-                .redrive(&req.queue, ids, req.max as usize, now_ms()),
+            node.store.redrive(&req.queue, ids, max as usize, now_ms()),
         )
         .await?;
     node.wake(&req.queue);
-    Ok(Json(json!({ "redriven": ids })).into_response())
+    Ok(Json(api::RedriveResponse { redriven: ids }).into_response())
 }
 
 async fn config(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<ConfigReq>,
+    ApiJson(req): ApiJson<api::QueueConfig>,
 ) -> Result<Response, ApiError> {
     check_queue(&req.queue)?;
     if let Some(n) = req.max_attempts {
-        validate::range(
-            "max_attempts",
-            n as u64,
-            1,
-            delivery::MAX_MAX_ATTEMPTS as u64,
-        )?;
+        limits::range("max_attempts", n.into(), 1, lim::MAX_MAX_ATTEMPTS.into())?;
     }
     if let Some(r) = maybe_forward(
         &s,
@@ -700,7 +576,7 @@ async fn config(
         node.store.set_max_attempts(&req.queue, req.max_attempts),
     )
     .await?;
-    Ok(Json(json!({ "queue": req.queue, "max_attempts": req.max_attempts })).into_response())
+    Ok(Json(req).into_response())
 }
 
 async fn health(State(s): State<AppState>) -> Response {

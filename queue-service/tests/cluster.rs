@@ -179,7 +179,10 @@ async fn long_poll_wakes_when_a_delayed_message_is_due() {
     assert_eq!(v["messages"].as_array().unwrap().len(), 1);
     // Not before it is due (the node's clock is in whole milliseconds)...
     let since_enqueue = before_enqueue.elapsed();
-    assert!(since_enqueue >= Duration::from_millis(398), "{since_enqueue:?}");
+    assert!(
+        since_enqueue >= Duration::from_millis(398),
+        "{since_enqueue:?}"
+    );
     // ...and woken at the due time, not by the 1 s re-check (which would
     // answer 1 s after the dequeue started) nor at the end of the wait.
     assert!(took < Duration::from_millis(950), "{took:?}");

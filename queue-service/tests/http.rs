@@ -422,3 +422,91 @@ async fn payload_json_text_is_returned_verbatim() {
         "{text}"
     );
 }
+
+/// What the contract (`api`, and the gateway's OpenAPI document) states and
+/// the fuzzer checks: names that are path segments, one form per enqueue,
+/// objects only, integers as JSON Schema has them.
+#[tokio::test]
+async fn contract_edges() {
+    let app = app().await;
+    for name in [".", ".."] {
+        let (s, v) = post(
+            &app,
+            "/api/queue/enqueue",
+            json!({"queue": name, "payload": 1}),
+        )
+        .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_input"),
+            "{name}"
+        );
+    }
+    let (s, _) = post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": "...", "payload": 1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Limits count characters: 256 of them pass even when they are 512 bytes.
+    let long = "ü".repeat(256);
+    let (s, _) = post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": long, "payload": 1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": "q", "messages": [{"payload": 1}], "delay_ms": 5}),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_input"));
+    for body in [r#"["q", 1]"#, r#"{"queue": "q", "messages": [[1, null]]}"#] {
+        let (s, v) = call(&app, "POST", "/api/queue/enqueue", Some(body)).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            "{body}"
+        );
+    }
+    let (s, v) = post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": "q", "payload": 1, "x": 2}),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+    // None of those was enqueued; a valid one is.
+    let (s, _) = post(
+        &app,
+        "/api/queue/enqueue",
+        json!({"queue": "q", "payload": 7}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = post(
+        &app,
+        "/api/queue/dequeue",
+        json!({"queue": "q", "max": 2.0, "wait_ms": 0.0}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 1);
+    let (s, v) = post(
+        &app,
+        "/api/queue/dequeue",
+        json!({"queue": "q", "max": 1.5}),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+}

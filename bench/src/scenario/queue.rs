@@ -141,7 +141,7 @@ fn batch(queue: &str, seq: u64, n: usize) -> EnqueueRequest {
         messages: Some(
             (0..n)
                 .map(|i| NewMessage {
-                    payload: json!({"seq": seq, "i": i}),
+                    payload: json!({"seq": seq, "i": i}).into(),
                     ..Default::default()
                 })
                 .collect(),

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cache_service::directory::WritePolicy;
-use cache_service::{CacheClient, Config};
+use cache_service::Config;
+use client::Client as CacheClient;
 use tokio::task::JoinHandle;
 
 pub struct Cluster {
@@ -68,7 +69,7 @@ impl Cluster {
                 }
             })));
         }
-        let clients = addrs.iter().map(|a| CacheClient::new(a)).collect();
+        let clients = addrs.iter().map(|a| cache_client(a)).collect();
         let c = Self {
             addrs,
             clients,
@@ -112,7 +113,7 @@ pub async fn wait_confirmed(client: &CacheClient, live: &[String], limit: Durati
     let mut want: Vec<String> = live.to_vec();
     want.sort();
     wait_until("node's view is confirmed", limit, || async {
-        let Ok(c) = client.cluster().await else {
+        let Ok(c) = client.get_json(&["cluster"]).await else {
             return false;
         };
         let got: Vec<String> = c["view"]["live"]
@@ -130,7 +131,7 @@ pub async fn wait_confirmed(client: &CacheClient, live: &[String], limit: Durati
 
 /// The accepted view number of `client`'s node.
 pub async fn view_id(client: &CacheClient) -> u64 {
-    client.cluster().await.unwrap()["view"]["id"]
+    client.get_json(&["cluster"]).await.unwrap()["view"]["id"]
         .as_u64()
         .unwrap()
 }
@@ -226,4 +227,12 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `client::Client` talking to one cache node directly (`host:port`).
+pub fn cache_client(addr: &str) -> CacheClient {
+    CacheClient::builder(addr)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client builds")
 }

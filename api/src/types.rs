@@ -1,18 +1,26 @@
 //! The wire types of the public API (as served by the gateway and by each
-//! service), shared by the client and by the gateway's OpenAPI document.
+//! service): the services decode requests and encode answers with them, the
+//! client sends and decodes them, and the gateway's OpenAPI document is
+//! generated from them.
 //!
-//! Requests serialize only the fields the caller set, so the services apply
-//! their own defaults. Responses decode leniently: fields a service may leave
-//! out are `Option` or `#[serde(default)]`, so a newer service that adds a
-//! field does not break an older client.
+//! - Requests refuse unknown fields (`additionalProperties: false` in the
+//!   document) and serialize only the fields the caller set; the services
+//!   apply their defaults when they turn a request into their domain type.
+//! - Every limit a service enforces is stated on the field (`minLength`,
+//!   `maxLength`, `pattern`, `minimum`, `maximum`), with the values of
+//!   [`crate::limits`]; `limits::document` (a test) holds the document to them.
+//! - Responses decode leniently: fields a service may leave out are `Option`
+//!   or `#[serde(default)]`, so a newer service that adds a field does not
+//!   break an older client.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
+
+use crate::payload::Payload;
 
 /// A fencing token: grows with every grant across the whole lock cluster.
 pub type FencingToken = u64;
@@ -20,8 +28,7 @@ pub type FencingToken = u64;
 // ---------------------------------------------------------------- errors
 
 /// The JSON error body every service and the gateway answer with.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -29,22 +36,20 @@ pub struct ErrorBody {
 /// `code` is stable and machine-readable (`lock_held`, `no_leader`,
 /// `invalid_input`, `unauthorized`, …); extra fields (holders, cycle,
 /// leader_addr) ride along beside `code` and `message`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
     /// Error-specific details, e.g. `holders`, `cycle`, `leader_addr`, `backend`.
     #[serde(flatten)]
-    #[cfg_attr(feature = "openapi", schema(ignore))]
+    #[schema(ignore)]
     pub details: serde_json::Map<String, Value>,
 }
 
 // ---------------------------------------------------------------- locks
 
 /// Exclusive holds are alone; shared holds coexist.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
     #[default]
@@ -53,29 +58,54 @@ pub enum LockMode {
 }
 
 /// `POST /api/lock/acquire`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
+    /// The lock's name (a URL path segment in `GET /api/lock/{resource}`, so not `.` or `..`).
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub resource: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub owner: String,
     /// Default `exclusive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<LockMode>,
     /// Lease length; default 30000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     /// Block up to this long for the grant; default 0 (answer at once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 300000)]
     pub wait_ms: Option<u64>,
     /// Makes retries safe: the same (owner, request_id) returns the first
     /// answer. The gateway fills one in when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub request_id: Option<String>,
 }
 
 /// 200 answer to an acquire.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockGrant {
     pub granted: bool,
     pub resource: String,
@@ -87,32 +117,69 @@ pub struct LockGrant {
 }
 
 /// `POST /api/lock/release`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub resource: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub owner: String,
+    #[serde(deserialize_with = "crate::int::de")]
     pub token: FencingToken,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub request_id: Option<String>,
 }
 
 /// `POST /api/lock/renew`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RenewRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub resource: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub owner: String,
+    #[serde(deserialize_with = "crate::int::de")]
     pub token: FencingToken,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// New lease length from now; default 30000.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 100, maximum = 86400000)]
     pub ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub request_id: Option<String>,
 }
 
 /// 200 answer to a release.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ReleaseResponse {
     pub released: bool,
     #[serde(default)]
@@ -124,8 +191,7 @@ pub struct ReleaseResponse {
 }
 
 /// 200 answer to a renew.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct RenewResponse {
     pub expires_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,8 +203,7 @@ pub struct RenewResponse {
 }
 
 /// One hold on a resource.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockHolder {
     pub owner: String,
     #[serde(default)]
@@ -150,8 +215,7 @@ pub struct LockHolder {
 }
 
 /// One queued waiter on a resource.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockWaiter {
     pub owner: String,
     #[serde(default)]
@@ -166,8 +230,7 @@ pub struct LockWaiter {
 }
 
 /// `GET /api/lock/{resource}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockState {
     #[serde(default)]
     pub resource: String,
@@ -184,36 +247,63 @@ pub struct LockState {
 
 // ---------------------------------------------------------------- queues
 
-/// One message of a batch enqueue.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+/// One message of a batch enqueue. Decoded from a JSON object only (see
+/// the crate's `schema` module), never from an array of its fields.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewMessage {
-    /// Any JSON value.
-    pub payload: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Any JSON value (its text at most 262144 bytes), delivered verbatim.
+    pub payload: Payload,
+    /// Invisible for this long first; default 0.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 86400000)]
     pub delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Dropped when nobody took it within this long; default never.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1209600000)]
     pub ttl_ms: Option<u64>,
 }
 
-/// `POST /api/queue/enqueue`: either `payload` (one message) or `messages`.
+/// `POST /api/queue/enqueue`: either `payload` (one message, with its
+/// `delay_ms`/`ttl_ms`) or `messages` (a batch), never both. The document
+/// states the two forms as a `oneOf` (see the crate's `schema` module).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     pub queue: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present (even `null`) means the single form.
+    #[serde(
+        default,
+        deserialize_with = "crate::payload::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<Payload>,
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<NewMessage>>,
 }
 
 /// 201 answer to an enqueue: `id` for one message, `ids` for a batch.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct EnqueueResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -222,43 +312,63 @@ pub struct EnqueueResponse {
 }
 
 /// `POST /api/queue/dequeue`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DequeueRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
     /// Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 100)]
     pub max: Option<u32>,
     /// Default 30000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 43200000)]
     pub visibility_ms: Option<u64>,
     /// Long-poll up to this long; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 20000)]
     pub wait_ms: Option<u64>,
 }
 
 /// A delivered message; ack it with its `receipt`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Message {
     pub id: String,
     pub receipt: String,
-    pub payload: Value,
+    pub payload: Payload,
     pub attempts: u32,
     pub enqueued_at_ms: u64,
 }
 
 /// 200 answer to a dequeue (possibly empty).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DequeueResponse {
     #[serde(default)]
     pub messages: Vec<Message>,
 }
 
-/// `POST /api/queue/ack`: `receipt` or `receipts`.
+/// `POST /api/queue/ack`: `receipt` or `receipts`, never both (a `oneOf`
+/// in the document, see the crate's `schema` module). A malformed single `receipt` is
+/// 400 `invalid_receipt`; in `receipts` it is reported in `failed`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct AckRequest {
     pub queue: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,27 +378,47 @@ pub struct AckRequest {
 }
 
 /// `POST /api/queue/nack`: make the message visible again (after `delay_ms`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NackRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
+    #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Visible again after this long; default 0.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 86400000)]
     pub delay_ms: Option<u64>,
 }
 
 /// `POST /api/queue/extend`: push the visibility deadline out.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
+    #[schema(pattern = r"^[0-9a-fA-F]{16}\.[0-9]+\.[0-9a-fA-F]{16}$")]
     pub receipt: String,
+    /// Hidden for this long from now.
+    #[schema(minimum = 1, maximum = 43200000)]
+    #[serde(deserialize_with = "crate::int::de")]
     pub visibility_ms: u64,
 }
 
 /// `GET /api/queue/{queue}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct QueueStats {
     #[serde(default)]
     pub queue: String,
@@ -303,12 +433,14 @@ pub struct QueueStats {
     /// Messages dropped by their TTL so far.
     #[serde(default)]
     pub expired_total: u64,
+    /// The queue node that answered (the queue's owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// 200 answer to an ack: how many receipts took effect; with `receipts`,
 /// the ones that did not (each with status, code and message).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct AckResponse {
     pub acked: u64,
     #[serde(default)]
@@ -316,25 +448,22 @@ pub struct AckResponse {
 }
 
 /// 200 answer to a nack: `requeued`, `dead_lettered` or `expired`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct NackResponse {
     pub outcome: String,
 }
 
 /// 200 answer to an extend.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ExtendResponse {
     pub visible_until_ms: u64,
 }
 
 /// A message in a dead-letter list.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DeadLetter {
     pub id: String,
-    pub payload: Value,
+    pub payload: Payload,
     pub attempts: u32,
     pub enqueued_at_ms: u64,
     #[serde(default)]
@@ -342,8 +471,7 @@ pub struct DeadLetter {
 }
 
 /// `GET /api/queue/{queue}/dead?limit=`: the oldest dead letters.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DeadLetters {
     #[serde(default)]
     pub queue: String,
@@ -353,19 +481,36 @@ pub struct DeadLetters {
 
 /// `POST /api/queue/redrive`: move dead letters (all up to `max`, or the
 /// given `ids`) back to ready.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
+    /// Message ids (16 hex digits each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 1000, value_type = Option<Vec<MessageId>>)]
     pub ids: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most this many; default 100.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: Option<u64>,
 }
 
+/// A queue message id: 16 hex digits.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[0-9a-fA-F]{16}$")]
+pub struct MessageId(pub String);
+
 /// 200 answer to a redrive: the ids moved back.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct RedriveResponse {
     #[serde(default)]
     pub redriven: Vec<String>,
@@ -373,29 +518,47 @@ pub struct RedriveResponse {
 
 /// `POST /api/queue/config`: per-queue `max_attempts` (`null` resets to
 /// the service default). The answer echoes the setting.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QueueConfig {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^(?!\.\.?$)[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub queue: String,
+    /// Deliveries before a message is dead-lettered; `null`: the service default.
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::int::opt")]
     pub max_attempts: Option<u32>,
 }
 
 // ---------------------------------------------------------------- cache
 
 /// `POST /api/cache/set`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CacheSetRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub key: String,
-    /// Any JSON value.
+    /// Any JSON value (its encoding at most 1048576 bytes).
     pub value: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Dropped after this long; default never.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 31536000000.0)]
     pub ttl_ms: Option<u64>,
 }
 
 /// `GET /api/cache/get?key=` when the key has a value (else 404 `not_found`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheValue {
     #[serde(default)]
     pub key: String,
@@ -411,8 +574,7 @@ pub struct CacheValue {
 }
 
 /// 200 answer to a set.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheSetResponse {
     #[serde(default)]
     pub key: String,
@@ -420,8 +582,9 @@ pub struct CacheSetResponse {
 }
 
 /// A value's version: ordered by `(epoch, seq)`; grows with every write.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, ToSchema,
+)]
 pub struct CacheVersion {
     #[serde(default)]
     pub epoch: u64,
@@ -430,8 +593,7 @@ pub struct CacheVersion {
 }
 
 /// 200 answer to a delete.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheDeleteResponse {
     #[serde(default)]
     pub key: String,
@@ -441,8 +603,7 @@ pub struct CacheDeleteResponse {
 // ---------------------------------------------------------------- gateway views
 
 /// One backend node as the gateway sees it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct NodeStatus {
     pub addr: String,
     /// Its `/health` answered 200.
@@ -453,8 +614,7 @@ pub struct NodeStatus {
 }
 
 /// Health of one backend service.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ServiceHealth {
     pub ok: bool,
     /// Human-readable reason when not ok (no leader, no healthy node, …).
@@ -465,8 +625,7 @@ pub struct ServiceHealth {
 }
 
 /// `GET /health` on the gateway (200 when `ok`, else 503 with the same body).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct HealthReport {
     /// `"ok"` or `"degraded"`.
     pub status: String,
@@ -479,8 +638,7 @@ pub struct HealthReport {
 }
 
 /// One lock node's own view, from its `GET /cluster`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockNodeView {
     pub addr: String,
     pub reachable: bool,
@@ -499,8 +657,7 @@ pub struct LockNodeView {
 }
 
 /// The lock cluster as the gateway sees it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct LockClusterView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<u64>,
@@ -517,8 +674,7 @@ pub struct LockClusterView {
 }
 
 /// The queue ring as the gateway routes by it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct QueueClusterView {
     /// Ring members (sorted): the nodes queues are placed on.
     #[serde(default)]
@@ -528,16 +684,14 @@ pub struct QueueClusterView {
 }
 
 /// A cache peer and whether the cache cluster considers it alive.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CachePeer {
     pub addr: String,
     pub alive: bool,
 }
 
 /// The cache nodes the gateway spreads clients over.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CacheClusterView {
     /// Nodes the gateway knows (from its configuration / DNS).
     #[serde(default)]
@@ -551,8 +705,7 @@ pub struct CacheClusterView {
 }
 
 /// `GET /cluster` on the gateway.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ClusterView {
     pub lock: LockClusterView,
     pub queue: QueueClusterView,
@@ -560,8 +713,7 @@ pub struct ClusterView {
 }
 
 /// Per-service forwarding counters in `GET /stats`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ServiceStats {
     /// Client requests routed to this service.
     pub requests: u64,
@@ -574,8 +726,7 @@ pub struct ServiceStats {
 }
 
 /// `GET /stats` on the gateway.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct GatewayStats {
     pub uptime_ms: u64,
     /// Requests refused before reaching a backend (auth, body limit, bad input).
@@ -587,4 +738,15 @@ pub struct GatewayStats {
     pub lock: ServiceStats,
     pub queue: ServiceStats,
     pub cache: ServiceStats,
+}
+
+/// `?consistency=` of `GET /api/lock/{resource}`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// A read-index read: reflects every write acknowledged before it.
+    #[default]
+    Linearizable,
+    /// The answering node's own state, possibly behind.
+    Stale,
 }
