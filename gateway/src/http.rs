@@ -48,45 +48,49 @@ fn refused(gw: &Gateway, e: Error) -> Error {
     e
 }
 
+/// A POST route the gateway forwards whole (through `lock_write` or
+/// `queue_write`): the handler and its OpenAPI description, written once.
+macro_rules! forwarded_post {
+    (
+        $(#[doc = $doc:tt])*
+        $name:ident, $via:ident, post $path:tt, tag $tag:tt,
+        $req:ident => $status:tt $desc:tt $resp:ident, $errors:ident
+    ) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, tag = $tag,
+            request_body = $req,
+            responses(
+                (status = $status, description = $desc, body = $resp),
+                $errors,
+            ),
+            security((), ("bearer" = [])))]
+        pub async fn $name(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
+            $via(gw, $path, uri, body).await
+        }
+    };
+}
+
 async fn lock_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> Answer {
     let (bytes, wait_ms) = lock::prepare_write(&body.0).map_err(|e| refused(&gw, e))?;
     lock::forward(&gw, post(route, &uri, Some(bytes)), wait_ms).await
 }
 
-/// Acquire a lock (exclusive or shared), optionally waiting for it.
-#[utoipa::path(post, path = "/api/lock/acquire", tag = "lock",
-    request_body = AcquireRequest,
-    responses(
-        (status = 200, description = "Granted", body = LockGrant),
-        LockWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn lock_acquire(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    lock_write(gw, "/api/lock/acquire", uri, body).await
+forwarded_post! {
+    /// Acquire a lock (exclusive or shared), optionally waiting for it.
+    lock_acquire, lock_write, post "/api/lock/acquire", tag "lock",
+    AcquireRequest => 200 "Granted" LockGrant, LockWriteErrors
 }
 
-/// Release a held lock (owner and token must match).
-#[utoipa::path(post, path = "/api/lock/release", tag = "lock",
-    request_body = ReleaseRequest,
-    responses(
-        (status = 200, description = "Released", body = ReleaseResponse),
-        LockWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn lock_release(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    lock_write(gw, "/api/lock/release", uri, body).await
+forwarded_post! {
+    /// Release a held lock (owner and token must match).
+    lock_release, lock_write, post "/api/lock/release", tag "lock",
+    ReleaseRequest => 200 "Released" ReleaseResponse, LockWriteErrors
 }
 
-/// Extend a held lock's lease.
-#[utoipa::path(post, path = "/api/lock/renew", tag = "lock",
-    request_body = RenewRequest,
-    responses(
-        (status = 200, description = "Renewed", body = RenewResponse),
-        LockWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn lock_renew(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    lock_write(gw, "/api/lock/renew", uri, body).await
+forwarded_post! {
+    /// Extend a held lock's lease.
+    lock_renew, lock_write, post "/api/lock/renew", tag "lock",
+    RenewRequest => 200 "Renewed" RenewResponse, LockWriteErrors
 }
 
 /// Holders and waiters of a resource (linearizable unless `consistency=stale`).
@@ -113,64 +117,34 @@ async fn queue_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> 
     queue::forward(&gw, post(route, &uri, Some(body.0)), &name, wait_ms).await
 }
 
-/// Enqueue one message (`payload`) or a batch (`messages`).
-#[utoipa::path(post, path = "/api/queue/enqueue", tag = "queue",
-    request_body = EnqueueRequest,
-    responses(
-        (status = 201, description = "Enqueued", body = EnqueueResponse),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_enqueue(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/enqueue", uri, body).await
+forwarded_post! {
+    /// Enqueue one message (`payload`) or a batch (`messages`).
+    queue_enqueue, queue_write, post "/api/queue/enqueue", tag "queue",
+    EnqueueRequest => 201 "Enqueued" EnqueueResponse, QueueWriteErrors
 }
 
-/// Take up to `max` messages, hidden for `visibility_ms`; `wait_ms` long-polls.
-#[utoipa::path(post, path = "/api/queue/dequeue", tag = "queue",
-    request_body = DequeueRequest,
-    responses(
-        (status = 200, description = "Messages (possibly none)", body = DequeueResponse),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_dequeue(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/dequeue", uri, body).await
+forwarded_post! {
+    /// Take up to `max` messages, hidden for `visibility_ms`; `wait_ms` long-polls.
+    queue_dequeue, queue_write, post "/api/queue/dequeue", tag "queue",
+    DequeueRequest => 200 "Messages (possibly none)" DequeueResponse, QueueWriteErrors
 }
 
-/// Acknowledge (delete) delivered messages by receipt.
-#[utoipa::path(post, path = "/api/queue/ack", tag = "queue",
-    request_body = AckRequest,
-    responses(
-        (status = 200, description = "Acknowledged", body = AckResponse),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_ack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/ack", uri, body).await
+forwarded_post! {
+    /// Acknowledge (delete) delivered messages by receipt.
+    queue_ack, queue_write, post "/api/queue/ack", tag "queue",
+    AckRequest => 200 "Acknowledged" AckResponse, QueueWriteErrors
 }
 
-/// Give a delivered message back (visible again after `delay_ms`).
-#[utoipa::path(post, path = "/api/queue/nack", tag = "queue",
-    request_body = NackRequest,
-    responses(
-        (status = 200, description = "Returned to the queue, dead-lettered or expired", body = NackResponse),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_nack(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/nack", uri, body).await
+forwarded_post! {
+    /// Give a delivered message back (visible again after `delay_ms`).
+    queue_nack, queue_write, post "/api/queue/nack", tag "queue",
+    NackRequest => 200 "Returned to the queue, dead-lettered or expired" NackResponse, QueueWriteErrors
 }
 
-/// Extend a delivered message's visibility timeout.
-#[utoipa::path(post, path = "/api/queue/extend", tag = "queue",
-    request_body = ExtendRequest,
-    responses(
-        (status = 200, description = "Extended", body = ExtendResponse),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_extend(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/extend", uri, body).await
+forwarded_post! {
+    /// Extend a delivered message's visibility timeout.
+    queue_extend, queue_write, post "/api/queue/extend", tag "queue",
+    ExtendRequest => 200 "Extended" ExtendResponse, QueueWriteErrors
 }
 
 /// Counts of ready, delayed, in-flight and dead-lettered messages.
@@ -186,28 +160,16 @@ pub async fn queue_get(State(gw): State<Gateway>, Path(name): Path<String>, uri:
     queue::forward(&gw, get("/api/queue/{queue}", &uri), &name, 0).await
 }
 
-/// Move dead letters back to ready (all up to `max`, or the given `ids`).
-#[utoipa::path(post, path = "/api/queue/redrive", tag = "queue",
-    request_body = RedriveRequest,
-    responses(
-        (status = 200, description = "Ids moved back to ready", body = RedriveResponse),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_redrive(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/redrive", uri, body).await
+forwarded_post! {
+    /// Move dead letters back to ready (all up to `max`, or the given `ids`).
+    queue_redrive, queue_write, post "/api/queue/redrive", tag "queue",
+    RedriveRequest => 200 "Ids moved back to ready" RedriveResponse, QueueWriteErrors
 }
 
-/// Set a queue's `max_attempts` (`null`: back to the service default).
-#[utoipa::path(post, path = "/api/queue/config", tag = "queue",
-    request_body = QueueConfig,
-    responses(
-        (status = 200, description = "The setting now in force", body = QueueConfig),
-        QueueWriteErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn queue_config(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-    queue_write(gw, "/api/queue/config", uri, body).await
+forwarded_post! {
+    /// Set a queue's `max_attempts` (`null`: back to the service default).
+    queue_config, queue_write, post "/api/queue/config", tag "queue",
+    QueueConfig => 200 "The setting now in force" QueueConfig, QueueWriteErrors
 }
 
 /// The oldest dead letters of a queue.

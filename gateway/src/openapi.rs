@@ -141,6 +141,38 @@ mod tests {
     }
 
     #[test]
+    fn every_forwarded_post_is_documented_with_its_summary_body_and_answer() {
+        let doc = serde_json::to_value(document()).unwrap();
+        for (path, status) in [
+            ("/api/lock/acquire", "200"),
+            ("/api/lock/release", "200"),
+            ("/api/lock/renew", "200"),
+            ("/api/queue/enqueue", "201"),
+            ("/api/queue/dequeue", "200"),
+            ("/api/queue/ack", "200"),
+            ("/api/queue/nack", "200"),
+            ("/api/queue/extend", "200"),
+            ("/api/queue/redrive", "200"),
+            ("/api/queue/config", "200"),
+        ] {
+            let op = &doc["paths"][path]["post"];
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{path}: {op}"
+            );
+            assert!(
+                op["requestBody"]["content"]["application/json"]["schema"].is_object(),
+                "{path}"
+            );
+            assert!(
+                op["responses"][status]["content"]["application/json"]["schema"].is_object(),
+                "{path}"
+            );
+            assert!(op["security"].is_array(), "{path}");
+        }
+    }
+
+    #[test]
     fn every_api_route_documents_its_errors_with_the_error_body() {
         let doc = serde_json::to_value(document()).unwrap();
         for (path, item) in doc["paths"].as_object().unwrap() {
