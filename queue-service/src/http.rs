@@ -1,7 +1,8 @@
-//! HTTP handlers: decode the `api` crate's wire types, validate them once
-//! (where they become domain values, e.g. `TryFrom<&api::EnqueueRequest>
-//! for Batch`), route to the queue's owner or serve locally, and answer;
-//! [`Error`]'s status codes and JSON error bodies are in [`crate::error`].
+//! HTTP handlers: decode the `api` crate's wire types, route to the
+//! queue's owner or serve locally, and answer. The write routes are one
+//! generic handler, `write`, over `command::QueueWrite` (each
+//! request type's checks and what the owner does live there); errors'
+//! status codes and JSON bodies are in [`crate::error`].
 //!
 //! Routes (bodies as in `README.md`):
 //! - `POST /api/queue/enqueue|dequeue|ack|nack|extend|redrive|config`
@@ -11,8 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::limits::{self, queue as lim, Invalid, MAX_NAME_CHARS};
-use api::Payload;
+use api::limits::{self, queue as lim};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,15 +21,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::{now_ms, ApiError, ApiJson};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::delivery::{self, NewMessage, ReceiptError};
-use crate::error::{receipt_error, Error};
+use crate::command::{check_queue, raw, QueueWrite};
 use crate::node::{Node, Route, FORWARDED_HEADER};
 
 /// Largest request body: a full batch of small messages or a few large
 /// ones. Single payloads are limited separately to
-/// [`delivery::MAX_PAYLOAD_BYTES`].
+/// [`crate::delivery::MAX_PAYLOAD_BYTES`].
 pub const BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 /// Default page of dead letters.
 const DEFAULT_DEAD_PAGE: u64 = lim::DEFAULT_DEAD_PAGE;
@@ -50,83 +49,33 @@ pub struct DeadQuery {
     pub limit: u64,
 }
 
-/// Stored payload text as sent (it was validated on enqueue).
-fn raw(text: String) -> Payload {
-    Payload::from_text(text).unwrap_or_default()
+/// Every write route: check where the request arrived, forward it to the
+/// queue's owner unless this node is it, serve it there.
+async fn write<C: QueueWrite>(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<C>,
+) -> Result<Response, ApiError> {
+    let checked = req.check()?;
+    if let Some(r) = maybe_forward(
+        &s,
+        &headers,
+        req.queue(),
+        reqwest::Method::POST,
+        C::ROUTE,
+        Some(&req),
+        C::wait(&checked),
+    )
+    .await?
+    {
+        return Ok(r);
+    }
+    req.serve(checked, &s.node).await
 }
 
-fn check_queue(queue: &str) -> Result<(), Invalid> {
-    limits::path_name("queue", queue, MAX_NAME_CHARS)
-}
-
-fn new_message(
-    payload: &Payload,
-    delay_ms: Option<u64>,
-    ttl_ms: Option<u64>,
-) -> Result<NewMessage, ApiError> {
-    let delay_ms = delay_ms.unwrap_or(0);
-    limits::range("delay_ms", delay_ms, 0, lim::MAX_DELAY_MS)?;
-    if let Some(t) = ttl_ms {
-        limits::range("ttl_ms", t, 1, lim::MAX_TTL_MS)?;
-    }
-    let text = payload.as_str();
-    if text.len() > lim::MAX_PAYLOAD_BYTES {
-        return Err(Error::TooLarge(format!(
-            "`payload` is {} bytes; the limit is {} bytes",
-            text.len(),
-            lim::MAX_PAYLOAD_BYTES
-        ))
-        .into());
-    }
-    Ok(NewMessage {
-        payload: text.to_string(),
-        delay_ms,
-        ttl_ms,
-    })
-}
-
-/// The messages of one enqueue, validated.
-struct Batch(Vec<NewMessage>);
-
-/// The one validation of an enqueue: exactly one of the single form
-/// (`payload`, `delay_ms`, `ttl_ms`) and the batch form (`messages`).
-impl TryFrom<&api::EnqueueRequest> for Batch {
-    type Error = ApiError;
-
-    fn try_from(req: &api::EnqueueRequest) -> Result<Self, ApiError> {
-        check_queue(&req.queue)?;
-        match (&req.payload, &req.messages) {
-            (Some(_), Some(_)) => Err(ApiError::invalid(
-                "give either `payload` (one message) or `messages` (a batch), not both",
-            )),
-            (None, None) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "missing field `payload` (or `messages` for a batch)",
-            )),
-            (Some(p), None) => Ok(Batch(vec![new_message(p, req.delay_ms, req.ttl_ms)?])),
-            (None, Some(items)) => {
-                if req.delay_ms.is_some() || req.ttl_ms.is_some() {
-                    return Err(ApiError::invalid(
-                        "in the batch form `delay_ms` and `ttl_ms` go on each message",
-                    ));
-                }
-                limits::count("messages", items.len(), lim::MAX_BATCH)?;
-                items
-                    .iter()
-                    .map(|i| new_message(&i.payload, i.delay_ms, i.ttl_ms))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Batch)
-            }
-        }
-    }
-}
-
-fn check_receipt(r: &str) -> Result<(), ApiError> {
-    if delivery::receipt_seq(r).is_none() {
-        return Err(receipt_error(r, ReceiptError::Malformed));
-    }
-    Ok(())
+/// Serve write route `C` at its path.
+fn route_write<C: QueueWrite>(router: Router<AppState>) -> Router<AppState> {
+    router.route(C::ROUTE, post(write::<C>))
 }
 
 /// Whether another node already routed this request here. Honoured only
@@ -168,241 +117,6 @@ async fn maybe_forward<B: Serialize>(
         .forward(&owner, method, path_and_query, body, extra_timeout)
         .await?
         .map(relay))
-}
-
-async fn enqueue(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::EnqueueRequest>,
-) -> Result<Response, ApiError> {
-    let Batch(batch) = Batch::try_from(&req)?;
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/enqueue",
-        Some(&req),
-        Duration::ZERO,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let node = &s.node;
-    let n = batch.len() as u64;
-    let ids = node
-        .timed("enqueue", node.store.enqueue(&req.queue, batch, now_ms()))
-        .await?;
-    node.metrics.enqueued.inc_by(n);
-    node.wake(&req.queue);
-    let body = if req.messages.is_some() {
-        api::EnqueueResponse {
-            id: None,
-            ids: Some(ids),
-        }
-    } else {
-        api::EnqueueResponse {
-            id: ids.into_iter().next(),
-            ids: None,
-        }
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-async fn dequeue(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::DequeueRequest>,
-) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    let max = req.max.map_or(1, u64::from);
-    let visibility_ms = req.visibility_ms.unwrap_or(lim::DEFAULT_VISIBILITY_MS);
-    let wait_ms = req.wait_ms.unwrap_or(0);
-    limits::range("max", max, 1, lim::MAX_DEQUEUE)?;
-    limits::range(
-        "visibility_ms",
-        visibility_ms,
-        lim::MIN_VISIBILITY_MS,
-        lim::MAX_VISIBILITY_MS,
-    )?;
-    limits::range("wait_ms", wait_ms, 0, lim::MAX_WAIT_MS)?;
-    let wait = Duration::from_millis(wait_ms);
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/dequeue",
-        Some(&req),
-        wait,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let got = s
-        .node
-        .dequeue(&req.queue, max as usize, visibility_ms, wait)
-        .await?;
-    let messages: Vec<api::Message> = got
-        .into_iter()
-        .map(|d| api::Message {
-            id: d.id,
-            receipt: d.receipt,
-            payload: raw(d.payload),
-            attempts: d.attempts,
-            enqueued_at_ms: d.enqueued_at_ms,
-        })
-        .collect();
-    // A struct, not `json!`: going through `Value` would re-encode payloads.
-    Ok(Json(api::DequeueResponse { messages }).into_response())
-}
-
-async fn ack(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::AckRequest>,
-) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    let (receipts, single) = match (&req.receipt, &req.receipts) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "give either `receipt` or `receipts`, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "missing field `receipt` (or `receipts`)",
-            ))
-        }
-        (Some(r), None) => {
-            check_receipt(r)?;
-            (vec![r.clone()], true)
-        }
-        (None, Some(rs)) => {
-            limits::count("receipts", rs.len(), lim::MAX_BATCH)?;
-            (rs.clone(), false)
-        }
-    };
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/ack",
-        Some(&req),
-        Duration::ZERO,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let node = &s.node;
-    let (results, events) = node
-        .timed(
-            "ack",
-            node.store.ack(&req.queue, receipts.clone(), now_ms()),
-        )
-        .await?;
-    node.metrics.record(events);
-    let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-    node.metrics.acked.inc_by(ok);
-    if single {
-        if let Some(Err(kind)) = results.first() {
-            return Err(receipt_error(&receipts[0], *kind));
-        }
-        return Ok(Json(json!({ "acked": 1 })).into_response());
-    }
-    let failed: Vec<Value> = receipts
-        .iter()
-        .zip(&results)
-        .filter_map(|(r, res)| {
-            res.err().map(|kind| {
-                let e = receipt_error(r, kind);
-                json!({ "receipt": r, "status": e.status.as_u16(), "code": e.code, "message": e.message })
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "acked": ok, "failed": failed })).into_response())
-}
-
-async fn nack(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::NackRequest>,
-) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    check_receipt(&req.receipt)?;
-    let delay_ms = req.delay_ms.unwrap_or(0);
-    limits::range("delay_ms", delay_ms, 0, lim::MAX_DELAY_MS)?;
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/nack",
-        Some(&req),
-        Duration::ZERO,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let node = &s.node;
-    let (res, events) = node
-        .timed(
-            "nack",
-            node.store
-                .nack(&req.queue, &req.receipt, delay_ms, now_ms()),
-        )
-        .await?;
-    node.metrics.record(events);
-    let outcome = res.map_err(|k| receipt_error(&req.receipt, k))?;
-    node.metrics.nacked.inc();
-    node.wake(&req.queue);
-    Ok(Json(json!({ "outcome": outcome })).into_response())
-}
-
-async fn extend(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::ExtendRequest>,
-) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    check_receipt(&req.receipt)?;
-    limits::range(
-        "visibility_ms",
-        req.visibility_ms,
-        lim::MIN_VISIBILITY_MS,
-        lim::MAX_VISIBILITY_MS,
-    )?;
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/extend",
-        Some(&req),
-        Duration::ZERO,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let node = &s.node;
-    let (res, events) = node
-        .timed(
-            "extend",
-            node.store
-                .extend(&req.queue, &req.receipt, req.visibility_ms, now_ms()),
-        )
-        .await?;
-    node.metrics.record(events);
-    let until = res.map_err(|k| receipt_error(&req.receipt, k))?;
-    Ok(Json(json!({ "visible_until_ms": until })).into_response())
 }
 
 /// Percent-encode a path segment for forwarding.
@@ -502,83 +216,6 @@ async fn dead_letters(
     Ok(Json(api::DeadLetters { queue, messages }).into_response())
 }
 
-async fn redrive(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::RedriveRequest>,
-) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    let max = req.max.unwrap_or(DEFAULT_DEAD_PAGE);
-    limits::range("max", max, 1, lim::MAX_DEAD_PAGE)?;
-    let ids = match &req.ids {
-        None => None,
-        Some(ids) => {
-            limits::count("ids", ids.len(), lim::MAX_DEAD_PAGE as usize)?;
-            Some(
-                ids.iter()
-                    .map(|id| {
-                        delivery::parse_id(id)
-                            .ok_or_else(|| ApiError::invalid(format!("`{id}` is not a message id")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
-        }
-    };
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/redrive",
-        Some(&req),
-        Duration::ZERO,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let node = &s.node;
-    let ids = node
-        .timed(
-            "redrive",
-            node.store.redrive(&req.queue, ids, max as usize, now_ms()),
-        )
-        .await?;
-    node.wake(&req.queue);
-    Ok(Json(api::RedriveResponse { redriven: ids }).into_response())
-}
-
-async fn config(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<api::QueueConfig>,
-) -> Result<Response, ApiError> {
-    check_queue(&req.queue)?;
-    if let Some(n) = req.max_attempts {
-        limits::range("max_attempts", n.into(), 1, lim::MAX_MAX_ATTEMPTS.into())?;
-    }
-    if let Some(r) = maybe_forward(
-        &s,
-        &headers,
-        &req.queue,
-        reqwest::Method::POST,
-        "/api/queue/config",
-        Some(&req),
-        Duration::ZERO,
-    )
-    .await?
-    {
-        return Ok(r);
-    }
-    let node = &s.node;
-    node.timed(
-        "config",
-        node.store.set_max_attempts(&req.queue, req.max_attempts),
-    )
-    .await?;
-    Ok(Json(req).into_response())
-}
-
 async fn health(State(s): State<AppState>) -> Response {
     let backend = s.node.store.backend();
     match s.node.store.ping().await {
@@ -637,14 +274,18 @@ async fn cluster(State(s): State<AppState>) -> Response {
 
 /// The node's full router.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/api/queue/enqueue", post(enqueue))
-        .route("/api/queue/dequeue", post(dequeue))
-        .route("/api/queue/ack", post(ack))
-        .route("/api/queue/nack", post(nack))
-        .route("/api/queue/extend", post(extend))
-        .route("/api/queue/redrive", post(redrive))
-        .route("/api/queue/config", post(config))
+    let writes = [
+        route_write::<api::EnqueueRequest>,
+        route_write::<api::DequeueRequest>,
+        route_write::<api::AckRequest>,
+        route_write::<api::NackRequest>,
+        route_write::<api::ExtendRequest>,
+        route_write::<api::RedriveRequest>,
+        route_write::<api::QueueConfig>,
+    ];
+    let routes = writes
+        .into_iter()
+        .fold(Router::new(), |r, add| add(r))
         .route("/api/queue/{queue}", get(queue_stats))
         .route("/api/queue/{queue}/dead", get(dead_letters))
         .route("/health", get(health))

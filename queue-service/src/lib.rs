@@ -9,12 +9,16 @@
 //!   (Lua scripts) and embedded (redb, group commit).
 //! - [`node`]: placement on the ring, forwarding to owners, long polls.
 //! - [`metrics`]: the queue metric families on `/metrics`.
-//! - [`http`]: the axum handlers and [`router`].
+//! - `command`: one `QueueWrite` impl per write route's request type: its
+//!   checks and what the queue's owner does with it;
+//! - [`http`]: the axum handlers (one generic handler for the writes) and
+//!   [`router`].
 //! - [`error`]: the crate's error and its one mapping to HTTP.
 //! - [`config`]: flags with environment fallbacks.
 //!
 //! [`run`] wires them together for `main.rs` and the tests.
 
+mod command;
 pub mod config;
 pub mod delivery;
 pub mod error;
