@@ -214,92 +214,129 @@ async fn cache_call(
     })
 }
 
-/// Write a key through the chosen cache node (invalidates other copies first).
-#[utoipa::path(post, path = "/api/cache/set", tag = "cache",
-    request_body = CacheSetRequest,
-    params(
-        ("node" = Option<String>, Query, description = "Cache node to use (`host:port` as listed in /cluster)"),
-        ("X-Cache-Node" = Option<String>, Header, description = "Cache node to use; wins over `node`"),
-        ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
-    ),
-    responses(
-        (status = 200, description = "Stored", body = CacheSetResponse),
-        CacheErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn cache_set(
-    State(gw): State<Gateway>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Body,
-) -> Answer {
-    cache_call(gw, "/api/cache/set", Method::POST, headers, uri, Some(body)).await
+/// `?key=` of the cache routes that name a key.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "read from the query by the cache node; here for the document"
+)]
+struct CacheKey {
+    /// Cache key
+    #[param(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    key: String,
 }
 
-/// Read a key through the chosen cache node.
-#[utoipa::path(get, path = "/api/cache/get", tag = "cache",
-    params(
-        ("key" = String, Query, description = "Cache key", min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
-        ("node" = Option<String>, Query, description = "Cache node to use"),
-        ("X-Cache-Node" = Option<String>, Header, description = "Cache node to use; wins over `node`"),
-        ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
-    ),
-    responses(
-        (status = 200, description = "Hit", body = CacheValue),
-        CacheErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn cache_get(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
-    cache_call(gw, "/api/cache/get", Method::GET, headers, uri, None).await
+/// `?node=`: which cache node answers.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "read by cache::choose from the query; here for the document"
+)]
+struct CacheNodeQuery {
+    /// Cache node to use (`host:port` as listed in /cluster)
+    node: Option<String>,
 }
 
-/// Delete a key everywhere.
-#[utoipa::path(delete, path = "/api/cache/delete", tag = "cache",
-    params(
-        ("key" = String, Query, description = "Cache key", min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
-        ("node" = Option<String>, Query, description = "Cache node to use"),
-        ("X-Cache-Node" = Option<String>, Header, description = "Cache node to use; wins over `node`"),
-        ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
-    ),
-    responses(
-        (status = 200, description = "Deleted", body = CacheDeleteResponse),
-        CacheErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn cache_delete(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
-    cache_call(gw, "/api/cache/delete", Method::DELETE, headers, uri, None).await
+/// The headers that pick the cache node.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(
+    dead_code,
+    reason = "read by cache::choose from the headers; here for the document"
+)]
+struct CacheNodeHeaders {
+    /// Cache node to use; wins over `node`
+    #[param(rename = "X-Cache-Node")]
+    x_cache_node: Option<String>,
+    /// Sticky client identity: the same id keeps to the same node
+    #[param(rename = "X-Client-Id")]
+    x_client_id: Option<String>,
 }
 
-/// Every node's MESI state for a key.
-#[utoipa::path(get, path = "/api/cache/line", tag = "cache",
-    params(
-        ("key" = String, Query, description = "Cache key", min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
-        ("node" = Option<String>, Query, description = "Cache node to ask"),
-        ("X-Cache-Node" = Option<String>, Header, description = "Cache node to ask; wins over `node`"),
-    ),
-    responses(
-        (status = 200, description = "Line states per node", body = serde_json::Value),
-        CacheErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn cache_line(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
-    cache_call(gw, "/api/cache/line", Method::GET, headers, uri, None).await
+/// A cache route: its handler and its OpenAPI description, written once.
+/// Every one goes to the node `cache::choose` picks (header, `?node=`,
+/// client id, or round robin) and documents how to pick it.
+macro_rules! cache_route {
+    (
+        $(#[doc = $doc:tt])*
+        $name:ident, $method:ident $path:tt, params($($params:ident),*),
+        $status:tt $desc:tt $resp:path
+    ) => {
+        $(#[doc = $doc])*
+        #[utoipa::path($method, path = $path, tag = "cache",
+            params($($params,)* CacheNodeQuery, CacheNodeHeaders),
+            responses(
+                (status = $status, description = $desc, body = $resp),
+                CacheErrors,
+            ),
+            security((), ("bearer" = [])))]
+        pub async fn $name(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
+            cache_call(gw, $path, cache_route!(@method $method), headers, uri, None).await
+        }
+    };
+    // A route with a JSON body.
+    (
+        $(#[doc = $doc:tt])*
+        $name:ident, $method:ident $path:tt, params($($params:ident),*),
+        $status:tt $desc:tt $resp:path, body $req:ident
+    ) => {
+        $(#[doc = $doc])*
+        #[utoipa::path($method, path = $path, tag = "cache",
+            request_body = $req,
+            params($($params,)* CacheNodeQuery, CacheNodeHeaders),
+            responses(
+                (status = $status, description = $desc, body = $resp),
+                CacheErrors,
+            ),
+            security((), ("bearer" = [])))]
+        pub async fn $name(
+            State(gw): State<Gateway>,
+            headers: HeaderMap,
+            uri: Uri,
+            body: Body,
+        ) -> Answer {
+            cache_call(gw, $path, cache_route!(@method $method), headers, uri, Some(body)).await
+        }
+    };
+    (@method get) => { Method::GET };
+    (@method post) => { Method::POST };
+    (@method delete) => { Method::DELETE };
 }
 
-/// Hit/miss/eviction/invalidation counters of the chosen cache node.
-#[utoipa::path(get, path = "/api/cache/stats", tag = "cache",
-    params(
-        ("node" = Option<String>, Query, description = "Cache node to ask"),
-        ("X-Cache-Node" = Option<String>, Header, description = "Cache node to ask; wins over `node`"),
-        ("X-Client-Id" = Option<String>, Header, description = "Sticky client identity"),
-    ),
-    responses(
-        (status = 200, description = "Counters", body = serde_json::Value),
-        CacheErrors,
-    ),
-    security((), ("bearer" = [])))]
-pub async fn cache_stats(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
-    cache_call(gw, "/api/cache/stats", Method::GET, headers, uri, None).await
+cache_route! {
+    /// Write a key through the chosen cache node (invalidates other copies first).
+    cache_set, post "/api/cache/set", params(),
+    200 "Stored" CacheSetResponse, body CacheSetRequest
+}
+
+cache_route! {
+    /// Read a key through the chosen cache node.
+    cache_get, get "/api/cache/get", params(CacheKey),
+    200 "Hit" CacheValue
+}
+
+cache_route! {
+    /// Delete a key everywhere.
+    cache_delete, delete "/api/cache/delete", params(CacheKey),
+    200 "Deleted" CacheDeleteResponse
+}
+
+cache_route! {
+    /// Every node's MESI state for a key.
+    cache_line, get "/api/cache/line", params(CacheKey),
+    200 "Line states per node" serde_json::Value
+}
+
+cache_route! {
+    /// Hit/miss/eviction/invalidation counters of the chosen cache node.
+    cache_stats, get "/api/cache/stats", params(),
+    200 "Counters" serde_json::Value
 }
 
 /// Backends' health: 200 only when the lock cluster has a leader and every

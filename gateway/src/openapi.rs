@@ -173,6 +173,41 @@ mod tests {
     }
 
     #[test]
+    fn every_cache_route_documents_how_to_pick_the_node_and_its_key() {
+        let doc = serde_json::to_value(document()).unwrap();
+        for (path, method, keyed) in [
+            ("/api/cache/set", "post", false),
+            ("/api/cache/get", "get", true),
+            ("/api/cache/delete", "delete", true),
+            ("/api/cache/line", "get", true),
+            ("/api/cache/stats", "get", false),
+        ] {
+            let op = &doc["paths"][path][method];
+            let params = op["parameters"].as_array().unwrap();
+            let find = |name: &str| params.iter().find(|p| p["name"] == name);
+            assert_eq!(find("node").unwrap()["in"], "query", "{path}");
+            assert_eq!(find("X-Cache-Node").unwrap()["in"], "header", "{path}");
+            assert_eq!(find("X-Client-Id").unwrap()["in"], "header", "{path}");
+            match find("key") {
+                Some(k) if keyed => {
+                    assert_eq!(
+                        (&k["in"], &k["required"]),
+                        (&serde_json::json!("query"), &serde_json::json!(true))
+                    );
+                    assert_eq!(k["schema"]["maxLength"], 512, "{path}");
+                }
+                None if !keyed => {}
+                other => panic!("{path}: key parameter {other:?}"),
+            }
+            assert_eq!(op["requestBody"].is_object(), method == "post", "{path}");
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn every_api_route_documents_its_errors_with_the_error_body() {
         let doc = serde_json::to_value(document()).unwrap();
         for (path, item) in doc["paths"].as_object().unwrap() {
