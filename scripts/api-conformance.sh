@@ -35,7 +35,6 @@ BIN="target/$PROFILE"
 SEED="${SEED:-22}"
 MAX_EXAMPLES="${MAX_EXAMPLES:-40}"
 MAX_TIME="${MAX_TIME:-120}"
-PORT_BASE="${PORT_BASE:-0}"
 RUN_DIR="${RUN_DIR:-$PWD/run/api-conformance}"
 
 if [ ! -x "$ST" ]; then
@@ -47,48 +46,12 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   if [ "$PROFILE" = release ]; then cargo build --release --bins; else cargo build --bins; fi
 fi
 
-port() { echo $((PORT_BASE + $1)); }
-GW="127.0.0.1:$(port 8080)"
+. scripts/lib/system.sh
+GW="127.0.0.1:$(system_port 8080)"
 rm -rf "$RUN_DIR"
-mkdir -p "$RUN_DIR/logs"
-pids=()
-stop_all() {
-  trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap stop_all INT TERM EXIT
-start() { # name, then the command
-  local name="$1"; shift
-  "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
-  pids+=("$!")
-}
-
-LOCK_PEERS="1=127.0.0.1:$(port 7001),2=127.0.0.1:$(port 7002),3=127.0.0.1:$(port 7003)"
-LOCK_NODES="127.0.0.1:$(port 7001),127.0.0.1:$(port 7002),127.0.0.1:$(port 7003)"
-QUEUE_PEERS="127.0.0.1:$(port 7101),127.0.0.1:$(port 7102),127.0.0.1:$(port 7103)"
-CACHE_PEERS="127.0.0.1:$(port 7201),127.0.0.1:$(port 7202),127.0.0.1:$(port 7203)"
-for i in 1 2 3; do
-  start "lock-$i" "$BIN/lock-service" --id "$i" --listen "127.0.0.1:$(port 700$i)" \
-    --peers "$LOCK_PEERS" --data-dir "$RUN_DIR/lock-$i" --worker-threads 1
-done
-for i in 1 2 3; do
-  start "queue-$i" "$BIN/queue-service" --listen "127.0.0.1:$(port 710$i)" \
-    --peers "$QUEUE_PEERS" --data-dir "$RUN_DIR/queue-$i"
-done
-for i in 1 2 3; do
-  start "cache-$i" "$BIN/cache-service" --listen "127.0.0.1:$(port 720$i)" --peers "$CACHE_PEERS"
-done
-start gateway "$BIN/gateway" --listen "$GW" \
-  --lock-nodes "$LOCK_NODES" --queue-nodes "$QUEUE_PEERS" --cache-nodes "$CACHE_PEERS"
-
+system_start
 # Every backend healthy (bounded: 30 s).
-healthy=""
-for _ in $(seq 1 300); do
-  if curl -fsS "http://$GW/health" >/dev/null 2>&1; then healthy=1; break; fi
-  sleep 0.1
-done
-if [ -z "$healthy" ]; then
+if ! system_wait_healthy 300; then
   echo "the system did not become healthy; logs in $RUN_DIR/logs" >&2
   curl -sS "http://$GW/health" >&2 || true
   exit 1
