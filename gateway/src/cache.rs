@@ -120,13 +120,9 @@ pub fn strip_node_param(path: &str, query: Option<&str>) -> String {
 }
 
 fn url_pairs(q: &str) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://x/?{q}"))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// Forward one cache call to the chosen node.

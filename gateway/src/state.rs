@@ -2,7 +2,8 @@
 //!
 //! - [`Backends`]: the live member list of each service (from
 //!   `common::discovery`, or a plain watch channel in tests);
-//! - [`Gateway`]: settings, the pooled keep-alive HTTP client, rings cached
+//! - [`Gateway`]: settings, the pooled keep-alive HTTP/1.1 client (hyper's
+//!   own pool, without reqwest's layers: a proxy needs none of them), rings cached
 //!   per member list, a short quarantine of nodes that just failed (every
 //!   service's routing tries them last), and the counters behind `/stats`
 //!   and `/metrics`; the remembered lock leader is lock routing's own
@@ -21,11 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common::discovery::Members;
 use common::metrics::{Metrics, MetricsRegistry};
 use common::Ring;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -202,7 +207,7 @@ pub struct ServiceCounters {
 pub(crate) struct Inner {
     pub settings: Settings,
     pub backends: Backends,
-    pub http: reqwest::Client,
+    http: Client<HttpConnector, Full<Bytes>>,
     pub metrics: Metrics,
     families: Families,
     pub started: Instant,
@@ -230,12 +235,13 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     pub fn new(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(500)));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()?;
+            .build(connector);
         let mut registry = MetricsRegistry::default();
         let families = Families::register(&mut registry);
         let leader = Leader::new(&mut registry);
@@ -414,6 +420,8 @@ impl Gateway {
         res
     }
 
+    /// One HTTP/1.1 exchange on a pooled connection, the whole answer read
+    /// within `timeout`.
     async fn send(
         &self,
         backend: &str,
@@ -422,31 +430,37 @@ impl Gateway {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Reply, CallError> {
-        let url = format!("http://{backend}{path_and_query}");
-        let mut req = self.0.http.request(method, url).timeout(timeout);
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b);
+        let uri: Uri = format!("http://{backend}{path_and_query}")
+            .parse()
+            .map_err(|e| CallError::Unreachable(format!("bad backend address {backend}: {e}")))?;
+        let mut req = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
         }
-        let classify = |e: reqwest::Error| {
-            if e.is_timeout() {
-                CallError::Timeout
-            } else {
-                CallError::Unreachable(error_chain(&e))
-            }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let exchange = async {
+            let resp = self
+                .0
+                .http
+                .request(req)
+                .await
+                .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| CallError::Unreachable(error_chain(&e)))?
+                .to_bytes();
+            Ok((parts, body))
         };
-        let resp = req.send().await.map_err(classify)?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-        let body = resp.bytes().await.map_err(classify)?;
+        let (parts, body) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| CallError::Timeout)??;
         Ok(Reply {
-            status,
-            content_type,
+            status: parts.status,
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
             body,
             backend: backend.to_string(),
         })
@@ -458,20 +472,15 @@ impl Gateway {
         backend: &str,
         path: &str,
     ) -> Result<(StatusCode, serde_json::Value), String> {
-        let url = format!("http://{backend}{path}");
-        let resp = self
-            .0
-            .http
-            .get(url)
-            .timeout(PROBE_TIMEOUT)
-            .send()
+        let reply = self
+            .send(backend, Method::GET, path, None, PROBE_TIMEOUT)
             .await
-            .map_err(|e| error_chain(&e))?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
-        let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        Ok((status, value))
+            .map_err(|e| match e {
+                CallError::Unreachable(reason) => reason,
+                CallError::Timeout => format!("no answer within {PROBE_TIMEOUT:?}"),
+            })?;
+        let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+        Ok((reply.status, value))
     }
 }
 
