@@ -16,11 +16,14 @@ pub mod etcd;
 pub mod nginx;
 pub mod redis;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A baseline's server process, killed (by its PID) when dropped, with its
-/// files in a directory of its own.
+/// A baseline's server process, killed with its whole process group when
+/// dropped (nginx's master forks workers that SIGKILL to the master alone
+/// would orphan, still serving the port and using CPU through the next
+/// cases), with its files in a directory of its own.
 pub struct Proc {
     child: Option<Child>,
 }
@@ -31,6 +34,7 @@ impl Proc {
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -41,6 +45,11 @@ impl Proc {
 
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The group is the child's own (process_group(0)): its PID.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
