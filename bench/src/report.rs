@@ -209,8 +209,12 @@ pub fn markdown(summary: &[Summary], title: &str) -> String {
             .or_default()
             .push((&*s.system, s.ops_per_s));
     }
+    // One section per service, in the order services first ran (the queue's
+    // Redis-store cases run after the other services' cases).
+    let mut rows: Vec<_> = summary.iter().collect();
+    rows.sort_by_key(|s| summary.iter().position(|f| f.service == s.service));
     let mut service = "";
-    for s in summary {
+    for s in rows {
         if s.service != service {
             service = &s.service;
             let _ = write!(

@@ -18,6 +18,8 @@ pub async fn start(dir: &Path, upstream: &str) -> anyhow::Result<Proxy> {
     let bin = super::find(&["nginx"])
         .ok_or_else(|| anyhow::anyhow!("no nginx (scripts/install-bench-deps.sh installs it)"))?;
     std::fs::create_dir_all(dir.join("tmp"))?;
+    // nginx reads a relative -c path under its -p prefix: both absolute.
+    let dir = &std::path::absolute(dir)?;
     let port = common::port::reserve()?;
     let addr = format!("127.0.0.1:{port}");
     let d = dir.display();
