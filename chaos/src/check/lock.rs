@@ -695,7 +695,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::check::testing::H;
+    use crate::check::testing::{self, H};
     use crate::history::Outcome::{Fail, Ok as Done, Unknown};
 
     /// Terse lock ops. Times are µs; `exp` is the lease expiry in ms.
@@ -794,24 +794,13 @@ mod tests {
         }
     }
 
-    fn run(h: &H) -> Report {
-        check(&h.0)
-    }
-
     fn assert_valid(h: &H) {
-        let r = run(h);
-        assert!(r.valid, "{:#?}", r);
+        testing::assert_valid(check, h);
     }
 
     /// Fails and every violation mentions `needle`.
     fn assert_violation(h: &H, needle: &str) {
-        let r = run(h);
-        assert!(!r.valid, "expected a violation: {:#?}", r);
-        assert!(
-            r.violations.iter().all(|m| m.contains(needle)),
-            "expected only '{needle}' violations: {:#?}",
-            r.violations
-        );
+        testing::assert_violation(check, h, needle);
     }
 
     // Rule 1.

@@ -126,7 +126,27 @@ pub(crate) fn name_at(v: &Value, field: &str) -> Option<String> {
 pub(crate) mod testing {
     use serde_json::Value;
 
+    use super::Report;
     use crate::history::{Op, Outcome};
+
+    /// `checker` finds `h` valid.
+    pub(crate) fn assert_valid(checker: fn(&[Op]) -> Report, h: &H) -> Report {
+        let r = checker(&h.0);
+        assert!(r.valid, "{r:#?}");
+        r
+    }
+
+    /// `checker` finds violations in `h`, and every one mentions `needle`.
+    pub(crate) fn assert_violation(checker: fn(&[Op]) -> Report, h: &H, needle: &str) -> Report {
+        let r = checker(&h.0);
+        assert!(!r.valid, "expected a violation: {r:#?}");
+        assert!(
+            r.violations.iter().all(|m| m.contains(needle)),
+            "expected only '{needle}' violations: {:#?}",
+            r.violations
+        );
+        r
+    }
 
     /// A history under construction; ids are given in push order.
     #[derive(Default)]

@@ -314,7 +314,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::check::testing::H;
+    use crate::check::testing::{self, H};
     use crate::history::Outcome::{Fail, Ok as Done, Unknown};
 
     impl H {
@@ -362,20 +362,11 @@ mod tests {
     }
 
     fn assert_valid(h: &H) -> Report {
-        let r = check(&h.0);
-        assert!(r.valid, "{r:#?}");
-        r
+        testing::assert_valid(check, h)
     }
 
     fn assert_violation(h: &H, needle: &str) -> Report {
-        let r = check(&h.0);
-        assert!(!r.valid, "expected a violation: {r:#?}");
-        assert!(
-            r.violations.iter().all(|m| m.contains(needle)),
-            "expected only '{needle}' violations: {:#?}",
-            r.violations
-        );
-        r
+        testing::assert_violation(check, h, needle)
     }
 
     #[test]
