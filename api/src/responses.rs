@@ -68,6 +68,13 @@ pub enum QueueWriteErrors {
     /// `invalid_field`: a missing, unknown or mistyped field, or neither/both forms.
     #[response(status = 422)]
     Unprocessable(ErrorBody),
+    /// `queue_full` (enqueue): the messages would take the queue or the node
+    /// over a storage limit (`limit`: `queue_messages`, `queue_bytes`,
+    /// `node_messages` or `node_bytes`; with `max`, `current`, `adding`).
+    /// Nothing was enqueued; retry after `Retry-After` seconds, once
+    /// consumers have acked.
+    #[response(status = 429)]
+    QueueFull(ErrorBody),
     /// `unavailable`, `owner_unavailable`, `store_unavailable`.
     #[response(status = 503)]
     Unavailable(ErrorBody),

@@ -143,9 +143,14 @@ impl QueueWrite for api::EnqueueRequest {
 
     async fn serve(self, Batch(batch): Batch, node: &Node) -> Result<Response, ApiError> {
         let n = batch.len() as u64;
-        let ids = node
+        let (res, events) = node
             .timed("enqueue", node.store.enqueue(&self.queue, batch, now_ms()))
             .await?;
+        node.metrics.record(events);
+        let ids = res.map_err(|full| {
+            node.metrics.refused(&full);
+            Error::QueueFull(full)
+        })?;
         node.metrics.enqueued.inc_by(n);
         node.wake(&self.queue);
         let body = if self.messages.is_some() {

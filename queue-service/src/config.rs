@@ -6,6 +6,10 @@ use clap::Parser;
 use common::config::{listen_default, ClusterArgs, MemberArgs, ServerArgs};
 
 use crate::delivery::{DEFAULT_MAX_ATTEMPTS, MAX_MAX_ATTEMPTS};
+use crate::limit::{
+    Limits, StoreLimits, DEFAULT_MAX_NODE_BYTES, DEFAULT_MAX_NODE_MESSAGES,
+    DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES,
+};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -38,6 +42,32 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=MAX_MAX_ATTEMPTS as i64))]
     pub max_attempts: u32,
 
+    /// Most messages one queue stores, in every state (ready, delayed, in
+    /// flight, dead-lettered); an enqueue that would go over gets 429
+    /// `queue_full`. Both stores.
+    #[arg(long, env = "MAX_QUEUE_MESSAGES", default_value_t = DEFAULT_MAX_QUEUE_MESSAGES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue_messages: u64,
+
+    /// Most payload bytes (JSON text) one queue stores; as
+    /// --max-queue-messages.
+    #[arg(long, env = "MAX_QUEUE_BYTES", default_value_t = DEFAULT_MAX_QUEUE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue_bytes: u64,
+
+    /// Most messages this node stores across all its queues (the embedded
+    /// store holds them all in memory). Not applied with --redis-url:
+    /// Redis's maxmemory bounds Redis.
+    #[arg(long, env = "MAX_NODE_MESSAGES", default_value_t = DEFAULT_MAX_NODE_MESSAGES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_node_messages: u64,
+
+    /// Most payload bytes this node stores across all its queues; as
+    /// --max-node-messages.
+    #[arg(long, env = "MAX_NODE_BYTES", default_value_t = DEFAULT_MAX_NODE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_node_bytes: u64,
+
     /// Sent on forwarded requests, and required for a forwarded request to
     /// be served without routing it again.
     #[command(flatten)]
@@ -63,6 +93,10 @@ impl Config {
             redis_url: None,
             data_dir: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_queue_messages: DEFAULT_MAX_QUEUE_MESSAGES,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            max_node_messages: DEFAULT_MAX_NODE_MESSAGES,
+            max_node_bytes: DEFAULT_MAX_NODE_BYTES,
             cluster: ClusterArgs::default(),
             forward_timeout_ms: 2000,
             peer_refresh_ms: 2000,
@@ -75,6 +109,20 @@ impl Config {
             .advertise()
             .unwrap_or(&self.server.listen)
             .to_string()
+    }
+
+    /// The storage limits the flags set.
+    pub fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            queue: Limits {
+                max_messages: self.max_queue_messages,
+                max_bytes: self.max_queue_bytes,
+            },
+            node: Limits {
+                max_messages: self.max_node_messages,
+                max_bytes: self.max_node_bytes,
+            },
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -28,13 +28,20 @@
 //!   `expires_at_ms <= now` is never delivered; it is dropped and counted.
 //!   Dead-lettered messages do not expire; re-driving clears the TTL and
 //!   resets `attempts` to 0.
-//! - Every operation first runs [`Queue::sweep`] (bounded by
+//! - Every operation but enqueue first runs [`Queue::sweep`] (bounded by
 //!   [`SWEEP_LIMIT`]), so timeouts take effect on the next touch of the queue,
-//!   by whichever node touches it.
+//!   by whichever node touches it. Enqueue sweeps only when the messages
+//!   would not fit, so TTL-expired messages never hold room a producer is
+//!   refused for, and the common enqueue does no extra work.
+//! - What the queue stores (messages in every state, and their payload
+//!   bytes) stays within the [`Limits`] an enqueue is given: an enqueue that
+//!   would go over is refused whole ([`crate::limit`]).
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+
+use crate::limit::{Full, Limits, Scope, Usage};
 
 /// Sequence number of a message within its queue; the id is its hex form.
 pub type Seq = u64;
@@ -165,6 +172,17 @@ pub struct QueueStats {
     pub dead_lettered: u64,
     /// Messages dropped by TTL since the queue was created.
     pub expired_total: u64,
+    /// Payload bytes stored, over every state (what
+    /// `--max-queue-bytes` bounds).
+    pub bytes: u64,
+}
+
+impl QueueStats {
+    /// Messages stored, over every state (what `--max-queue-messages`
+    /// bounds).
+    pub fn messages(&self) -> u64 {
+        self.ready + self.delayed + self.in_flight + self.dead_lettered
+    }
 }
 
 /// Side effects an operation had beyond its answer, for metrics.
@@ -242,6 +260,8 @@ pub struct Queue {
     dead: BTreeSet<(u64, Seq)>,
     /// (expires_at_ms, seq) of pending messages that have a TTL.
     ttl: BTreeSet<(u64, Seq)>,
+    /// Sum of the stored payloads' lengths.
+    bytes: u64,
     dirty: BTreeSet<Seq>,
     meta_dirty: bool,
 }
@@ -259,6 +279,7 @@ impl Queue {
         };
         for m in messages {
             q.meta.last_seq = q.meta.last_seq.max(m.seq);
+            q.bytes += m.payload.len() as u64;
             q.index(&m);
             q.messages.insert(m.seq, m);
         }
@@ -269,9 +290,18 @@ impl Queue {
         &self.meta
     }
 
-    /// Whether nothing is stored (no messages, default settings).
+    /// Whether no message is stored.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
+    }
+
+    /// What the queue stores: messages in every state and their payload
+    /// bytes.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            messages: self.messages.len() as u64,
+            bytes: self.bytes,
+        }
     }
 
     fn index(&mut self, m: &Message) {
@@ -323,6 +353,7 @@ impl Queue {
 
     fn remove(&mut self, seq: Seq) -> Option<Message> {
         let m = self.messages.remove(&seq)?;
+        self.bytes -= m.payload.len() as u64;
         self.unindex(&m);
         self.dirty.insert(seq);
         Some(m)
@@ -381,10 +412,28 @@ impl Queue {
         events
     }
 
-    /// Add messages; returns their ids in order.
-    pub fn enqueue(&mut self, msgs: Vec<NewMessage>, now_ms: u64) -> Vec<String> {
+    /// Add messages if they fit within `limits`; returns their ids in
+    /// order, or the limit they would break (then nothing was added). When
+    /// they do not fit, due timeouts are applied first (the sweep's events
+    /// are returned) and the check is made again.
+    pub fn enqueue(
+        &mut self,
+        msgs: Vec<NewMessage>,
+        now_ms: u64,
+        limits: &Limits,
+        default_max_attempts: u32,
+    ) -> (Result<Vec<String>, Full>, Events) {
+        let adding = Usage::of(&msgs);
+        let mut events = Events::default();
+        if limits.check(Scope::Queue, self.usage(), adding).is_err() {
+            events = self.sweep(now_ms, default_max_attempts);
+            if let Err(full) = limits.check(Scope::Queue, self.usage(), adding) {
+                return (Err(full), events);
+            }
+        }
         let mut ids = Vec::with_capacity(msgs.len());
         for n in msgs {
+            self.bytes += n.payload.len() as u64;
             self.meta.last_seq += 1;
             let seq = self.meta.last_seq;
             let m = Message {
@@ -403,7 +452,7 @@ impl Queue {
             ids.push(format_id(seq));
         }
         self.meta_dirty = true;
-        ids
+        (Ok(ids), events)
     }
 
     /// Deliver up to `nonces.len()` ready messages, oldest first, each
@@ -562,6 +611,7 @@ impl Queue {
             in_flight: self.inflight.len() as u64,
             dead_lettered: self.dead.len() as u64,
             expired_total: self.meta.expired_total,
+            bytes: self.bytes,
         };
         (stats, events)
     }
@@ -680,7 +730,14 @@ mod tests {
     fn changes_and_rebuild_round_trip() {
         let mut q = Queue::new();
         q.set_max_attempts(Some(3));
-        q.enqueue(vec![msg("1"), msg("2"), msg("3")], 0);
+        q.enqueue(
+            vec![msg("1"), msg("2"), msg("3")],
+            0,
+            &Limits::QUEUE_DEFAULT,
+            MAX,
+        )
+        .0
+        .unwrap();
         let d = one(&mut q, 100, 0).unwrap();
         assert_eq!(q.ack(&d.receipt, 1, MAX).0, Ok(()));
         one(&mut q, 100, 1);
@@ -695,7 +752,80 @@ mod tests {
         let mut r = Queue::from_parts(changes.meta.unwrap(), store.into_values());
         assert_eq!(r.stats(1, MAX), q.stats(1, MAX));
         assert_eq!(r.meta(), q.meta());
+        assert_eq!(r.usage(), q.usage());
         assert!(q.take_changes().is_empty());
-        assert_eq!(r.enqueue(vec![msg("4")], 2), vec![format_id(4)]);
+        assert_eq!(
+            r.enqueue(vec![msg("4")], 2, &Limits::QUEUE_DEFAULT, MAX).0,
+            Ok(vec![format_id(4)])
+        );
+    }
+
+    #[test]
+    fn usage_follows_every_state_change() {
+        let mut q = Queue::new();
+        let lim = Limits::QUEUE_DEFAULT;
+        q.enqueue(vec![msg("12"), msg("345")], 0, &lim, MAX)
+            .0
+            .unwrap();
+        assert_eq!(
+            q.usage(),
+            Usage {
+                messages: 2,
+                bytes: 5
+            }
+        );
+        // In flight and dead-lettered messages still count.
+        let d = one(&mut q, 100, 0).unwrap();
+        q.set_max_attempts(Some(1));
+        assert_eq!(
+            q.nack(&d.receipt, 0, 1, MAX).0,
+            Ok(NackOutcome::DeadLettered)
+        );
+        assert_eq!(
+            q.usage(),
+            Usage {
+                messages: 2,
+                bytes: 5
+            }
+        );
+        // Re-driving moves, acking frees.
+        q.redrive(None, 10, 2);
+        assert_eq!(
+            q.usage(),
+            Usage {
+                messages: 2,
+                bytes: 5
+            }
+        );
+        let d = one(&mut q, 100, 2).unwrap();
+        assert_eq!(q.ack(&d.receipt, 3, MAX).0, Ok(()));
+        assert_eq!(q.usage().messages, 1);
+        assert_eq!(q.stats(3, MAX).0.bytes, q.usage().bytes);
+    }
+
+    #[test]
+    fn a_refused_enqueue_changes_nothing_and_expired_messages_make_room() {
+        let mut q = Queue::new();
+        let lim = Limits {
+            max_messages: 2,
+            max_bytes: 1000,
+        };
+        let ttl = NewMessage {
+            ttl_ms: Some(10),
+            ..msg("1")
+        };
+        q.enqueue(vec![ttl, msg("2")], 0, &lim, MAX).0.unwrap();
+        q.take_changes();
+        let (res, events) = q.enqueue(vec![msg("3")], 5, &lim, MAX);
+        assert_eq!(res.unwrap_err().limit_name(), "queue_messages");
+        assert_eq!(events, Events::default());
+        assert!(q.take_changes().is_empty());
+        assert_eq!(q.meta().last_seq, 2);
+        // At 10 the first message's TTL has passed: the sweep drops it and
+        // the enqueue fits.
+        let (res, events) = q.enqueue(vec![msg("3")], 10, &lim, MAX);
+        assert_eq!(res, Ok(vec![format_id(3)]));
+        assert_eq!(events.expired, 1);
+        assert_eq!(q.usage().messages, 2);
     }
 }

@@ -1,10 +1,12 @@
 //! The crate's one error type, and its one mapping to HTTP status codes and
 //! JSON error bodies. Variants say what the caller must do.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use common::ApiError;
 
 use crate::delivery::ReceiptError;
+use crate::limit::{Full, RETRY_AFTER_SECS};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -14,6 +16,10 @@ pub enum Error {
     /// A payload exceeds the size limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The enqueue would take a queue or the node over a storage limit;
+    /// nothing was enqueued. Retry after consumers ack (429).
+    #[error("{0}")]
+    QueueFull(Full),
     /// A receipt was refused (400 malformed, 404 not found, 409 stale).
     #[error("receipt {receipt:?} refused: {kind:?}")]
     Receipt { receipt: String, kind: ReceiptError },
@@ -44,6 +50,16 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
             }
             Error::Receipt { receipt, kind } => receipt_error(&receipt, kind),
+            Error::QueueFull(full) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                full.to_string(),
+            )
+            .with("limit", full.limit_name())
+            .with("max", full.limit)
+            .with("current", full.used)
+            .with("adding", full.adding)
+            .with("retry_after_s", RETRY_AFTER_SECS),
             Error::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
             }
@@ -55,6 +71,19 @@ impl From<Error> for ApiError {
             .with("owner", owner),
         }
     }
+}
+
+/// An error as this service sends it: the JSON body, and for 429 (a full
+/// queue, the only one this service sends) a `Retry-After` header, so
+/// clients and proxies that honour it back off without parsing the body.
+pub(crate) fn respond(e: ApiError) -> Response {
+    let status = e.status;
+    let mut resp = e.into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
 }
 
 /// The answer to a refused receipt, naming it.

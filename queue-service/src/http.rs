@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::command::{check_queue, raw, QueueWrite};
-use crate::node::{Node, Route, FORWARDED_HEADER};
+use crate::error::respond;
+use crate::node::{Node, Relayed, Route, FORWARDED_HEADER};
 
 /// Largest request body: a full batch of small messages or a few large
 /// ones. Single payloads are limited separately to
@@ -55,6 +56,14 @@ async fn write<C: QueueWrite>(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<C>,
+) -> Response {
+    serve_write(s, headers, req).await.unwrap_or_else(respond)
+}
+
+async fn serve_write<C: QueueWrite>(
+    s: AppState,
+    headers: HeaderMap,
+    req: C,
 ) -> Result<Response, ApiError> {
     let checked = req.check()?;
     if let Some(r) = maybe_forward(
@@ -85,14 +94,20 @@ fn forwarded(s: &AppState, headers: &HeaderMap) -> bool {
     headers.contains_key(FORWARDED_HEADER) && s.node.token.admits(headers)
 }
 
-fn relay((status, body): (u16, bytes::Bytes)) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    (
+/// The owner's answer as this node's, with the owner's `Retry-After`.
+fn relay(r: Relayed) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = (
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
+        r.body,
     )
-        .into_response()
+        .into_response();
+    if let Some(v) = r.retry_after {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// Forward to the owner unless this node serves `queue`; `Some` is the
@@ -231,6 +246,42 @@ async fn health(State(s): State<AppState>) -> Response {
     }
 }
 
+/// `/stats`' `limits`: each limit beside what is stored against it.
+fn limits_json(node: &Node) -> serde_json::Value {
+    let q = node.limits.queue;
+    let fullest = node
+        .fullest_queue()
+        .map(|(queue, u)| json!({ "queue": queue, "messages": u.messages, "bytes": u.bytes }));
+    let node_limits = match (node.node_limits(), node.node_usage()) {
+        (Some(l), Some(u)) => json!({
+            "enforced": true,
+            "max_messages": l.max_messages,
+            "max_bytes": l.max_bytes,
+            "messages": u.messages,
+            "bytes": u.bytes,
+        }),
+        _ => json!({
+            "enforced": false,
+            "reason": "the Redis store keeps no messages on this node; Redis's maxmemory bounds Redis",
+        }),
+    };
+    let refused: serde_json::Map<String, serde_json::Value> = node
+        .metrics
+        .refusals()
+        .into_iter()
+        .map(|(limit, n)| (limit.to_string(), json!(n)))
+        .collect();
+    json!({
+        "queue": {
+            "max_messages": q.max_messages,
+            "max_bytes": q.max_bytes,
+            "fullest_owned": fullest,
+        },
+        "node": node_limits,
+        "refused": refused,
+    })
+}
+
 async fn stats(State(s): State<AppState>) -> Response {
     let m = &s.node.metrics;
     let depth = m.depth();
@@ -255,11 +306,14 @@ async fn stats(State(s): State<AppState>) -> Response {
             "in_flight": depth.in_flight,
             "dead_lettered": depth.dead_lettered,
         },
+        "limits": limits_json(&s.node),
     }))
     .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    // The node's use is read at the scrape, not at the last refresh.
+    s.node.node_usage();
     common::metrics::text_response(&s.metrics)
 }
 

@@ -5,6 +5,8 @@
 //! - [`delivery`]: the pure delivery rules of one queue (enqueue, dequeue
 //!   with visibility, ack/nack/extend by per-delivery receipt, redelivery,
 //!   dead-lettering, TTL, re-drive); no I/O, time passed in.
+//! - [`limit`]: the per-queue and per-node storage limits and the refusal
+//!   of an enqueue that would go over one; pure.
 //! - [`store`]: the [`store::QueueStore`] trait and its two backends, Redis
 //!   (Lua scripts) and embedded (redb, group commit).
 //! - [`node`]: placement on the ring, forwarding to owners, long polls.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod http;
+pub mod limit;
 pub mod metrics;
 pub mod node;
 pub mod store;
@@ -49,10 +52,15 @@ use store::QueueStore;
 /// the embedded store in the data dir.
 pub fn open_store(config: &Config) -> Result<Arc<dyn QueueStore>> {
     Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisStore::new(url, config.max_attempts)?),
+        Some(url) => Arc::new(RedisStore::new(
+            url,
+            config.max_attempts,
+            config.limits().queue,
+        )?),
         None => Arc::new(EmbeddedStore::open(
             &config.data_dir(),
             config.max_attempts,
+            config.limits(),
         )?),
     })
 }
@@ -78,6 +86,7 @@ pub async fn build_state(config: &Config, store: Arc<dyn QueueStore>) -> AppStat
         queue_metrics,
         config.cluster.token(),
         Duration::from_millis(config.forward_timeout_ms.max(1)),
+        config.limits(),
     );
     AppState {
         node: Arc::new(node),

@@ -1,7 +1,9 @@
 //! The queue service's metric families: messages enqueued, delivered,
 //! acknowledged, dead-lettered and expired through this node, forwarding,
-//! the depth of the queues it owns and the latency of its storage calls.
-//! They live on the node's registry beside the HTTP request metrics.
+//! the depth of the queues it owns and the latency of its storage calls,
+//! and the storage limits: each limit, what is stored against it, and the
+//! enqueues refused by it. They live on the node's registry beside the HTTP
+//! request metrics.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::delivery::{Events, QueueStats};
+use crate::limit::{Full, Limits, Usage};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -21,6 +24,19 @@ struct StateLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
+}
+
+/// `queue` (one queue's limit), `node` (the node's), or `fullest_queue`
+/// (the use of the queue this node owns that is nearest its limits).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabel {
+    scope: &'static str,
+}
+
+/// `queue_messages`, `queue_bytes`, `node_messages`, `node_bytes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 /// Domain counters and gauges (registered on the node's registry).
@@ -37,6 +53,11 @@ pub struct QueueMetrics {
     pub owner_fallbacks: Counter,
     depth: Family<StateLabel, Gauge>,
     storage: Family<OpLabel, Histogram>,
+    limit_messages: Family<ScopeLabel, Gauge>,
+    limit_bytes: Family<ScopeLabel, Gauge>,
+    stored_messages: Family<ScopeLabel, Gauge>,
+    stored_bytes: Family<ScopeLabel, Gauge>,
+    full_refusals: Family<LimitLabel, Counter>,
 }
 
 impl QueueMetrics {
@@ -54,6 +75,11 @@ impl QueueMetrics {
             owner_fallbacks: Counter::default(),
             depth: Family::default(),
             storage: latency_family(),
+            limit_messages: Family::default(),
+            limit_bytes: Family::default(),
+            stored_messages: Family::default(),
+            stored_bytes: Family::default(),
+            full_refusals: Family::default(),
         };
         let r = registry;
         r.register(
@@ -111,7 +137,96 @@ impl QueueMetrics {
             "Latency of storage operations",
             m.storage.clone(),
         );
+        r.register(
+            "queue_limit_messages",
+            "Most messages one queue (scope=queue) or this node (scope=node, embedded store only) may store",
+            m.limit_messages.clone(),
+        );
+        r.register(
+            "queue_limit_bytes",
+            "Most payload bytes one queue (scope=queue) or this node (scope=node, embedded store only) may store",
+            m.limit_bytes.clone(),
+        );
+        r.register(
+            "queue_stored_messages",
+            "Messages stored by this node (scope=node, embedded store) and by the owned queue nearest its limits (scope=fullest_queue, refreshed every 5 s)",
+            m.stored_messages.clone(),
+        );
+        r.register(
+            "queue_stored_bytes",
+            "Payload bytes stored by this node (scope=node, embedded store) and by the owned queue nearest its limits (scope=fullest_queue, refreshed every 5 s)",
+            m.stored_bytes.clone(),
+        );
+        r.register(
+            "queue_full_refusals",
+            "Enqueues refused with 429 queue_full, by the limit that refused them",
+            m.full_refusals.clone(),
+        );
         m
+    }
+
+    /// Publish the limits in force: the per-queue ones, and the per-node
+    /// ones when the store enforces them.
+    pub fn set_limits(&self, queue: Limits, node: Option<Limits>) {
+        let scopes = [("queue", Some(queue)), ("node", node)];
+        for (scope, limits) in scopes.into_iter() {
+            let Some(l) = limits else { continue };
+            let label = ScopeLabel { scope };
+            self.limit_messages
+                .get_or_create(&label)
+                .set(gauge_value(l.max_messages));
+            self.limit_bytes
+                .get_or_create(&label)
+                .set(gauge_value(l.max_bytes));
+        }
+    }
+
+    /// Set what `scope` (`node` or `fullest_queue`) stores.
+    pub fn set_stored(&self, scope: &'static str, u: Usage) {
+        let label = ScopeLabel { scope };
+        self.stored_messages
+            .get_or_create(&label)
+            .set(gauge_value(u.messages));
+        self.stored_bytes
+            .get_or_create(&label)
+            .set(gauge_value(u.bytes));
+    }
+
+    /// What `scope` stores, as last set (zero if never).
+    pub fn stored(&self, scope: &'static str) -> Usage {
+        let label = ScopeLabel { scope };
+        Usage {
+            messages: self.stored_messages.get_or_create(&label).get().max(0) as u64,
+            bytes: self.stored_bytes.get_or_create(&label).get().max(0) as u64,
+        }
+    }
+
+    /// Count an enqueue refused by `full`.
+    pub fn refused(&self, full: &Full) {
+        self.full_refusals
+            .get_or_create(&LimitLabel {
+                limit: full.limit_name(),
+            })
+            .inc();
+    }
+
+    /// Enqueues refused so far, by limit name.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        [
+            "queue_messages",
+            "queue_bytes",
+            "node_messages",
+            "node_bytes",
+        ]
+        .into_iter()
+        .map(|limit| {
+            let n = self
+                .full_refusals
+                .get_or_create(&LimitLabel { limit })
+                .get();
+            (limit, n)
+        })
+        .collect()
     }
 
     /// Count what an operation did besides its answer.
@@ -150,6 +265,12 @@ impl QueueMetrics {
             in_flight: g("in_flight"),
             dead_lettered: g("dead_lettered"),
             expired_total: 0,
+            bytes: 0,
         }
     }
+}
+
+/// A count as an `i64` gauge value (limits may be set to `u64::MAX`).
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -36,6 +36,7 @@ use tokio::sync::Notify;
 
 use crate::delivery::{Delivery, QueueStats};
 use crate::error::{Error, Result};
+use crate::limit::{Limits, StoreLimits, Usage};
 use crate::metrics::QueueMetrics;
 use crate::store::QueueStore;
 
@@ -54,6 +55,16 @@ pub const OWNER_DOWN_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 /// Most queues summed into the depth gauges per refresh.
 const DEPTH_MAX_QUEUES: usize = 10_000;
+
+/// An owner's answer to a forwarded request, as this node relays it.
+#[derive(Debug)]
+pub struct Relayed {
+    pub status: u16,
+    /// Kept so a client learns when to retry a full queue whichever node
+    /// it asked.
+    pub retry_after: Option<reqwest::header::HeaderValue>,
+    pub body: bytes::Bytes,
+}
 
 /// Where a request for a queue should be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +85,10 @@ pub struct Node {
     pub http: reqwest::Client,
     pub token: common::server::ClusterToken,
     pub forward_timeout: Duration,
+    /// The limits the store was opened with.
+    pub limits: StoreLimits,
+    /// The owned queue nearest its limits at the last depth refresh.
+    fullest: Mutex<Option<(String, Usage)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -92,6 +107,7 @@ impl Node {
         metrics: QueueMetrics,
         token: common::server::ClusterToken,
         forward_timeout: Duration,
+        limits: StoreLimits,
     ) -> Self {
         let cur = members.current();
         let ring = Arc::new(Ring::new(cur.iter().cloned()));
@@ -100,6 +116,8 @@ impl Node {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
+        let node_limits = store.node_usage().map(|_| limits.node);
+        metrics.set_limits(limits.queue, node_limits);
         Self {
             advertise,
             members,
@@ -111,7 +129,30 @@ impl Node {
             http,
             token,
             forward_timeout,
+            limits,
+            fullest: Mutex::new(None),
         }
+    }
+
+    /// The per-node limits, if the store enforces them (embedded only).
+    pub fn node_limits(&self) -> Option<Limits> {
+        self.store.node_usage().map(|_| self.limits.node)
+    }
+
+    /// What the node stores (embedded store; `None` with Redis), with its
+    /// gauges brought up to date.
+    pub fn node_usage(&self) -> Option<Usage> {
+        let u = self.store.node_usage()?;
+        self.metrics.set_stored("node", u);
+        Some(u)
+    }
+
+    /// The owned queue nearest its limits at the last depth refresh.
+    pub fn fullest_queue(&self) -> Option<(String, Usage)> {
+        self.fullest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The ring over the current members (rebuilt when they change).
@@ -223,29 +264,49 @@ impl Node {
         out
     }
 
-    /// Recompute the depth gauges over the queues this node owns.
+    /// Recompute the depth gauges over the queues this node owns, and find
+    /// the one nearest its limits.
     pub async fn refresh_depth(&self) -> Result<QueueStats> {
         let queues = self.store.queues().await?;
         let mut sum = QueueStats::default();
+        let mut fullest: Option<(f64, &String, Usage)> = None;
+        let limits = self.limits.queue;
         for q in queues.iter().take(DEPTH_MAX_QUEUES) {
             if self.route(q, false) != Route::Local {
                 continue;
             }
             let (s, ev) = self.timed("stats", self.store.stats(q, now_ms())).await?;
             self.metrics.record(ev);
+            let usage = Usage {
+                messages: s.messages(),
+                bytes: s.bytes,
+            };
+            let fill = (usage.messages as f64 / limits.max_messages as f64)
+                .max(usage.bytes as f64 / limits.max_bytes as f64);
+            if fullest.as_ref().is_none_or(|(f, _, _)| fill > *f) {
+                fullest = Some((fill, q, usage));
+            }
             sum.ready += s.ready;
             sum.delayed += s.delayed;
             sum.in_flight += s.in_flight;
             sum.dead_lettered += s.dead_lettered;
             sum.expired_total += s.expired_total;
+            sum.bytes += s.bytes;
         }
         self.metrics.set_depth(&sum);
+        let fullest = fullest.map(|(_, q, u)| (q.clone(), u));
+        self.metrics.set_stored(
+            "fullest_queue",
+            fullest.as_ref().map(|(_, u)| *u).unwrap_or_default(),
+        );
+        *self.fullest.lock().unwrap_or_else(|e| e.into_inner()) = fullest;
+        self.node_usage();
         Ok(sum)
     }
 
     /// The owner is known down: serve here when the store is shared, else
     /// refuse.
-    fn owner_down(&self, owner: &str, reason: String) -> Result<Option<(u16, bytes::Bytes)>> {
+    fn owner_down(&self, owner: &str, reason: String) -> Result<Option<Relayed>> {
         if self.store.shared() {
             self.metrics.owner_fallbacks.inc();
             Ok(None)
@@ -266,7 +327,7 @@ impl Node {
         path_and_query: &str,
         body: Option<Vec<u8>>,
         extra_timeout: Duration,
-    ) -> Result<Option<(u16, bytes::Bytes)>> {
+    ) -> Result<Option<Relayed>> {
         let down_until = self
             .down
             .lock()
@@ -292,8 +353,13 @@ impl Node {
         let sent = async {
             let resp = req.send().await?;
             let status = resp.status().as_u16();
+            let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).cloned();
             let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            Ok::<_, reqwest::Error>(Relayed {
+                status,
+                retry_after,
+                body,
+            })
         }
         .await;
         match sent {

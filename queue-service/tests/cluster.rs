@@ -271,7 +271,14 @@ async fn fourth_node_takes_about_a_quarter_of_queues() {
     let redis = redis_store(5);
     let url = redis.redis.as_ref().unwrap().url();
     let store = |_: usize| -> Arc<dyn queue_service::store::QueueStore> {
-        Arc::new(queue_service::store::redis::RedisStore::new(&url, 5).unwrap())
+        Arc::new(
+            queue_service::store::redis::RedisStore::new(
+                &url,
+                5,
+                queue_service::limit::Limits::QUEUE_DEFAULT,
+            )
+            .unwrap(),
+        )
     };
     let listeners = bind_n(4).await;
     let addrs: Vec<String> = listeners

@@ -23,6 +23,10 @@
 //! - `nack Q RECEIPT [delay=0]`, `extend Q RECEIPT [vis=1000]`
 //! - `stats Q`, `dead Q [limit=10]`, `redrive Q [SEQ...] [limit=10]`
 //! - `max_attempts Q N|default`, `queues`, `ping`
+//! - `reopen [messages=N] [bytes=N]`: close the store and open it again
+//!   with these per-queue limits (default: the service's defaults); the
+//!   embedded store reloads from disk, Redis keeps its data. An enqueue
+//!   over a limit prints `full LIMIT: max=… current=… adding=…`.
 //!
 //! Every command that sweeps prints the sweep's events when there were any.
 //! Queues are independent, so a script may set the clock back to start a
@@ -40,6 +44,7 @@ use queue_service::delivery::{
     format_id, make_receipt, parse_id, receipt_seq, Delivery, Events, NackOutcome, NewMessage,
     ReceiptError, Seq, DEFAULT_MAX_ATTEMPTS,
 };
+use queue_service::limit::{Limits, StoreLimits};
 use queue_service::store::QueueStore;
 use test_each_file::test_each_path;
 
@@ -74,7 +79,8 @@ fn test_goldenscript(path: &Path) {
 
 struct StoreRunner {
     rt: tokio::runtime::Runtime,
-    store: support::TestStore,
+    /// `None` only while `reopen` swaps it.
+    store: Option<support::TestStore>,
     /// The clock, after T0.
     now: u64,
     /// Receipts handed out, by `QUEUE/SEQ.ATTEMPT`.
@@ -91,7 +97,7 @@ impl StoreRunner {
             .expect("runtime");
         Self {
             rt,
-            store,
+            store: Some(store),
             now: 0,
             receipts: HashMap::new(),
             last: Vec::new(),
@@ -99,7 +105,7 @@ impl StoreRunner {
     }
 
     fn store(&self) -> &dyn QueueStore {
-        &*self.store.store
+        &*self.store.as_ref().expect("a store").store
     }
 
     /// Set the clock from `at=`; the stores' time for this command.
@@ -162,13 +168,29 @@ impl goldenscript::Runner for StoreRunner {
                     })
                     .collect();
                 args.reject_rest()?;
-                let ids = self.rt.block_on(self.store().enqueue(&queue, msgs, now))?;
+                let (res, ev) = self.rt.block_on(self.store().enqueue(&queue, msgs, now))?;
+                let ids = match res {
+                    Ok(ids) => ids,
+                    Err(full) => {
+                        writeln!(
+                            out,
+                            "full {}: max={} current={} adding={}",
+                            full.limit_name(),
+                            full.limit,
+                            full.used,
+                            full.adding
+                        )?;
+                        events(&mut out, ev)?;
+                        return Ok(out);
+                    }
+                };
                 let seqs = ids
                     .iter()
                     .map(|id| parse_id(id).filter(|s| format_id(*s) == *id))
                     .collect::<Option<Vec<_>>>()
                     .ok_or(format!("malformed ids {ids:?}"))?;
                 writeln!(out, "enqueued {}", runs(&seqs))?;
+                events(&mut out, ev)?;
             }
             "dequeue" => {
                 let queue = pos(&mut args, "queue")?;
@@ -276,8 +298,8 @@ impl goldenscript::Runner for StoreRunner {
                 let (s, ev) = self.rt.block_on(self.store().stats(&queue, now))?;
                 writeln!(
                     out,
-                    "ready={} delayed={} in_flight={} dead_lettered={} expired_total={}",
-                    s.ready, s.delayed, s.in_flight, s.dead_lettered, s.expired_total
+                    "ready={} delayed={} in_flight={} dead_lettered={} expired_total={} bytes={}",
+                    s.ready, s.delayed, s.in_flight, s.dead_lettered, s.expired_total, s.bytes
                 )?;
                 events(&mut out, ev)?;
             }
@@ -330,6 +352,27 @@ impl goldenscript::Runner for StoreRunner {
                 };
                 args.reject_rest()?;
                 self.rt.block_on(self.store().set_max_attempts(&queue, n))?;
+            }
+            "reopen" => {
+                let defaults = Limits::QUEUE_DEFAULT;
+                let queue = Limits {
+                    max_messages: args
+                        .lookup_parse("messages")?
+                        .unwrap_or(defaults.max_messages),
+                    max_bytes: args.lookup_parse("bytes")?.unwrap_or(defaults.max_bytes),
+                };
+                args.reject_rest()?;
+                let limits = StoreLimits {
+                    queue,
+                    ..StoreLimits::default()
+                };
+                let store = self.store.take().expect("a store");
+                self.store = Some(store.reopen(limits));
+                writeln!(
+                    out,
+                    "reopened: max {} messages, {} bytes per queue",
+                    queue.max_messages, queue.max_bytes
+                )?;
             }
             "ping" => {
                 args.reject_rest()?;

@@ -16,7 +16,15 @@
 //!   that request's own changes, so no answer depends on undurable state;
 //! - if a commit fails the store stops serving (every call and `/health`
 //!   fail with `Unavailable`): memory may then be ahead of disk, and a
-//!   restart reloads the last committed state.
+//!   restart reloads the last committed state;
+//! - `Queues::usage` is the sum of every queue's [`Queue::usage`], kept in
+//!   step under the same mutex as the queues, so the per-node limits are
+//!   checked against exact numbers; an enqueue is checked against them
+//!   before the per-queue limits, and a refused one stores nothing (not
+//!   even an empty queue).
+//!
+//! Every payload is held in memory as well as on disk, so a dequeue never
+//! reads the disk; the per-queue and per-node limits bound that memory.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,12 +36,14 @@ use futures::FutureExt;
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::EnqueueResult;
 use super::{AckResults, DequeueResult, QueueStore};
 use crate::delivery::{
     Changes, DeadLetter, Events, Message, NackOutcome, NewMessage, Queue, QueueMeta, QueueStats,
     ReceiptError, Seq,
 };
 use crate::error::{Error, Result};
+use crate::limit::{Scope, StoreLimits, Usage};
 
 /// (queue, seq) → JSON-encoded [`Message`].
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
@@ -52,13 +62,21 @@ struct Job {
     done: oneshot::Sender<std::result::Result<(), String>>,
 }
 
+/// Every queue in memory, and what they store together.
+#[derive(Default)]
+struct Queues {
+    map: HashMap<String, Queue>,
+    usage: Usage,
+}
+
 pub struct EmbeddedStore {
-    queues: Mutex<HashMap<String, Queue>>,
+    queues: Mutex<Queues>,
     /// `None` only while dropping.
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
     default_max_attempts: u32,
+    limits: StoreLimits,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -72,8 +90,10 @@ fn storage_err(e: impl std::fmt::Display) -> Error {
 }
 
 impl EmbeddedStore {
-    /// Open (or create) `data_dir/queue.redb` and load every queue.
-    pub fn open(data_dir: &Path, default_max_attempts: u32) -> Result<Self> {
+    /// Open (or create) `data_dir/queue.redb` and load every queue. What
+    /// was stored loads whatever `limits` say (they may have been lowered
+    /// since); they only refuse enqueues from now on.
+    pub fn open(data_dir: &Path, default_max_attempts: u32, limits: StoreLimits) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(storage_err)?;
         let db = Database::create(data_dir.join(DB_FILE)).map_err(storage_err)?;
         {
@@ -96,6 +116,7 @@ impl EmbeddedStore {
             writer_thread: Mutex::new(Some(thread)),
             failed,
             default_max_attempts,
+            limits,
         })
     }
 
@@ -118,17 +139,38 @@ impl EmbeddedStore {
         create: bool,
         f: impl FnOnce(&mut Queue) -> T,
     ) -> Result<T> {
+        self.apply_on_node(queue, create, |q, _| f(q)).await
+    }
+
+    /// [`Self::apply`], with `f` also given what the node stores before it
+    /// runs.
+    async fn apply_on_node<T>(
+        &self,
+        queue: &str,
+        create: bool,
+        f: impl FnOnce(&mut Queue, Usage) -> T,
+    ) -> Result<T> {
         self.check()?;
         let (done, committed) = oneshot::channel();
         let out = {
-            let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            if !create && !map.contains_key(queue) {
-                return Ok(f(&mut Queue::new()));
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let Queues { map, usage } = &mut *queues;
+            let existed = map.contains_key(queue);
+            if !create && !existed {
+                return Ok(f(&mut Queue::new(), *usage));
             }
             let q = map.entry(queue.to_string()).or_default();
-            let out = f(q);
+            let before = q.usage();
+            let out = f(q, *usage);
+            usage.sub(before);
+            usage.add(q.usage());
             let changes = q.take_changes();
             if changes.is_empty() {
+                // A call that stored nothing (a refused enqueue to a new
+                // queue) leaves no queue behind.
+                if !existed {
+                    map.remove(queue);
+                }
                 return Ok(out);
             }
             let job = Job {
@@ -169,7 +211,7 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn load(db: &Database) -> Result<HashMap<String, Queue>> {
+fn load(db: &Database) -> Result<Queues> {
     let rtx = db.begin_read().map_err(storage_err)?;
     let metas = rtx.open_table(QUEUES).map_err(storage_err)?;
     let msgs = rtx.open_table(MESSAGES).map_err(storage_err)?;
@@ -185,10 +227,15 @@ fn load(db: &Database) -> Result<HashMap<String, Queue>> {
         let m: Message = serde_json::from_slice(v.value()).map_err(storage_err)?;
         by_queue.entry(queue.to_string()).or_default().1.push(m);
     }
-    Ok(by_queue
+    let map: HashMap<String, Queue> = by_queue
         .into_iter()
         .map(|(name, (meta, msgs))| (name, Queue::from_parts(meta, msgs)))
-        .collect())
+        .collect();
+    let mut usage = Usage::default();
+    for q in map.values() {
+        usage.add(q.usage());
+    }
+    Ok(Queues { map, usage })
 }
 
 fn writer(db: Database, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
@@ -261,9 +308,18 @@ impl QueueStore for EmbeddedStore {
         queue: &'a str,
         msgs: Vec<NewMessage>,
         now_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<String>>> {
-        self.apply(queue, true, move |q| q.enqueue(msgs, now_ms))
-            .boxed()
+    ) -> BoxFuture<'a, Result<EnqueueResult>> {
+        let limits = self.limits;
+        let max_attempts = self.default_max_attempts;
+        self.apply_on_node(queue, true, move |q, node| {
+            // The node's limits first: they bound this process's memory,
+            // which no sweep of one queue would reliably free.
+            if let Err(full) = limits.node.check(Scope::Node, node, Usage::of(&msgs)) {
+                return (Err(full), Events::default());
+            }
+            q.enqueue(msgs, now_ms, &limits.queue, max_attempts)
+        })
+        .boxed()
     }
 
     fn dequeue<'a>(
@@ -380,8 +436,8 @@ impl QueueStore for EmbeddedStore {
     fn queues(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         async move {
             self.check()?;
-            let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            let mut names: Vec<String> = map.keys().cloned().collect();
+            let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let mut names: Vec<String> = queues.map.keys().cloned().collect();
             names.sort();
             Ok(names)
         }
@@ -390,5 +446,9 @@ impl QueueStore for EmbeddedStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         async move { self.check() }.boxed()
+    }
+
+    fn node_usage(&self) -> Option<Usage> {
+        Some(self.queues.lock().unwrap_or_else(|e| e.into_inner()).usage)
     }
 }

@@ -14,7 +14,12 @@
 //!
 //! Receipt problems are answers, not failures: operations that take receipts
 //! return a per-receipt `Result<_, ReceiptError>` inside `Ok`, and `Err` only
-//! means the store itself failed (nothing was done).
+//! means the store itself failed (nothing was done). A full queue is an
+//! answer too: enqueue returns `Ok((Err(Full), _))`.
+//!
+//! Limits ([`crate::limit`]): both stores enforce the per-queue limits in
+//! the enqueue's own atomic step; only the embedded store enforces the
+//! per-node limits (it holds every message in this process's memory).
 
 use futures::future::BoxFuture;
 
@@ -22,6 +27,7 @@ use crate::delivery::{
     DeadLetter, Delivery, Events, NackOutcome, NewMessage, QueueStats, ReceiptError, Seq,
 };
 use crate::error::Result;
+use crate::limit::{Full, Usage};
 
 pub mod embedded;
 pub mod redis;
@@ -40,6 +46,10 @@ pub struct DequeueResult {
 /// Per-receipt answers of an ack, plus what the sweep did.
 pub type AckResults = (Vec<std::result::Result<(), ReceiptError>>, Events);
 
+/// The new ids of an enqueue, or the limit that refused it; plus what the
+/// sweep did (an enqueue sweeps only when it would not fit).
+pub type EnqueueResult = (std::result::Result<Vec<String>, Full>, Events);
+
 /// Storage for queues. Every method is one atomic step against the backend.
 pub trait QueueStore: Send + Sync + 'static {
     /// `"redis"` or `"embedded"`.
@@ -54,7 +64,7 @@ pub trait QueueStore: Send + Sync + 'static {
         queue: &'a str,
         msgs: Vec<NewMessage>,
         now_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<String>>>;
+    ) -> BoxFuture<'a, Result<EnqueueResult>>;
 
     fn dequeue<'a>(
         &'a self,
@@ -119,4 +129,9 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Ok when the store can serve right now.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// What this node stores across all queues, for stores that enforce
+    /// the per-node limits (embedded); `None` for Redis, where the node
+    /// stores nothing.
+    fn node_usage(&self) -> Option<Usage>;
 }

@@ -7,7 +7,9 @@
 //! (run by `tests/delivery.rs`) run against both backends to keep them equal.
 //!
 //! Keys for queue `q` (the `{q}` hash tag keeps a queue in one cluster slot):
-//! - `dsq:{q}:meta` hash: `seq` (last id), `max_attempts`, `expired`;
+//! - `dsq:{q}:meta` hash: `seq` (last id), `max_attempts`, `expired`,
+//!   `bytes` (sum of the stored payloads' lengths, kept by every script
+//!   that adds or deletes a message, for `--max-queue-bytes`);
 //! - `dsq:{q}:m:{id}` hash per message: `p` payload, `e` enqueued_at,
 //!   `a` attempts, `x` expires_at (`""` = none), `r` receipt, `s` state
 //!   (`p` pending, `i` in flight, `d` dead);
@@ -21,6 +23,12 @@
 //! node (`now_ms` argument), like the pure rules; nodes' clocks are assumed
 //! to agree within a small fraction of a visibility timeout.
 //!
+//! Limits: the enqueue script checks the per-queue limits itself (messages
+//! = the three state zsets' sizes, bytes = `bytes`), so the check and the
+//! write are one atomic step even when two nodes serve one queue. The
+//! per-node limits do not apply: this node stores nothing, and Redis's own
+//! `maxmemory` bounds Redis.
+//!
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always` a
 //! script's effects are on disk before Redis replies, so an enqueue that got
 //! 201 survives a Redis crash.
@@ -33,12 +41,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use tokio::sync::OnceCell;
 
+use super::EnqueueResult;
 use super::{AckResults, DequeueResult, QueueStore};
 use crate::delivery::{
     receipt_seq, DeadLetter, Delivery, Events, NackOutcome, NewMessage, QueueStats, ReceiptError,
     Seq, SWEEP_LIMIT,
 };
 use crate::error::{Error, Result};
+use crate::limit::{Full, Limits, Resource, Scope, Usage};
 
 /// Longest wait for Redis on any one call; after that the node answers 503
 /// instead of hanging the client.
@@ -54,6 +64,30 @@ local now = tonumber(ARGV[1])
 local default_max = tonumber(ARGV[2])
 local LIMIT = tonumber(ARGV[3])
 local function mkey(id) return P .. 'm:' .. id end
+-- Queues written before the byte count existed have none: count it once.
+if redis.call('HEXISTS', P .. 'meta', 'bytes') == 0
+    and redis.call('HEXISTS', P .. 'meta', 'seq') == 1 then
+  local total = 0
+  for _, z in ipairs({'pending', 'inflight', 'dead'}) do
+    for _, id in ipairs(redis.call('ZRANGE', P .. z, 0, -1)) do
+      total = total + redis.call('HSTRLEN', mkey(id), 'p')
+    end
+  end
+  redis.call('HSET', P .. 'meta', 'bytes', total)
+end
+-- Delete a message for good, keeping the byte count.
+local function drop(id)
+  local len = redis.call('HSTRLEN', mkey(id), 'p')
+  if len > 0 then redis.call('HINCRBY', P .. 'meta', 'bytes', -len) end
+  redis.call('DEL', mkey(id))
+end
+local function stored()
+  return redis.call('ZCARD', P .. 'pending') + redis.call('ZCARD', P .. 'inflight')
+    + redis.call('ZCARD', P .. 'dead')
+end
+local function stored_bytes()
+  return tonumber(redis.call('HGET', P .. 'meta', 'bytes') or '0')
+end
 local function max_attempts()
   local m = redis.call('HGET', P .. 'meta', 'max_attempts')
   if m then return tonumber(m) end
@@ -86,7 +120,7 @@ local function sweep()
     redis.call('ZREM', P .. 'inflight', id)
     local f = redis.call('HMGET', mkey(id), 'a', 'x')
     if is_expired(f[2]) then
-      redis.call('DEL', mkey(id))
+      drop(id)
       count_expired()
     elseif tonumber(f[1]) >= mx then
       to_dead(id)
@@ -98,7 +132,7 @@ local function sweep()
   for _, id in ipairs(gone) do
     redis.call('ZREM', P .. 'ttl', id)
     redis.call('ZREM', P .. 'pending', id)
-    redis.call('DEL', mkey(id))
+    drop(id)
     count_expired()
   end
 end
@@ -113,12 +147,35 @@ local function check(id, receipt)
 end
 "#;
 
-/// ARGV[4] = queue name, then (payload, delay_ms, ttl_ms or -1) triples.
-/// Returns the new ids.
+/// ARGV[4] = queue name, ARGV[5] = max messages, ARGV[6] = max payload
+/// bytes, then (payload, delay_ms, ttl_ms or -1) triples. Returns
+/// {expired, dead, full, ids}: `full` is 0 when stored, else {1 messages | 2
+/// bytes, limit, used, adding} and nothing was stored. Like
+/// `Queue::enqueue` it sweeps only when the messages do not fit, then
+/// checks again.
 const ENQUEUE: &str = r#"
+local max_msgs, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
+local n, b = 0, 0
+for i = 7, #ARGV, 3 do
+  n = n + 1
+  b = b + #ARGV[i]
+end
+local function over()
+  local m = stored()
+  if m + n > max_msgs then return {1, max_msgs, m, n} end
+  local sb = stored_bytes()
+  if sb + b > max_bytes then return {2, max_bytes, sb, b} end
+  return nil
+end
+if over() then
+  sweep()
+  local full = over()
+  if full then return {expired, dead, full, {}} end
+end
 redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('HINCRBY', P .. 'meta', 'bytes', b)
 local ids = {}
-for i = 5, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local seq = redis.call('HINCRBY', P .. 'meta', 'seq', 1)
   local id = string.format('%016x', seq)
   local delay, ttl = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -129,7 +186,7 @@ for i = 5, #ARGV, 3 do
   if x ~= '' then redis.call('ZADD', P .. 'ttl', x, id) end
   ids[#ids + 1] = id
 end
-return ids
+return {expired, dead, 0, ids}
 "#;
 
 /// ARGV[4] = visibility_ms, ARGV[5..] = one nonce (16 hex digits) per
@@ -147,7 +204,7 @@ while #out < want do
     redis.call('ZREM', P .. 'ttl', id)
     local f = redis.call('HMGET', mkey(id), 'a', 'x', 'p', 'e')
     if is_expired(f[2]) then
-      redis.call('DEL', mkey(id))
+      drop(id)
       count_expired()
     else
       local a = tonumber(f[1]) + 1
@@ -175,7 +232,7 @@ for i = 4, #ARGV, 2 do
   local c = check(id, receipt)
   if c == 0 then
     redis.call('ZREM', P .. 'inflight', id)
-    redis.call('DEL', mkey(id))
+    drop(id)
   end
   codes[#codes + 1] = c
 end
@@ -193,7 +250,7 @@ if c == 0 then
   redis.call('ZREM', P .. 'inflight', id)
   local f = redis.call('HMGET', mkey(id), 'a', 'x')
   if is_expired(f[2]) then
-    redis.call('DEL', mkey(id))
+    drop(id)
     count_expired()
     outcome = 2
   elseif tonumber(f[1]) >= max_attempts() then
@@ -220,7 +277,8 @@ end
 return {expired, dead, c, deadline}
 "#;
 
-/// Returns {expired, dead, ready, delayed, in_flight, dead_lettered, expired_total}.
+/// Returns {expired, dead, ready, delayed, in_flight, dead_lettered,
+/// expired_total, bytes}.
 const STATS: &str = r#"
 sweep()
 local ready = redis.call('ZCOUNT', P .. 'pending', '-inf', now)
@@ -228,7 +286,7 @@ local delayed = redis.call('ZCOUNT', P .. 'pending', '(' .. now, '+inf')
 local inflight = redis.call('ZCARD', P .. 'inflight')
 local deadn = redis.call('ZCARD', P .. 'dead')
 local total = tonumber(redis.call('HGET', P .. 'meta', 'expired') or '0')
-return {expired, dead, ready, delayed, inflight, deadn, total}
+return {expired, dead, ready, delayed, inflight, deadn, total, stored_bytes()}
 "#;
 
 /// ARGV[4] = limit. Returns {id, payload, attempts, enqueued_at, dead_at}…
@@ -298,6 +356,7 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     scripts: Scripts,
     default_max_attempts: u32,
+    queue_limits: Limits,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -326,10 +385,10 @@ fn events(expired: i64, dead: i64) -> Events {
 }
 
 impl RedisStore {
-    /// A store for `url`. Connecting is lazy (first use, and again after a
-    /// failure), so a node starts, and reports itself unhealthy, while
-    /// Redis is still down.
-    pub fn new(url: &str, default_max_attempts: u32) -> Result<Self> {
+    /// A store for `url`, enforcing `queue_limits` on every queue.
+    /// Connecting is lazy (first use, and again after a failure), so a node
+    /// starts, and reports itself unhealthy, while Redis is still down.
+    pub fn new(url: &str, default_max_attempts: u32, queue_limits: Limits) -> Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidInput(format!("bad REDIS_URL {url:?}: {e}")))?;
         Ok(Self {
@@ -337,6 +396,7 @@ impl RedisStore {
             conn: OnceCell::new(),
             scripts: Scripts::new(),
             default_max_attempts,
+            queue_limits,
         })
     }
 
@@ -386,6 +446,25 @@ impl RedisStore {
 
 type DeliveryRow = (String, String, String, u32, u64);
 
+/// The enqueue script's `full` answer: 0, or {resource, limit, used, adding}.
+#[derive(Debug)]
+enum FullRow {
+    Stored,
+    Refused(i64, u64, u64, u64),
+}
+
+impl redis::FromRedisValue for FullRow {
+    fn from_redis_value(v: &redis::Value) -> redis::RedisResult<Self> {
+        match v {
+            redis::Value::Int(0) => Ok(FullRow::Stored),
+            v => {
+                let (resource, limit, used, adding) = redis::FromRedisValue::from_redis_value(v)?;
+                Ok(FullRow::Refused(resource, limit, used, adding))
+            }
+        }
+    }
+}
+
 impl QueueStore for RedisStore {
     fn backend(&self) -> &'static str {
         "redis"
@@ -400,17 +479,35 @@ impl QueueStore for RedisStore {
         queue: &'a str,
         msgs: Vec<NewMessage>,
         now_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<String>>> {
+    ) -> BoxFuture<'a, Result<EnqueueResult>> {
         async move {
-            self.run(&self.scripts.enqueue, queue, now_ms, |inv| {
-                inv.arg(queue);
-                for m in &msgs {
-                    inv.arg(m.payload.as_str())
-                        .arg(m.delay_ms)
-                        .arg(m.ttl_ms.map(|t| t as i64).unwrap_or(-1));
-                }
-            })
-            .await
+            let (expired, dead, full, ids): (i64, i64, FullRow, Vec<String>) = self
+                .run(&self.scripts.enqueue, queue, now_ms, |inv| {
+                    inv.arg(queue)
+                        .arg(self.queue_limits.max_messages)
+                        .arg(self.queue_limits.max_bytes);
+                    for m in &msgs {
+                        inv.arg(m.payload.as_str())
+                            .arg(m.delay_ms)
+                            .arg(m.ttl_ms.map(|t| t as i64).unwrap_or(-1));
+                    }
+                })
+                .await?;
+            let res = match full {
+                FullRow::Stored => Ok(ids),
+                FullRow::Refused(resource, limit, used, adding) => Err(Full {
+                    scope: Scope::Queue,
+                    resource: if resource == 1 {
+                        Resource::Messages
+                    } else {
+                        Resource::Bytes
+                    },
+                    limit,
+                    used,
+                    adding,
+                }),
+            };
+            Ok((res, events(expired, dead)))
         }
         .boxed()
     }
@@ -542,9 +639,10 @@ impl QueueStore for RedisStore {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(QueueStats, Events)>> {
         async move {
-            let (expired, dead, ready, delayed, in_flight, dead_lettered, expired_total): (
+            let (expired, dead, ready, delayed, in_flight, dead_lettered, expired_total, bytes): (
                 i64,
                 i64,
+                u64,
                 u64,
                 u64,
                 u64,
@@ -558,6 +656,7 @@ impl QueueStore for RedisStore {
                     in_flight,
                     dead_lettered,
                     expired_total,
+                    bytes,
                 },
                 events(expired, dead),
             ))
@@ -667,5 +766,9 @@ impl QueueStore for RedisStore {
                 .unwrap_or_else(|_| Err(Error::Unavailable("redis: no answer to PING".into())))
         }
         .boxed()
+    }
+
+    fn node_usage(&self) -> Option<Usage> {
+        None
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use common::port::free_port;
+use queue_service::limit::StoreLimits;
 use queue_service::store::embedded::EmbeddedStore;
 use queue_service::store::redis::RedisStore;
 use queue_service::store::QueueStore;
@@ -120,25 +121,66 @@ pub struct TestStore {
     pub store: Arc<dyn QueueStore>,
     pub redis: Option<RedisServer>,
     pub dir: Option<tempfile::TempDir>,
+    pub max_attempts: u32,
 }
 
+/// An embedded store in a temp dir, with the default limits.
 pub fn embedded_store(max_attempts: u32) -> TestStore {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), max_attempts).unwrap();
+    let store = EmbeddedStore::open(dir.path(), max_attempts, StoreLimits::default()).unwrap();
     TestStore {
         store: Arc::new(store),
         redis: None,
         dir: Some(dir),
+        max_attempts,
     }
 }
 
+/// A Redis store on a throwaway redis-server, with the default limits.
 pub fn redis_store(max_attempts: u32) -> TestStore {
     let redis = RedisServer::start();
-    let store = RedisStore::new(&redis.url(), max_attempts).unwrap();
+    let store = RedisStore::new(&redis.url(), max_attempts, StoreLimits::default().queue).unwrap();
     TestStore {
         store: Arc::new(store),
         redis: Some(redis),
         dir: None,
+        max_attempts,
+    }
+}
+
+impl TestStore {
+    /// Close the store and open it again on the same data with `limits`:
+    /// the embedded store reloads from its data dir, the Redis store is a
+    /// new client of the same redis-server. Panics if the store is still
+    /// shared (the embedded file can only be open once).
+    pub fn reopen(self, limits: StoreLimits) -> TestStore {
+        let TestStore {
+            store,
+            redis,
+            dir,
+            max_attempts,
+        } = self;
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "the store is still in use; cannot reopen it"
+        );
+        drop(store);
+        let store: Arc<dyn QueueStore> = match (&redis, &dir) {
+            (Some(r), _) => {
+                Arc::new(RedisStore::new(&r.url(), max_attempts, limits.queue).unwrap())
+            }
+            (None, Some(d)) => {
+                Arc::new(EmbeddedStore::open(d.path(), max_attempts, limits).unwrap())
+            }
+            (None, None) => unreachable!("a test store has a redis-server or a data dir"),
+        };
+        TestStore {
+            store,
+            redis,
+            dir,
+            max_attempts,
+        }
     }
 }
 
