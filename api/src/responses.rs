@@ -3,7 +3,8 @@
 //! these sets, so a status is documented once for every route that can give
 //! it. Every error body is [`ErrorBody`]. Statuses as answered through the
 //! gateway (which adds 401 with `API_TOKENS`, 413 over its body limit, 503
-//! when no backend answers and 504 on timeouts).
+//! when no backend answers or, as `overloaded` with `Retry-After`, when the
+//! backend node has the gateway's most calls in flight, and 504 on timeouts).
 
 #![allow(dead_code)] // Variants describe answers; they are never built.
 
@@ -35,10 +36,14 @@ pub enum LockWriteErrors {
     /// `invalid_field`: a missing, unknown or mistyped field.
     #[response(status = 422)]
     Unprocessable(ErrorBody),
-    /// `overloaded`: the leader's write queue is full; not applied, retry after a pause.
+    /// `overloaded`: the leader's write queue is full; `capacity_exceeded`
+    /// (acquire, with `limit` and `Retry-After`): the locks held plus waiters
+    /// are at the service's limit. Not applied either way; retry after a pause.
     #[response(status = 429)]
     Overloaded(ErrorBody),
-    /// `no_leader` / `unavailable`: no lock leader within the retry budget.
+    /// `no_leader` / `unavailable`: no lock leader within the retry budget;
+    /// `overloaded` (gateway, with `Retry-After`): the node is at the
+    /// gateway's in-flight limit.
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// `timeout` / `backend_timeout`.
@@ -96,7 +101,8 @@ pub enum ReadErrors {
     /// not a name, such as `.`).
     #[response(status = 404)]
     NotFound(ErrorBody),
-    /// `no_leader`, `unavailable`, `store_unavailable`.
+    /// `no_leader`, `unavailable`, `store_unavailable`; `overloaded`
+    /// (gateway, with `Retry-After`).
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// `timeout` / `backend_timeout`.
@@ -124,7 +130,8 @@ pub enum CacheErrors {
     /// `invalid_field`: a missing, unknown or mistyped field.
     #[response(status = 422)]
     Unprocessable(ErrorBody),
-    /// `unavailable`: the node cannot serve (no confirmed view, memory down).
+    /// `unavailable`: the node cannot serve (no confirmed view, memory down);
+    /// `overloaded` (gateway, with `Retry-After`).
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// `timeout` / `backend_timeout`.

@@ -738,6 +738,16 @@ pub struct GatewayStats {
     pub lock: ServiceStats,
     pub queue: ServiceStats,
     pub cache: ServiceStats,
+    /// The gateway's limit of calls outstanding to any one backend node.
+    #[serde(default)]
+    pub max_in_flight_per_backend: u64,
+    /// Calls outstanding now, per backend node (nodes with none left out).
+    #[serde(default)]
+    pub in_flight: std::collections::BTreeMap<String, u64>,
+    /// Calls refused with 503 `overloaded` because their backend node was at
+    /// the limit.
+    #[serde(default)]
+    pub shed: u64,
 }
 
 /// `?consistency=` of `GET /api/lock/{resource}`.

@@ -19,6 +19,10 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields merged into the `error` object.
     pub details: Map<String, Value>,
+    /// Seconds for a `Retry-After` header: set on refusals that say "not
+    /// now" (a limit reached, load shed), so clients back off by the
+    /// server's word instead of retrying at once.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -28,7 +32,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: Map::new(),
+            retry_after_s: None,
         }
+    }
+
+    /// Answer with `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_s = Some(secs);
+        self
     }
 
     /// 400 `invalid_input`.
@@ -71,7 +82,13 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -160,21 +160,13 @@ pub async fn forward(
         }
         match gw.call(Service::Cache, node, &out, timeout).await {
             Ok(reply) => return Ok(reply),
-            Err(CallError::Timeout) => {
-                last = Some(Error::BackendTimeout {
-                    service: "cache",
-                    backend: node.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                });
+            // A slow or saturated node: another would be asked the same
+            // of, and the client hears at once.
+            Err(e @ (CallError::Timeout | CallError::Shed { .. })) => {
+                last = Some(e.into_error("cache", node, timeout));
                 break;
             }
-            Err(CallError::Unreachable(reason)) => {
-                last = Some(Error::Unavailable {
-                    service: "cache",
-                    backend: node.clone(),
-                    reason,
-                });
-            }
+            Err(e) => last = Some(e.into_error("cache", node, timeout)),
         }
     }
     gw.count_error(Service::Cache);

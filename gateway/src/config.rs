@@ -74,6 +74,14 @@ pub struct Config {
     /// How often DNS names in the node lists are re-resolved, in milliseconds.
     #[arg(long, env = "DISCOVERY_REFRESH_MS", default_value_t = 2_000)]
     pub discovery_refresh_ms: u64,
+
+    /// Most calls outstanding to any one backend node; past it a call is
+    /// answered 503 `overloaded` with `Retry-After` at once instead of
+    /// queueing in the gateway (load shedding). Long polls and blocked
+    /// acquires count while they wait.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_in_flight: u64,
 }
 
 /// The knobs the running gateway uses (parsed from [`Config`], or built
@@ -86,6 +94,7 @@ pub struct Settings {
     pub backend_timeout: Duration,
     pub lock_retry: Duration,
     pub leader_poll: Duration,
+    pub max_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -97,6 +106,7 @@ impl Default for Settings {
             backend_timeout: Duration::from_secs(5),
             lock_retry: Duration::from_secs(3),
             leader_poll: Duration::from_secs(1),
+            max_in_flight: 512,
         }
     }
 }
@@ -110,6 +120,7 @@ impl From<&Config> for Settings {
             backend_timeout: Duration::from_millis(c.backend_timeout_ms),
             lock_retry: Duration::from_millis(c.lock_retry_ms),
             leader_poll: Duration::from_millis(c.leader_poll_ms.max(50)),
+            max_in_flight: c.max_in_flight as usize,
         }
     }
 }

@@ -44,6 +44,14 @@ pub enum Error {
         backend: String,
         timeout_ms: u64,
     },
+    /// The backend node already has `limit` calls outstanding from this
+    /// gateway (503 `overloaded`, `Retry-After: 1`): shed, not queued.
+    #[error("{service} backend {backend} has {limit} calls in flight, the gateway's limit (--max-in-flight); retry later")]
+    Overloaded {
+        service: &'static str,
+        backend: String,
+        limit: usize,
+    },
     /// The whole request took longer than the gateway's request timeout (504 `timeout`).
     #[error("request did not complete within {timeout_ms} ms")]
     RequestTimeout { timeout_ms: u64 },
@@ -81,6 +89,15 @@ impl Error {
             } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "backend_timeout", msg)
                 .with("service", *service)
                 .with("backend", backend.clone()),
+            Error::Overloaded {
+                service,
+                backend,
+                limit,
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", msg)
+                .with("service", *service)
+                .with("backend", backend.clone())
+                .with("limit", *limit as u64)
+                .retry_after(1),
             Error::RequestTimeout { .. } => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
             }

@@ -209,23 +209,15 @@ async fn forward_inner(gw: &Gateway, out: &Outbound<'_>, wait_ms: u64) -> Result
                 last_err = None;
             }
             Ok(reply) => return Ok(reply),
+            // The node is alive but saturated: retrying elsewhere would
+            // only be forwarded back to it (or pass the load around).
+            Err(e @ CallError::Shed { .. }) => return Err(e.into_error("lock", &target, timeout)),
             Err(e) => {
                 if gw.leader().as_deref() == Some(target.as_str()) {
                     gw.set_leader(None);
                 }
                 rotate = rotate.wrapping_add(1);
-                last_err = Some(match e {
-                    CallError::Timeout => Error::BackendTimeout {
-                        service: "lock",
-                        backend: target.clone(),
-                        timeout_ms: timeout.as_millis() as u64,
-                    },
-                    CallError::Unreachable(reason) => Error::Unavailable {
-                        service: "lock",
-                        backend: target.clone(),
-                        reason,
-                    },
-                });
+                last_err = Some(e.into_error("lock", &target, timeout));
                 if Instant::now() + backoff >= deadline {
                     break;
                 }

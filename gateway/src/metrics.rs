@@ -32,6 +32,11 @@ pub(crate) struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NodeLabels {
+    pub(crate) backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabels {
     pub(crate) reason: &'static str,
 }
@@ -44,6 +49,10 @@ pub(crate) struct Families {
     pub(crate) gateway_errors: Family<ServiceLabels, Counter>,
     pub(crate) rejected: Family<ReasonLabels, Counter>,
     pub(crate) members: Family<ServiceLabels, Gauge>,
+    /// Set at scrape time from the in-flight counts (no label lookup on
+    /// the call path).
+    pub(crate) in_flight: Family<NodeLabels, Gauge>,
+    pub(crate) max_in_flight: Gauge,
 }
 
 impl Families {
@@ -56,6 +65,8 @@ impl Families {
             gateway_errors: Family::default(),
             rejected: Family::default(),
             members: Family::default(),
+            in_flight: Family::default(),
+            max_in_flight: Gauge::default(),
         };
         registry.register(
         "gateway_backend_requests",
@@ -86,6 +97,16 @@ impl Families {
             "gateway_backend_members",
             "Known backend nodes per service",
             f.members.clone(),
+        );
+        registry.register(
+            "gateway_backend_in_flight",
+            "Calls outstanding per backend node",
+            f.in_flight.clone(),
+        );
+        registry.register(
+            "gateway_max_in_flight",
+            "Most calls outstanding to one backend node (--max-in-flight); past it, 503 overloaded",
+            f.max_in_flight.clone(),
         );
         f
     }

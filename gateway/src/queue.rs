@@ -89,21 +89,13 @@ async fn forward_inner(
         }
         match gw.call(Service::Queue, node, out, timeout).await {
             Ok(reply) => return Ok(reply),
-            Err(CallError::Timeout) => {
-                return Err(Error::BackendTimeout {
-                    service: "queue",
-                    backend: node.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                })
-            }
             Err(CallError::Unreachable(reason)) => {
                 tracing::debug!(%node, %queue, %reason, "queue node unreachable; trying next owner");
-                last = Some(Error::Unavailable {
-                    service: "queue",
-                    backend: node.clone(),
-                    reason,
-                });
+                let e = CallError::Unreachable(reason);
+                last = Some(e.into_error("queue", node, timeout));
             }
+            // Slow or saturated: the next owner would only forward to it.
+            Err(e) => return Err(e.into_error("queue", node, timeout)),
         }
     }
     Err(last.unwrap_or(Error::NoBackends { service: "queue" }))

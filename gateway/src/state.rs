@@ -16,9 +16,9 @@
 //!   not cluster tokens), and no route under `/internal/` is ever called;
 //! - a quarantined node is tried last, not never: a quarantine only reorders.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -34,8 +34,11 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::error::Error;
 use crate::lock::Leader;
-use crate::metrics::{BackendLabels, BackendLatencyLabels, Families, ReasonLabels, ServiceLabels};
+use crate::metrics::{
+    BackendLabels, BackendLatencyLabels, Families, NodeLabels, ReasonLabels, ServiceLabels,
+};
 
 /// How long a node that failed to answer is tried last.
 pub const QUARANTINE: Duration = Duration::from_millis(1_000);
@@ -157,6 +160,8 @@ impl BackendSenders {
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
+    /// A backend's `Retry-After` (on its 429s and 503s), passed on.
+    pub retry_after: Option<HeaderValue>,
     pub body: Bytes,
     pub backend: String,
 }
@@ -183,6 +188,9 @@ impl IntoResponse for Reply {
             .unwrap_or_else(|| HeaderValue::from_static("application/json"));
         resp.headers_mut()
             .insert(axum::http::header::CONTENT_TYPE, ct);
+        if let Some(ra) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, ra);
+        }
         resp
     }
 }
@@ -194,6 +202,43 @@ pub enum CallError {
     Unreachable(String),
     /// No full answer within the timeout.
     Timeout,
+    /// Not sent: the backend already had this many calls in flight.
+    Shed { limit: usize },
+}
+
+impl CallError {
+    /// The client's answer when a call to `backend` of `service` failed
+    /// this way (`timeout` is what it was given).
+    pub fn into_error(self, service: &'static str, backend: &str, timeout: Duration) -> Error {
+        let backend = backend.to_string();
+        match self {
+            CallError::Timeout => Error::BackendTimeout {
+                service,
+                backend,
+                timeout_ms: timeout.as_millis() as u64,
+            },
+            CallError::Unreachable(reason) => Error::Unavailable {
+                service,
+                backend,
+                reason,
+            },
+            CallError::Shed { limit } => Error::Overloaded {
+                service,
+                backend,
+                limit,
+            },
+        }
+    }
+}
+
+/// One call's place in its backend's in-flight count, given back on drop
+/// (also when the call is cancelled or times out).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Plain counters behind `/stats` (the same events also go to Prometheus).
@@ -219,6 +264,11 @@ pub(crate) struct Inner {
     pub queue_counters: ServiceCounters,
     pub cache_counters: ServiceCounters,
     pub rejected: AtomicU64,
+    /// Calls outstanding per backend node, for `--max-in-flight`. A read
+    /// lock on the hot path; the write lock only the first time a node is
+    /// called.
+    in_flight: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    pub shed: AtomicU64,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -261,6 +311,8 @@ impl Gateway {
             queue_counters: ServiceCounters::default(),
             cache_counters: ServiceCounters::default(),
             rejected: AtomicU64::new(0),
+            in_flight: RwLock::new(HashMap::new()),
+            shed: AtomicU64::new(0),
         })))
     }
 
@@ -384,19 +436,28 @@ impl Gateway {
         debug_assert!(!out.path_and_query.starts_with("/internal"));
         let route = out.route;
         let start = Instant::now();
-        let res = self
-            .send(
-                backend,
-                out.method.clone(),
-                out.path_and_query,
-                out.body.clone(),
-                timeout,
-            )
-            .await;
+        let res = match self.admit(backend) {
+            Ok(_slot) => {
+                self.send(
+                    backend,
+                    out.method.clone(),
+                    out.path_and_query,
+                    out.body.clone(),
+                    timeout,
+                )
+                .await
+            }
+            Err(shed) => {
+                self.0.shed.fetch_add(1, Ordering::Relaxed);
+                self.count_rejected("backend_in_flight_limit");
+                return Err(shed);
+            }
+        };
         let outcome = match &res {
             Ok(r) => r.status.as_u16().to_string(),
             Err(CallError::Timeout) => "timeout".to_string(),
             Err(CallError::Unreachable(_)) => "unreachable".to_string(),
+            Err(CallError::Shed { .. }) => "shed".to_string(),
         };
         let f = &self.0.families;
         f.backend_requests
@@ -418,6 +479,55 @@ impl Gateway {
             self.quarantine(backend);
         }
         res
+    }
+
+    /// A place among `backend`'s calls in flight, or [`CallError::Shed`]
+    /// when it has `--max-in-flight` already: a node that is behind gets
+    /// no deeper queue from the gateway, and the client hears so at once.
+    fn admit(&self, backend: &str) -> Result<InFlight, CallError> {
+        let limit = self.0.settings.max_in_flight;
+        let known = self
+            .0
+            .in_flight
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(backend)
+            .cloned();
+        let count = known.unwrap_or_else(|| {
+            let mut map = self.0.in_flight.write().unwrap_or_else(|e| e.into_inner());
+            map.entry(backend.to_string()).or_default().clone()
+        });
+        if count.fetch_add(1, Ordering::AcqRel) >= limit {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err(CallError::Shed { limit });
+        }
+        Ok(InFlight(count))
+    }
+
+    /// Bring the in-flight gauges up to date (at scrape time).
+    pub fn refresh_in_flight_metrics(&self) {
+        let f = &self.0.families;
+        f.max_in_flight.set(self.0.settings.max_in_flight as i64);
+        let map = self.0.in_flight.read().unwrap_or_else(|e| e.into_inner());
+        for (node, n) in map.iter() {
+            f.in_flight
+                .get_or_create(&NodeLabels {
+                    backend: node.clone(),
+                })
+                .set(n.load(Ordering::Relaxed) as i64);
+        }
+    }
+
+    /// Calls outstanding per backend node (those with any).
+    pub fn in_flight(&self) -> BTreeMap<String, u64> {
+        self.0
+            .in_flight
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(node, n)| (node.clone(), n.load(Ordering::Relaxed) as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// One HTTP/1.1 exchange on a pooled connection, the whole answer read
@@ -461,6 +571,7 @@ impl Gateway {
         Ok(Reply {
             status: parts.status,
             content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
             body,
             backend: backend.to_string(),
         })
@@ -478,6 +589,7 @@ impl Gateway {
             .map_err(|e| match e {
                 CallError::Unreachable(reason) => reason,
                 CallError::Timeout => format!("no answer within {PROBE_TIMEOUT:?}"),
+                CallError::Shed { limit } => format!("{limit} calls in flight"),
             })?;
         let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
         Ok((reply.status, value))

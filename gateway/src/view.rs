@@ -221,5 +221,8 @@ pub fn stats(gw: &Gateway) -> GatewayStats {
         lock: service_stats(gw, Service::Lock),
         queue: service_stats(gw, Service::Queue),
         cache: service_stats(gw, Service::Cache),
+        max_in_flight_per_backend: gw.settings().max_in_flight as u64,
+        in_flight: gw.in_flight(),
+        shed: gw.0.shed.load(Ordering::Relaxed),
     }
 }

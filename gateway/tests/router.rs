@@ -879,3 +879,72 @@ async fn dns_names_become_ring_members() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["node"], node);
 }
+
+/// `--max-in-flight`: past the limit of calls outstanding to one node, the
+/// gateway answers 503 `overloaded` with `Retry-After` at once (nothing
+/// reaches the node), and the place comes back when a call finishes.
+/// A backend's own `Retry-After` (its 429 `queue_full`, say) is passed on.
+#[tokio::test]
+async fn calls_past_the_in_flight_limit_are_shed_and_retry_after_passes_through() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = {
+        let (gate, reached) = (gate.clone(), reached.clone());
+        Router::new().fallback(move || {
+            let (gate, reached) = (gate.clone(), reached.clone());
+            async move {
+                reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "7")],
+                    axum::Json(json!({"error": {"code": "queue_full", "message": "full"}})),
+                )
+            }
+        })
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let settings = Settings {
+        max_in_flight: 2,
+        ..Settings::default()
+    };
+    let (gw, _tx) = gateway_with(settings, vec![], vec![addr.clone()], vec![]);
+    let enqueue = || post("/api/queue/enqueue", r#"{"queue":"q","payload":1}"#);
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (gw, req) = (gw.clone(), enqueue());
+            tokio::spawn(async move { send(&gw, req).await })
+        })
+        .collect();
+    while reached.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body, headers) = send(&gw, enqueue()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(code(&body), "overloaded");
+    assert_eq!(body["error"]["limit"], 2, "{body}");
+    assert_eq!(body["error"]["backend"], addr.as_str(), "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let (_, stats, _) = send(&gw, get("/stats")).await;
+    assert_eq!(stats["in_flight"][&addr], 2, "{stats}");
+    assert_eq!(stats["shed"], 1, "{stats}");
+
+    // The two held calls finish with the backend's answer and its header...
+    gate.add_permits(2);
+    for call in held {
+        let (status, body, headers) = call.await.unwrap();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(code(&body), "queue_full");
+        assert_eq!(headers["retry-after"], "7");
+    }
+    // ...and their places are free again.
+    gate.add_permits(1);
+    let (status, body, _) = send(&gw, enqueue()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let (_, stats, _) = send(&gw, get("/stats")).await;
+    assert_eq!(stats["in_flight"], json!({}), "{stats}");
+}

@@ -65,6 +65,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_queued_writes: u64,
 
+    /// Most locks held plus requests waiting, over all resources. A new
+    /// acquire that would hold or wait past it gets 429
+    /// `capacity_exceeded`; releases, renewals and reads always work. At
+    /// ~2.7 KB per held lock on each node (docs/benchmarks.md), the
+    /// default keeps the table within a 512 MB container.
+    #[arg(long, env = "MAX_LOCKS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_locks: u64,
+
+    /// Most answers remembered for retries (`request_id`). Past it, the
+    /// ones due to be forgotten soonest are forgotten first; a retry of a
+    /// forgotten request is applied anew (README, "Limits").
+    #[arg(long, env = "MAX_REMEMBERED", default_value_t = 200_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_remembered: u64,
+
     /// Runtime worker threads; 0 means one per core, 1 runs everything on
     /// the main thread (tokio's current-thread runtime). Nodes that share a
     /// machine's cores (run-local.sh, one-host compose) do better with 1:

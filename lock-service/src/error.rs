@@ -39,6 +39,11 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Overloaded(String),
+    #[error(
+        "{limit} locks are held or waited for, this node's limit (--max-locks); \
+         release locks or retry later"
+    )]
+    CapacityExceeded { limit: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -89,6 +94,14 @@ impl From<Error> for ApiError {
             // 429, not 503: the gateway takes a 503 for a node that cannot
             // serve and moves on to the next, which would pass the load around.
             Error::Overloaded(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", m),
+            // 429 as etcd's gateway answers its RESOURCE_EXHAUSTED; not
+            // 507, which clients take for a server fault. Nothing was
+            // applied; room comes back as locks are released or expire.
+            Error::CapacityExceeded { limit } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity_exceeded", msg)
+                    .with("limit", limit)
+                    .retry_after(1)
+            }
             Error::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         }
     }

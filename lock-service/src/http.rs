@@ -39,10 +39,12 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     pub metrics: Metrics,
     domain: Arc<LockMetrics>,
+    /// Stamped on every command this node proposes (see `table::Limits`).
+    limits: table::Limits,
 }
 
 impl AppState {
-    pub fn new(node: RaftNode<LockMachine>, waiters: Arc<Waiters>) -> Self {
+    pub fn new(node: RaftNode<LockMachine>, waiters: Arc<Waiters>, limits: table::Limits) -> Self {
         let mut reg = MetricsRegistry::default();
         let domain = Arc::new(LockMetrics::register(&mut reg));
         domain.spawn_leader_watch(&node);
@@ -51,6 +53,7 @@ impl AppState {
             waiters,
             metrics: Metrics::new(reg),
             domain,
+            limits,
         }
     }
 }
@@ -128,6 +131,7 @@ impl TryFrom<api::AcquireRequest> for table::Acquire {
             wait_ms,
             node_made_id: req.request_id.is_none(),
             request_id: req.request_id.unwrap_or_else(new_request_id),
+            limits: None,
         })
     }
 }
@@ -144,6 +148,7 @@ impl TryFrom<api::ReleaseRequest> for table::Release {
             token: req.token,
             node_made_id: req.request_id.is_none(),
             request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
+            limits: None,
         })
     }
 }
@@ -163,6 +168,7 @@ impl TryFrom<api::RenewRequest> for table::Renew {
             ttl_ms,
             node_made_id: req.request_id.is_none(),
             request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
+            limits: None,
         })
     }
 }
@@ -176,7 +182,8 @@ async fn acquire(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::AcquireRequest>,
 ) -> Result<Json<api::LockGrant>, ApiError> {
-    let acquire = table::Acquire::try_from(req)?;
+    let mut acquire = table::Acquire::try_from(req)?;
+    acquire.limits = Some(app.limits);
     let (owner, request_id, wait_ms) = (
         acquire.owner.clone(),
         acquire.request_id.clone(),
@@ -267,6 +274,7 @@ fn grant_or_error(outcome: Outcome) -> Result<api::LockGrant, Error> {
         Outcome::AlreadyHeld { token } => Err(Error::AlreadyHeld { token }),
         Outcome::AlreadyWaiting { .. } => Err(Error::AlreadyWaiting),
         Outcome::RequestIdReused => Err(Error::RequestIdReused),
+        Outcome::CapacityExceeded { limit } => Err(Error::CapacityExceeded { limit }),
         other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -275,7 +283,8 @@ async fn release(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::ReleaseRequest>,
 ) -> Result<Json<api::ReleaseResponse>, ApiError> {
-    let release = table::Release::try_from(req)?;
+    let mut release = table::Release::try_from(req)?;
+    release.limits = Some(app.limits);
     let answer = api::ReleaseResponse {
         released: true,
         resource: release.resource.clone(),
@@ -298,7 +307,8 @@ async fn renew(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<api::RenewRequest>,
 ) -> Result<Json<api::RenewResponse>, ApiError> {
-    let renew = table::Renew::try_from(req)?;
+    let mut renew = table::Renew::try_from(req)?;
+    renew.limits = Some(app.limits);
     let (resource, owner, token) = (renew.resource.clone(), renew.owner.clone(), renew.token);
     match app
         .node
@@ -406,13 +416,27 @@ async fn cluster(State(app): State<AppState>) -> Json<raft_core::Status> {
 }
 
 async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let (counters, sizes, last_token) = app
-        .node
-        .read(|m, _| (m.table.counters(), m.table.sizes(), m.table.last_token()));
+    let (counters, sizes, last_token, placed, remembered) = app.node.read(|m, _| {
+        let t = &m.table;
+        let (counters, sizes) = (t.counters(), t.sizes());
+        (
+            counters,
+            sizes,
+            t.last_token(),
+            t.placed(),
+            t.remembered_count(),
+        )
+    });
     Json(json!({
         "resources": sizes.0,
         "holds": sizes.1,
         "waiters": sizes.2,
+        "limits": {
+            "locks": placed,
+            "max_locks": app.limits.max_locks,
+            "remembered": remembered,
+            "max_remembered": app.limits.max_remembered,
+        },
         "counters": counters,
         "last_token": last_token,
         "log": app.node.log_stats(),
@@ -421,6 +445,6 @@ async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    app.domain.refresh(&app.node);
+    app.domain.refresh(&app.node, app.limits);
     common::metrics::text_response(&app.metrics)
 }

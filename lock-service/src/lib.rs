@@ -67,7 +67,11 @@ impl Service {
         let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
         let node = RaftNode::start(nc, LockMachine::new(waiters.clone(), changed_tx)).await?;
         let ticker = tokio::spawn(ticker::run(node.clone(), changed_rx));
-        let state = AppState::new(node.clone(), waiters);
+        let limits = table::Limits {
+            max_locks: config.max_locks,
+            max_remembered: config.max_remembered,
+        };
+        let state = AppState::new(node.clone(), waiters, limits);
         let metrics = state.metrics.clone();
         let router = common::server::tail(
             http::routes(state).merge(raft_core::http::router(node.clone())),

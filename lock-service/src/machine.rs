@@ -126,7 +126,9 @@ impl raft_core::StateMachine for LockMachine {
     }
 
     fn decode(bytes: &[u8]) -> Result<LockTable, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        serde_json::from_slice(bytes)
+            .map(LockTable::recounted)
+            .map_err(|e| e.to_string())
     }
 
     fn restore(&mut self, table: LockTable) -> LockTable {

@@ -11,12 +11,17 @@ use prometheus_client::metrics::counter::Counter;
 use raft_core::RaftNode;
 
 use crate::machine::LockMachine;
+use crate::table::Limits;
 
 /// Domain metrics, refreshed from the replicated counters at scrape time.
 pub struct LockMetrics {
     resources: Gauge,
     holds: Gauge,
     waiters: Gauge,
+    placed: Gauge,
+    max_locks: Gauge,
+    remembered: Gauge,
+    max_remembered: Gauge,
     term: Gauge,
     is_leader: Gauge,
     grants: Counter,
@@ -38,6 +43,10 @@ impl LockMetrics {
             resources: Gauge::default(),
             holds: Gauge::default(),
             waiters: Gauge::default(),
+            placed: Gauge::default(),
+            max_locks: Gauge::default(),
+            remembered: Gauge::default(),
+            max_remembered: Gauge::default(),
             term: Gauge::default(),
             is_leader: Gauge::default(),
             grants: Counter::default(),
@@ -61,6 +70,26 @@ impl LockMetrics {
             "lock_waiters",
             "Requests waiting in queues",
             m.waiters.clone(),
+        );
+        reg.register(
+            "lock_placed",
+            "Locks held plus requests waiting (what --max-locks bounds)",
+            m.placed.clone(),
+        );
+        reg.register(
+            "lock_max_locks",
+            "This node's --max-locks",
+            m.max_locks.clone(),
+        );
+        reg.register(
+            "lock_remembered_answers",
+            "Answers remembered for retries (what --max-remembered bounds)",
+            m.remembered.clone(),
+        );
+        reg.register(
+            "lock_max_remembered",
+            "This node's --max-remembered",
+            m.max_remembered.clone(),
         );
         reg.register("raft_term", "Current Raft term", m.term.clone());
         reg.register(
@@ -120,11 +149,18 @@ impl LockMetrics {
     }
 
     /// Bring every family up to date with `node` (at scrape time).
-    pub fn refresh(&self, node: &RaftNode<LockMachine>) {
-        let (counters, sizes) = node.read(|m, _| (m.table.counters(), m.table.sizes()));
+    pub fn refresh(&self, node: &RaftNode<LockMachine>, limits: Limits) {
+        let (counters, sizes, placed, remembered) = node.read(|m, _| {
+            let t = &m.table;
+            (t.counters(), t.sizes(), t.placed(), t.remembered_count())
+        });
         self.resources.set(sizes.0 as i64);
         self.holds.set(sizes.1 as i64);
         self.waiters.set(sizes.2 as i64);
+        self.placed.set(placed as i64);
+        self.max_locks.set(limits.max_locks as i64);
+        self.remembered.set(remembered as i64);
+        self.max_remembered.set(limits.max_remembered as i64);
         let status = node.status();
         self.term.set(status.term as i64);
         self.is_leader.set(i64::from(status.state == "Leader"));

@@ -30,6 +30,14 @@
 //!   [`REQUEST_MEMORY_MS`] after they were made, or
 //!   [`NODE_ID_MEMORY_MS`] (plus the wait) when the id was made by the node
 //!   that took the call: only that node's own retries can repeat such an id.
+//! - Limits enter through the log like time does: the node that takes a
+//!   call stamps its configured [`Limits`] on the command, so every replica
+//!   refuses or forgets alike. A new acquire that would take the locks held
+//!   plus waiters past `max_locks` is refused (`capacity_exceeded`) and not
+//!   remembered (it changed nothing, so a retry may apply it later); past
+//!   `max_remembered` answers, the ones due to be forgotten soonest go
+//!   first, except those of requests still waiting (bounded by `max_locks`),
+//!   which a withdrawal must still find.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -116,6 +124,9 @@ pub struct Acquire {
     /// The node made `request_id` (the client sent none).
     #[serde(default, skip_serializing_if = "is_false")]
     pub node_made_id: bool,
+    /// The taking node's limits (none in entries from before limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +138,9 @@ pub struct Release {
     /// The node made `request_id` (the client sent none).
     #[serde(default, skip_serializing_if = "is_false")]
     pub node_made_id: bool,
+    /// The taking node's limits (none in entries from before limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,10 +153,25 @@ pub struct Renew {
     /// The node made `request_id` (the client sent none).
     #[serde(default, skip_serializing_if = "is_false")]
     pub node_made_id: bool,
+    /// The taking node's limits (none in entries from before limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// The memory bounds the node that took a call stamped on its command. In
+/// the command, not in the table, so a node's configuration can change
+/// without replicas disagreeing: each applies exactly what the log says.
+/// Entries written before limits existed carry none and are unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most locks held plus requests waiting, over all resources.
+    pub max_locks: u64,
+    /// Most remembered answers (see [`REQUEST_MEMORY_MS`]).
+    pub max_remembered: u64,
 }
 
 /// How long an answer is remembered: see [`REQUEST_MEMORY_MS`] and
@@ -214,6 +243,10 @@ pub enum Outcome {
     /// The `(owner, request_id)` answered a different request (another
     /// command, resource, mode or token); nothing was done.
     RequestIdReused,
+    /// The locks held plus waiters are at `limit`; nothing was done.
+    CapacityExceeded {
+        limit: u64,
+    },
     UnknownRequest,
     Ticked,
 }
@@ -324,6 +357,11 @@ pub struct LockTable {
     forget: imbl::OrdSet<(u64, Arc<str>, Arc<str>)>,
     next_token: Token,
     counters: Counters,
+    /// Holds plus waiters over all resources, kept in step with them so the
+    /// `max_locks` check is O(1). Not in snapshots: [`LockTable::recount`]
+    /// derives it after a load.
+    #[serde(skip)]
+    placed: u64,
 }
 
 impl LockTable {
@@ -378,6 +416,24 @@ impl LockTable {
         self.next_token
     }
 
+    /// Locks held plus requests waiting: what `max_locks` bounds.
+    pub fn placed(&self) -> u64 {
+        self.placed
+    }
+
+    /// Answers remembered for retries: what `max_remembered` bounds.
+    pub fn remembered_count(&self) -> usize {
+        self.forget.len()
+    }
+
+    /// The table as loaded from a snapshot, with the counts that are not
+    /// kept in it derived again.
+    pub fn recounted(mut self) -> Self {
+        let (_, holds, waiters) = self.sizes();
+        self.placed = (holds + waiters) as u64;
+        self
+    }
+
     fn remembered(&self, owner: &str, request_id: &str) -> Option<&Remembered> {
         self.requests
             .get(owner)
@@ -397,7 +453,9 @@ impl LockTable {
     }
 
     /// Remember the answer to a new request for `memory_ms`; a request
-    /// already remembered (a retry) keeps its entry.
+    /// already remembered (a retry) keeps its entry. Past `limits`'
+    /// `max_remembered`, older answers make room.
+    #[allow(clippy::too_many_arguments)]
     fn remember(
         &mut self,
         owner: &str,
@@ -406,7 +464,12 @@ impl LockTable {
         outcome: Outcome,
         now: u64,
         memory_ms: u64,
+        limits: Option<Limits>,
     ) {
+        if matches!(outcome, Outcome::CapacityExceeded { .. }) {
+            // Nothing was done: a retry may be applied once there is room.
+            return;
+        }
         let m = self.requests.entry(owner.to_string()).or_default();
         if m.contains_key(request_id) {
             return;
@@ -422,6 +485,46 @@ impl LockTable {
             }),
         );
         self.forget.insert((forget_at_ms, owner.into(), request_id));
+        if let Some(l) = limits {
+            self.bound_remembered(l.max_remembered);
+        }
+    }
+
+    /// Forget answers until at most `max` are left, those due to be
+    /// forgotten soonest first. A waiting request's answer stays: its
+    /// withdrawal (`Cancel`) and its settlement look it up, and waiters are
+    /// bounded by `max_locks` anyway. A retry of a forgotten request is
+    /// applied as a new one (see the crate README).
+    fn bound_remembered(&mut self, max: u64) {
+        let over = (self.forget.len() as u64).saturating_sub(max);
+        if over == 0 {
+            return;
+        }
+        let victims: Vec<(u64, Arc<str>, Arc<str>)> = self
+            .forget
+            .iter()
+            .filter(|(_, owner, rid)| {
+                !matches!(
+                    self.remembered(owner, rid).map(|r| &r.outcome),
+                    Some(Outcome::Queued { .. })
+                )
+            })
+            .take(over as usize)
+            .cloned()
+            .collect();
+        for victim in victims {
+            self.forget.remove(&victim);
+            self.drop_remembered(&victim.1, &victim.2);
+        }
+    }
+
+    fn drop_remembered(&mut self, owner: &str, request_id: &str) {
+        if let Some(m) = self.requests.get_mut(owner) {
+            m.remove(request_id);
+            if m.is_empty() {
+                self.requests.remove(owner);
+            }
+        }
     }
 
     /// A queued request settled: its remembered answer becomes the final
@@ -441,13 +544,15 @@ impl LockTable {
             let Some((_, owner, rid)) = self.forget.remove_min() else {
                 break;
             };
-            if let Some(m) = self.requests.get_mut(&*owner) {
-                m.remove(&*rid);
-                if m.is_empty() {
-                    self.requests.remove(&*owner);
-                }
-            }
+            self.drop_remembered(&owner, &rid);
         }
+    }
+
+    /// `n` holds or waiters left. Saturating: a miscount must not panic
+    /// every replica at the same index (the goldenscripts check the count).
+    fn unplace(&mut self, n: u64) {
+        debug_assert!(self.placed >= n, "placed {} < {n}", self.placed);
+        self.placed = self.placed.saturating_sub(n);
     }
 
     fn add_deadline(&mut self, at: u64, resource: &str) {
@@ -497,7 +602,9 @@ impl LockTable {
             };
             let before = r.holders.len();
             r.holders.retain(|h| h.expires_at_ms > now);
-            self.counters.expirations += (before - r.holders.len()) as u64;
+            let expired = (before - r.holders.len()) as u64;
+            self.counters.expirations += expired;
+            self.unplace(expired);
             self.grant_from_queue(name, now, settled);
         }
         self.break_deadlocks(now, settled);
@@ -545,6 +652,7 @@ impl LockTable {
         if empty {
             self.resources.remove(name);
         }
+        self.unplace(timed_out.len() as u64);
         for w in timed_out {
             self.counters.wait_timeouts += 1;
             self.settle_remembered(&w.owner, &w.request_id, Outcome::WaitTimeout);
@@ -652,6 +760,7 @@ impl LockTable {
             let Some(w) = r.queue.remove(pos) else {
                 return;
             };
+            self.unplace(1);
             self.drop_deadline(w.deadline_ms, &resource);
             self.counters.deadlocks += 1;
             let outcome = Outcome::Deadlock {
@@ -677,12 +786,22 @@ impl LockTable {
         if let Some(prev) = self.replay(&a.owner, &a.request_id, &request) {
             return prev;
         }
+        let full = a
+            .limits
+            .map(|l| l.max_locks)
+            .filter(|max| self.placed >= *max);
         let r = self.resources.entry(a.resource.clone()).or_default();
+        let grantable = r.queue.is_empty() && r.admits(a.mode);
         let outcome = if let Some(h) = r.holders.iter().find(|h| h.owner == a.owner) {
             Outcome::AlreadyHeld { token: h.token }
         } else if let Some(w) = r.queue.iter().find(|w| w.owner == a.owner) {
             Outcome::AlreadyWaiting { wait_id: w.wait_id }
-        } else if r.queue.is_empty() && r.admits(a.mode) {
+        } else if let Some(limit) = full.filter(|_| grantable || a.wait_ms > 0) {
+            // Only a request that would hold or wait is refused: one that
+            // is answered `lock_held` at once places nothing.
+            Outcome::CapacityExceeded { limit }
+        } else if grantable {
+            self.placed += 1;
             self.next_token += 1;
             let hold = Hold {
                 owner: a.owner.clone(),
@@ -707,6 +826,7 @@ impl LockTable {
             }
         } else {
             let deadline_ms = now + a.wait_ms;
+            self.placed += 1;
             r.queue.push_back(Waiter {
                 wait_id: index,
                 owner: a.owner.clone(),
@@ -728,6 +848,7 @@ impl LockTable {
                 },
                 now,
                 memory_ms(a.node_made_id, a.wait_ms),
+                a.limits,
             );
             self.break_deadlocks(now, settled);
             // If this very request was the victim, answer with its fate.
@@ -754,6 +875,7 @@ impl LockTable {
             outcome.clone(),
             now,
             memory_ms(a.node_made_id, 0),
+            a.limits,
         );
         outcome
     }
@@ -793,6 +915,7 @@ impl LockTable {
             Ok(i) => {
                 if let Some(r) = self.resources.get_mut(&rel.resource) {
                     let hold = r.holders.remove(i);
+                    self.unplace(1);
                     self.drop_deadline(hold.expires_at_ms, &rel.resource);
                 }
                 self.counters.releases += 1;
@@ -810,6 +933,7 @@ impl LockTable {
                 outcome.clone(),
                 now,
                 memory_ms(rel.node_made_id, 0),
+                rel.limits,
             );
         }
         outcome
@@ -845,6 +969,7 @@ impl LockTable {
                 outcome.clone(),
                 now,
                 memory_ms(ren.node_made_id, 0),
+                ren.limits,
             );
         }
         outcome
@@ -864,6 +989,7 @@ impl LockTable {
         if let Some(r) = self.resources.get_mut(&resource) {
             if let Some(pos) = r.queue.iter().position(|w| w.wait_id == wait_id) {
                 if let Some(w) = r.queue.remove(pos) {
+                    self.unplace(1);
                     self.drop_deadline(w.deadline_ms, &resource);
                 }
             }

@@ -25,6 +25,8 @@ async fn service() -> (Service, tempfile::TempDir) {
         election_max_ms: 200,
         snapshot_every: 10_000,
         max_queued_writes: 10_000,
+        max_locks: 100_000,
+        max_remembered: 200_000,
         worker_threads: 0,
     };
     let svc = Service::start(&config).await.unwrap();

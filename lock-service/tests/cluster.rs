@@ -374,3 +374,145 @@ async fn a_leader_that_cannot_keep_up_answers_429_and_applies_nothing_it_refused
         assert_eq!(view["holders"], json!([]), "refused r{i} applied: {view}");
     }
 }
+
+/// `--max-locks` bounds locks held plus requests waiting: a new acquire
+/// past it gets 429 `capacity_exceeded` with `Retry-After` and changes
+/// nothing; what was held or waiting stays, releases and renewals work,
+/// room comes back with a release, and the count is right again after a
+/// restart of every node (from a snapshot and the log after it).
+/// `--max-remembered` keeps the answers remembered for retries bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lock_limit_refuses_only_new_holds_and_holds_across_a_restart() {
+    let mut c = Cluster::start_with_env(vec![
+        ("MAX_LOCKS", "3"),
+        ("MAX_REMEMBERED", "5"),
+        ("SNAPSHOT_EVERY", "4"),
+    ])
+    .await;
+    let acquire = |resource: &str, owner: &str| json!({"resource": resource, "owner": owner});
+    let (s, a) = c.call(1, "/api/lock/acquire", &acquire("r1", "a")).await;
+    assert_eq!(s, 200, "{a}");
+    let (s, r2) = c.call(1, "/api/lock/acquire", &acquire("r2", "a")).await;
+    assert_eq!(s, 200, "{r2}");
+    // A waiter takes a place too (its call stays open in the background).
+    let waiter = json!({"resource": "r1", "owner": "b", "wait_ms": 60_000, "request_id": "b-1"});
+    let (http, url) = (c.http.clone(), c.url(2, "/api/lock/acquire"));
+    let pending = tokio::spawn(async move { http.post(url).json(&waiter).send().await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.get(1, "/api/lock/r1").await.unwrap()["waiters"]
+        .as_array()
+        .is_none_or(|w| w.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Full: a new hold and a new wait are refused, with the limit and
+    // Retry-After; an acquire that would place nothing is answered as ever.
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    for body in [
+        acquire("r3", "c"),
+        json!({"resource": "r3", "owner": "c", "wait_ms": 1_000}),
+    ] {
+        let resp = c
+            .http
+            .post(c.url(leader, "/api/lock/acquire"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "capacity_exceeded", "{err}");
+        assert_eq!(err["error"]["limit"], 3, "{err}");
+    }
+    let (s, held) = c.call(3, "/api/lock/acquire", &acquire("r1", "c")).await;
+    assert_eq!(
+        (s, held["error"]["code"].as_str()),
+        (409, Some("lock_held"))
+    );
+    let stats = c.get(leader, "/stats").await.unwrap();
+    assert_eq!(stats["limits"]["locks"], 3, "{stats}");
+    assert_eq!(stats["limits"]["max_locks"], 3, "{stats}");
+    let metrics = c
+        .http
+        .get(c.url(leader, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("lock_max_locks 3"), "{metrics}");
+    assert!(metrics.contains("lock_placed 3"), "{metrics}");
+
+    // Nothing refused was applied and nothing held was touched.
+    let view = c.get(leader, "/api/lock/r1").await.unwrap();
+    assert_eq!(view["holders"][0]["token"], a["token"], "{view}");
+    assert_eq!(view["waiters"][0]["owner"], "b", "{view}");
+    assert_eq!(
+        c.get(leader, "/api/lock/r3").await.unwrap()["holders"],
+        json!([])
+    );
+
+    // Renewals and releases always work; a release makes room.
+    let r2_token = r2["token"].clone();
+    let (s, body) = c
+        .call(
+            2,
+            "/api/lock/renew",
+            &json!({"resource": "r2", "owner": "a", "token": r2_token, "ttl_ms": 60_000}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = c
+        .call(
+            2,
+            "/api/lock/release",
+            &json!({"resource": "r2", "owner": "a", "token": r2_token}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, r3) = c.call(3, "/api/lock/acquire", &acquire("r3", "c")).await;
+    assert_eq!(s, 200, "{r3}");
+
+    // Many answers to remember, few kept.
+    for i in 0..10 {
+        let body =
+            json!({"resource": "r1", "owner": format!("x{i}"), "request_id": format!("x-{i}")});
+        let (s, _) = c.call(1, "/api/lock/acquire", &body).await;
+        assert_eq!(s, 409);
+    }
+    c.wait_converged(Duration::from_secs(10)).await;
+    for id in 1..=3 {
+        let stats = c.get(id, "/stats").await.unwrap();
+        assert!(
+            stats["limits"]["remembered"].as_u64().unwrap() <= 5,
+            "{stats}"
+        );
+    }
+
+    // A restart of every node loads the table (snapshot and log) and
+    // counts its places again: still full.
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    let _ = pending.await;
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    let leader = c.wait_leader(None, Duration::from_secs(10)).await;
+    let view = c.get(leader, "/api/lock/r3").await.unwrap();
+    assert_eq!(view["holders"][0]["token"], r3["token"], "{view}");
+    let (s, full) = c
+        .call(leader, "/api/lock/acquire", &acquire("r4", "d"))
+        .await;
+    assert_eq!(
+        (s, full["error"]["code"].as_str()),
+        (429, Some("capacity_exceeded")),
+        "{full}"
+    );
+    let stats = c.get(leader, "/stats").await.unwrap();
+    assert_eq!(stats["limits"]["locks"], 3, "{stats}");
+}

@@ -18,6 +18,10 @@
 //! - `reset`: a new table, clock and index back to 0 (one case ends, the
 //!   next begins)
 //! - `state`: every resource, the deadlines, the counters, the last token
+//! - `remembered`: the remembered answers in the order they are forgotten,
+//!   and the counts the limits bound
+//! - `acquire`, `release` and `renew` take `max_locks=N` and
+//!   `max_remembered=N`: the limits the taking node stamped on the command
 //! - `snapshot [old]`: the table through its JSON snapshot and back (`old`
 //!   drops the request fingerprints, as snapshots written before they were
 //!   kept lack them)
@@ -78,6 +82,7 @@ impl goldenscript::Runner for TableRunner {
                         .lookup_parse("id")?
                         .unwrap_or_else(|| format!("#{index}")),
                     node_made_id: flags.contains("node_made"),
+                    limits: limits(&mut args)?,
                 });
                 Some((cmd, index, now))
             }
@@ -91,6 +96,7 @@ impl goldenscript::Runner for TableRunner {
                     owner,
                     token,
                     request_id: args.lookup_parse("id")?,
+                    limits: limits(&mut args)?,
                     node_made_id: flags(&mut args, &["node_made"])?.contains("node_made"),
                 });
                 Some((cmd, index, now))
@@ -106,6 +112,7 @@ impl goldenscript::Runner for TableRunner {
                     token,
                     ttl_ms: args.lookup_parse("ttl")?.unwrap_or(1_000),
                     request_id: args.lookup_parse("id")?,
+                    limits: limits(&mut args)?,
                     node_made_id: flags(&mut args, &["node_made"])?.contains("node_made"),
                 });
                 Some((cmd, index, now))
@@ -132,6 +139,22 @@ impl goldenscript::Runner for TableRunner {
                 self.write_state(&mut out)?;
                 None
             }
+            "remembered" => {
+                for (at, owner, rid) in self.table.forget.iter() {
+                    let answer = self
+                        .table
+                        .remembered(owner, rid)
+                        .ok_or("forget entry without answer")?;
+                    writeln!(out, "{owner}/{rid} until={at}: {}", show(&answer.outcome))?;
+                }
+                writeln!(
+                    out,
+                    "placed: {} remembered: {}",
+                    self.table.placed(),
+                    self.table.remembered_count()
+                )?;
+                None
+            }
             "snapshot" => {
                 let old = args.next_pos().map(|a| a.value.as_str()) == Some("old");
                 let mut json = serde_json::to_value(&self.table)?;
@@ -146,7 +169,7 @@ impl goldenscript::Runner for TableRunner {
                         }
                     }
                 }
-                self.table = serde_json::from_value(json)?;
+                self.table = serde_json::from_value::<LockTable>(json)?.recounted();
                 writeln!(out, "restored from snapshot")?;
                 None
             }
@@ -179,6 +202,20 @@ impl goldenscript::Runner for TableRunner {
 
 /// The lock table's command type, named apart from goldenscript's.
 type TableCommand = Command;
+
+/// `max_locks=N max_remembered=N`: the limits the taking node stamped (one
+/// given alone leaves the other unbounded); none when neither is given.
+fn limits(args: &mut ArgumentConsumer) -> Result<Option<Limits>, Box<dyn Error>> {
+    let max_locks: Option<u64> = args.lookup_parse("max_locks")?;
+    let max_remembered: Option<u64> = args.lookup_parse("max_remembered")?;
+    Ok(match (max_locks, max_remembered) {
+        (None, None) => None,
+        (l, r) => Some(Limits {
+            max_locks: l.unwrap_or(u64::MAX),
+            max_remembered: r.unwrap_or(u64::MAX),
+        }),
+    })
+}
 
 fn pos(args: &mut ArgumentConsumer, what: &str) -> Result<String, Box<dyn Error>> {
     Ok(args
@@ -295,6 +332,14 @@ impl TableRunner {
         if t.next_deadline() != want.keys().next().copied() {
             return Err("next_deadline is not the earliest deadline".into());
         }
+        let (_, holds, waiters) = t.sizes();
+        if t.placed() != (holds + waiters) as u64 {
+            return Err(format!("placed {}, want {}", t.placed(), holds + waiters).into());
+        }
+        let answers: usize = t.requests.values().map(|m| m.len()).sum();
+        if answers != t.remembered_count() {
+            return Err(format!("{answers} answers, {} to forget", t.remembered_count()).into());
+        }
         Ok(())
     }
 }
@@ -334,6 +379,7 @@ fn show(o: &Outcome) -> String {
         Outcome::AlreadyHeld { token } => format!("already_held token={token}"),
         Outcome::AlreadyWaiting { wait_id } => format!("already_waiting wait={wait_id}"),
         Outcome::RequestIdReused => "request_id_reused".into(),
+        Outcome::CapacityExceeded { limit } => format!("capacity_exceeded limit={limit}"),
         Outcome::UnknownRequest => "unknown_request".into(),
         Outcome::Ticked => "ticked".into(),
     }
@@ -353,6 +399,7 @@ fn a_snapshot_copy_keeps_its_moment_and_remembered_answers_keep_their_json() {
             wait_ms: 0,
             request_id: request_id.into(),
             node_made_id: false,
+            limits: None,
         })
     };
     let mut t = LockTable::new();
