@@ -34,14 +34,14 @@
 //!   would not fit, so TTL-expired messages never hold room a producer is
 //!   refused for, and the common enqueue does no extra work.
 //! - What the queue stores (messages in every state, and their payload
-//!   bytes) stays within the [`Limits`] an enqueue is given: an enqueue that
+//!   bytes) stays within the [`Room`] an enqueue is given: an enqueue that
 //!   would go over is refused whole ([`crate::limit`]).
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::limit::{Full, Limits, Scope, Usage};
+use crate::limit::{Full, Room, Usage};
 
 /// Sequence number of a message within its queue; the id is its hex form.
 pub type Seq = u64;
@@ -412,22 +412,22 @@ impl Queue {
         events
     }
 
-    /// Add messages if they fit within `limits`; returns their ids in
-    /// order, or the limit they would break (then nothing was added). When
-    /// they do not fit, due timeouts are applied first (the sweep's events
-    /// are returned) and the check is made again.
+    /// Add messages if they fit in `room`; returns their ids in order, or
+    /// the limit they would break (then nothing was added). When they do
+    /// not fit, due timeouts are applied first (the sweep's events are
+    /// returned) and the check is made again.
     pub fn enqueue(
         &mut self,
         msgs: Vec<NewMessage>,
         now_ms: u64,
-        limits: &Limits,
+        room: &Room,
         default_max_attempts: u32,
     ) -> (Result<Vec<String>, Full>, Events) {
         let adding = Usage::of(&msgs);
         let mut events = Events::default();
-        if limits.check(Scope::Queue, self.usage(), adding).is_err() {
+        if room.check(self.usage(), adding).is_err() {
             events = self.sweep(now_ms, default_max_attempts);
-            if let Err(full) = limits.check(Scope::Queue, self.usage(), adding) {
+            if let Err(full) = room.check(self.usage(), adding) {
                 return (Err(full), events);
             }
         }
@@ -692,7 +692,13 @@ mod tests {
 
     use super::*;
 
+    use crate::limit::Limits;
+
     const MAX: u32 = DEFAULT_MAX_ATTEMPTS;
+    const ROOM: Room = Room {
+        queue: Limits::QUEUE_DEFAULT,
+        node: None,
+    };
 
     fn msg(p: &str) -> NewMessage {
         NewMessage {
@@ -730,14 +736,9 @@ mod tests {
     fn changes_and_rebuild_round_trip() {
         let mut q = Queue::new();
         q.set_max_attempts(Some(3));
-        q.enqueue(
-            vec![msg("1"), msg("2"), msg("3")],
-            0,
-            &Limits::QUEUE_DEFAULT,
-            MAX,
-        )
-        .0
-        .unwrap();
+        q.enqueue(vec![msg("1"), msg("2"), msg("3")], 0, &ROOM, MAX)
+            .0
+            .unwrap();
         let d = one(&mut q, 100, 0).unwrap();
         assert_eq!(q.ack(&d.receipt, 1, MAX).0, Ok(()));
         one(&mut q, 100, 1);
@@ -755,7 +756,7 @@ mod tests {
         assert_eq!(r.usage(), q.usage());
         assert!(q.take_changes().is_empty());
         assert_eq!(
-            r.enqueue(vec![msg("4")], 2, &Limits::QUEUE_DEFAULT, MAX).0,
+            r.enqueue(vec![msg("4")], 2, &ROOM, MAX).0,
             Ok(vec![format_id(4)])
         );
     }
@@ -763,7 +764,7 @@ mod tests {
     #[test]
     fn usage_follows_every_state_change() {
         let mut q = Queue::new();
-        let lim = Limits::QUEUE_DEFAULT;
+        let lim = ROOM;
         q.enqueue(vec![msg("12"), msg("345")], 0, &lim, MAX)
             .0
             .unwrap();
@@ -806,9 +807,12 @@ mod tests {
     #[test]
     fn a_refused_enqueue_changes_nothing_and_expired_messages_make_room() {
         let mut q = Queue::new();
-        let lim = Limits {
-            max_messages: 2,
-            max_bytes: 1000,
+        let lim = Room {
+            queue: Limits {
+                max_messages: 2,
+                max_bytes: 1000,
+            },
+            node: None,
         };
         let ttl = NewMessage {
             ttl_ms: Some(10),

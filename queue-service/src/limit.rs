@@ -114,6 +114,30 @@ impl Limits {
     }
 }
 
+/// What one enqueue must fit in: its queue's limits and, on a store that
+/// enforces them, the node's (with what the node stores in its other
+/// queues, so that room a sweep of this queue frees counts for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub queue: Limits,
+    /// The node's limits and what the node stores outside this queue.
+    pub node: Option<(Limits, Usage)>,
+}
+
+impl Room {
+    /// Whether `adding` fits beside `queue_used` (what the queue stores);
+    /// if not, the first limit it breaks: the queue's before the node's, as
+    /// the more specific.
+    pub fn check(&self, queue_used: Usage, adding: Usage) -> Result<(), Full> {
+        self.queue.check(Scope::Queue, queue_used, adding)?;
+        if let Some((limits, mut node_used)) = self.node {
+            node_used.add(queue_used);
+            limits.check(Scope::Node, node_used, adding)?;
+        }
+        Ok(())
+    }
+}
+
 /// The limits a store enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
@@ -253,6 +277,29 @@ mod tests {
             (Resource::Bytes, 10, 9)
         );
         assert_eq!(full.limit_name(), "node_bytes");
+    }
+
+    #[test]
+    fn the_queue_is_checked_before_the_node() {
+        let room = Room {
+            queue: L,
+            node: Some((
+                Limits {
+                    max_messages: 5,
+                    max_bytes: 100,
+                },
+                u(4, 0),
+            )),
+        };
+        assert_eq!(
+            room.check(u(1, 0), u(1, 1)).unwrap_err().limit_name(),
+            "node_messages"
+        );
+        assert_eq!(
+            room.check(u(3, 0), u(1, 1)).unwrap_err().limit_name(),
+            "queue_messages"
+        );
+        assert_eq!(room.check(u(0, 0), u(1, 1)), Ok(()));
     }
 
     #[test]

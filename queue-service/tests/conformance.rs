@@ -390,3 +390,58 @@ async fn redis_counts_the_bytes_of_queues_stored_before_the_count() {
         .unwrap();
     assert_eq!(t.store.stats("old", T0).await.unwrap().0.bytes, 2);
 }
+
+/// Redis at `maxmemory` (noeviction): the enqueue script is refused before
+/// it starts (503, nothing stored), while dequeue, ack, nack, extend,
+/// redrive and stats keep working, so consumers can drain a full Redis.
+#[tokio::test]
+async fn redis_at_maxmemory_refuses_enqueue_whole_and_keeps_draining() {
+    use queue_service::error::Error;
+    let t = support::redis_store(5);
+    let s = &*t.store;
+    let big = format!("\"{}\"", "m".repeat(1000));
+    for _ in 0..3 {
+        s.enqueue("q", vec![msg(&big); 10], T0)
+            .await
+            .unwrap()
+            .0
+            .unwrap();
+    }
+    let first = s.dequeue("q", 3, 60_000, T0).await.unwrap().deliveries;
+    assert_eq!(first.len(), 3);
+    let client = ::redis::Client::open(t.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (k, v) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+        ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    let err = s.enqueue("q", msgs(1), T0 + 1).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Unavailable(m) if m.contains("OOM")),
+        "{err:?}"
+    );
+    let (acked, _) = s
+        .ack("q", vec![first[0].receipt.clone()], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(acked, vec![Ok(())]);
+    let (nacked, _) = s.nack("q", &first[1].receipt, 0, T0 + 1).await.unwrap();
+    assert!(nacked.is_ok(), "{nacked:?}");
+    let (extended, _) = s
+        .extend("q", &first[2].receipt, 1000, T0 + 1)
+        .await
+        .unwrap();
+    assert!(extended.is_ok(), "{extended:?}");
+    let more = s.dequeue("q", 5, 60_000, T0 + 2).await.unwrap().deliveries;
+    assert_eq!(more.len(), 5);
+    s.redrive("q", None, 10, T0 + 2).await.unwrap();
+    let (st, _) = s.stats("q", T0 + 2).await.unwrap();
+    // 30 stored, 1 acked, the refused enqueue left nothing.
+    assert_eq!((st.messages(), st.in_flight), (29, 6), "{st:?}");
+    assert_eq!(st.bytes, 29 * big.len() as u64);
+}

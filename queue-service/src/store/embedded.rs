@@ -19,9 +19,9 @@
 //!   restart reloads the last committed state;
 //! - `Queues::usage` is the sum of every queue's [`Queue::usage`], kept in
 //!   step under the same mutex as the queues, so the per-node limits are
-//!   checked against exact numbers; an enqueue is checked against them
-//!   before the per-queue limits, and a refused one stores nothing (not
-//!   even an empty queue).
+//!   checked against exact numbers (inside the pure enqueue, after the
+//!   queue's own); a refused enqueue stores nothing (not even an empty
+//!   queue).
 //!
 //! Every payload is held in memory as well as on disk, so a dequeue never
 //! reads the disk; the per-queue and per-node limits bound that memory.
@@ -43,7 +43,7 @@ use crate::delivery::{
     ReceiptError, Seq,
 };
 use crate::error::{Error, Result};
-use crate::limit::{Scope, StoreLimits, Usage};
+use crate::limit::{Room, StoreLimits, Usage};
 
 /// (queue, seq) → JSON-encoded [`Message`].
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
@@ -311,13 +311,13 @@ impl QueueStore for EmbeddedStore {
     ) -> BoxFuture<'a, Result<EnqueueResult>> {
         let limits = self.limits;
         let max_attempts = self.default_max_attempts;
-        self.apply_on_node(queue, true, move |q, node| {
-            // The node's limits first: they bound this process's memory,
-            // which no sweep of one queue would reliably free.
-            if let Err(full) = limits.node.check(Scope::Node, node, Usage::of(&msgs)) {
-                return (Err(full), Events::default());
-            }
-            q.enqueue(msgs, now_ms, &limits.queue, max_attempts)
+        self.apply_on_node(queue, true, move |q, mut node| {
+            node.sub(q.usage());
+            let room = Room {
+                queue: limits.queue,
+                node: Some((limits.node, node)),
+            };
+            q.enqueue(msgs, now_ms, &room, max_attempts)
         })
         .boxed()
     }

@@ -29,6 +29,10 @@
 //! per-node limits do not apply: this node stores nothing, and Redis's own
 //! `maxmemory` bounds Redis.
 //!
+//! At `maxmemory` (with `noeviction`) Redis refuses the enqueue script
+//! whole; every other script carries `allow-oom`, so consumers keep
+//! draining a full Redis (see `MAY_RUN_OOM`).
+//!
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always` a
 //! script's effects are on disk before Redis replies, so an enqueue that got
 //! 201 survives a Redis crash.
@@ -55,6 +59,17 @@ use crate::limit::{Full, Limits, Resource, Scope, Usage};
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Key of the set of queue names.
 const QUEUES_KEY: &str = "dsq:queues";
+
+/// First line of every script but enqueue: it runs even when Redis is at
+/// `maxmemory`. Those scripts free memory or change a few fields, and
+/// consumers must be able to drain a full Redis; without the flag Redis
+/// would fail a script at its first write that may allocate (`ZADD`,
+/// `HINCRBY`, ...), after earlier writes were made, leaving a message out
+/// of every index.
+const MAY_RUN_OOM: &str = "#!lua flags=allow-oom";
+/// First line of the enqueue script: at `maxmemory` Redis refuses it before
+/// it starts (503 `store_unavailable`), never half way through.
+const CHECK_OOM: &str = "#!lua";
 
 /// Shared Lua prelude: key helpers and the timeout sweep. Expects
 /// `KEYS[1]` = prefix, `ARGV[1]` = now_ms, `ARGV[2]` = default max_attempts.
@@ -337,9 +352,9 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        let s = |body: &str| Script::new(&format!("{MAY_RUN_OOM}\n{PRELUDE}\n{body}"));
         Self {
-            enqueue: s(ENQUEUE),
+            enqueue: Script::new(&format!("{CHECK_OOM}\n{PRELUDE}\n{ENQUEUE}")),
             dequeue: s(DEQUEUE),
             ack: s(ACK),
             nack: s(NACK),

@@ -246,12 +246,26 @@ impl ProcNode {
         redis_url: Option<&str>,
         data_dir: Option<&Path>,
     ) -> Self {
+        Self::spawn_with(addr, peers, redis_url, data_dir, &[], &[])
+    }
+
+    /// [`ProcNode::spawn`] with extra flags and environment variables.
+    pub fn spawn_with(
+        addr: &str,
+        peers: &[String],
+        redis_url: Option<&str>,
+        data_dir: Option<&Path>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_queue-service"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .args(["--listen", addr, "--peers", &peers.join(",")])
             .args(["--forward-timeout-ms", "1000"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(u) = redis_url {
@@ -331,6 +345,40 @@ impl Api {
         let status = r.status().as_u16();
         let v = r.json().await.unwrap_or(serde_json::Value::Null);
         (status, v)
+    }
+
+    /// A POST's status, `Retry-After` header and JSON body.
+    pub async fn post_with_retry_after(
+        &self,
+        base: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, Option<String>, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{base}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or("<not text>").to_string());
+        let v = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, retry_after, v)
+    }
+
+    /// A GET's body as text (for `/metrics`).
+    pub async fn get_text(&self, base: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     pub async fn get(&self, base: &str, path: &str) -> (u16, serde_json::Value) {
