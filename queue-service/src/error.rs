@@ -1,8 +1,7 @@
 //! The crate's one error type, and its one mapping to HTTP status codes and
 //! JSON error bodies. Variants say what the caller must do.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use common::ApiError;
 
 use crate::delivery::ReceiptError;
@@ -59,7 +58,8 @@ impl From<Error> for ApiError {
             .with("max", full.limit)
             .with("current", full.used)
             .with("adding", full.adding)
-            .with("retry_after_s", RETRY_AFTER_SECS),
+            .with("retry_after_s", RETRY_AFTER_SECS)
+            .retry_after(RETRY_AFTER_SECS),
             Error::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
             }
@@ -71,19 +71,6 @@ impl From<Error> for ApiError {
             .with("owner", owner),
         }
     }
-}
-
-/// An error as this service sends it: the JSON body, and for 429 (a full
-/// queue, the only one this service sends) a `Retry-After` header, so
-/// clients and proxies that honour it back off without parsing the body.
-pub(crate) fn respond(e: ApiError) -> Response {
-    let status = e.status;
-    let mut resp = e.into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    }
-    resp
 }
 
 /// The answer to a refused receipt, naming it.

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::command::{check_queue, raw, QueueWrite};
-use crate::error::respond;
 use crate::node::{Node, Relayed, Route, FORWARDED_HEADER};
 
 /// Largest request body: a full batch of small messages or a few large
@@ -56,14 +55,6 @@ async fn write<C: QueueWrite>(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<C>,
-) -> Response {
-    serve_write(s, headers, req).await.unwrap_or_else(respond)
-}
-
-async fn serve_write<C: QueueWrite>(
-    s: AppState,
-    headers: HeaderMap,
-    req: C,
 ) -> Result<Response, ApiError> {
     let checked = req.check()?;
     if let Some(r) = maybe_forward(
