@@ -7,6 +7,10 @@
 //! - `<service>-concurrency`: ops/s against the number of clients, for the
 //!   scenarios run at several.
 //!
+//! The long runs ([`crate::soak`]) draw their series over time with the same
+//! [`Chart`] and [`save`]: a chart is data (bars or lines), drawn by one
+//! piece of code on either backend.
+//!
 //! Text needs a TrueType font (DejaVu Sans, from Debian's
 //! `fonts-dejavu-core`, which scripts/install-bench-deps.sh installs);
 //! without one no chart is drawn and the caller is told why.
@@ -26,16 +30,64 @@ const FONT_PATHS: [&str; 2] = [
 ];
 const FONT: &str = "sans-serif";
 const WIDTH: u32 = 1100;
-const PALETTE: [RGBColor; 6] = [
+/// Ten colours (matplotlib's tab10): enough for one line per node.
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+/// The height of a line chart.
+pub const LINES_HEIGHT: u32 = 600;
 
 type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// What a chart shows; drawn the same on SVG and PNG ([`save`]).
+pub enum Chart {
+    /// Horizontal bars, one per `(label, value, colour)`, the first on top.
+    Bars {
+        title: String,
+        x_desc: String,
+        bars: Vec<(String, f64, RGBColor)>,
+    },
+    /// One line per `(label, points)`, in palette order; `points` marks
+    /// every point too (for series of few points).
+    Lines {
+        title: String,
+        x_desc: String,
+        y_desc: String,
+        series: Vec<(String, Vec<(f64, f64)>)>,
+        points: bool,
+    },
+}
+
+impl Chart {
+    fn render<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Drawn
+    where
+        DB::ErrorType: 'static,
+    {
+        match self {
+            Chart::Bars {
+                title,
+                x_desc,
+                bars: data,
+            } => bars(area, title, x_desc, data),
+            Chart::Lines {
+                title,
+                x_desc,
+                y_desc,
+                series,
+                points,
+            } => lines(area, title, x_desc, y_desc, series, *points),
+        }
+    }
+}
 
 /// Register the font once; false when there is none.
 fn font() -> bool {
@@ -50,12 +102,43 @@ fn font() -> bool {
     })
 }
 
-/// Draw every chart into `dir`; the names of the files written.
-pub fn draw(dir: &Path, runs: &[Run], summary: &[Summary]) -> anyhow::Result<Vec<String>> {
+/// Can charts be drawn here (is there a font)? The reason when not.
+pub fn ready() -> anyhow::Result<()> {
     anyhow::ensure!(
         font(),
         "no TrueType font at {FONT_PATHS:?} (scripts/install-bench-deps.sh installs fonts-dejavu-core)"
     );
+    Ok(())
+}
+
+/// Draw `chart` into `dir` as `<base>.svg` and `<base>.png`; the names of
+/// the two files.
+pub fn save(dir: &Path, base: &str, height: u32, chart: &Chart) -> anyhow::Result<Vec<String>> {
+    ready()?;
+    let svg = format!("{base}.svg");
+    let png = format!("{base}.png");
+    let (svg_path, png_path) = (dir.join(&svg), dir.join(&png));
+    {
+        let area = SVGBackend::new(&svg_path, (WIDTH, height)).into_drawing_area();
+        chart
+            .render(&area)
+            .map_err(|e| anyhow::anyhow!("{svg}: {e}"))?;
+        area.present().map_err(|e| anyhow::anyhow!("{svg}: {e}"))?;
+    }
+    {
+        let area = BitMapBackend::new(&png_path, (WIDTH, height)).into_drawing_area();
+        chart
+            .render(&area)
+            .map_err(|e| anyhow::anyhow!("{png}: {e}"))?;
+        area.present().map_err(|e| anyhow::anyhow!("{png}: {e}"))?;
+    }
+    Ok(vec![svg, png])
+}
+
+/// Draw every chart of the benchmark runs into `dir`; the names of the
+/// files written.
+pub fn draw(dir: &Path, runs: &[Run], summary: &[Summary]) -> anyhow::Result<Vec<String>> {
+    ready()?;
     let mut written = Vec::new();
     let services: Vec<&str> = {
         let mut v: Vec<&str> = summary.iter().map(|s| s.service.as_str()).collect();
@@ -68,57 +151,38 @@ pub fn draw(dir: &Path, runs: &[Run], summary: &[Summary]) -> anyhow::Result<Vec
             .iter()
             .filter(|r| r.service == service && r.run == 1)
             .collect();
-        let charts = [
-            ("throughput", bar_height(rows.len())),
-            ("latency", bar_height(rows.len() * 3)),
-            ("over-time", 600),
-            ("concurrency", 600),
+        let mut charts = vec![
+            (
+                "throughput",
+                bar_height(rows.len()),
+                throughput(service, &rows),
+            ),
+            (
+                "latency",
+                bar_height(rows.len() * 3),
+                latency(service, &rows),
+            ),
+            ("over-time", LINES_HEIGHT, over_time(service, &first_runs)),
         ];
-        for (name, height) in charts {
-            if name == "concurrency" && concurrency_series(&rows).is_empty() {
-                continue;
-            }
-            let base = format!("{service}-{name}");
-            let svg_path = dir.join(format!("{base}.svg"));
-            let png_path = dir.join(format!("{base}.png"));
-            {
-                let area = SVGBackend::new(&svg_path, (WIDTH, height)).into_drawing_area();
-                render(&area, name, service, &rows, &first_runs)
-                    .map_err(|e| anyhow::anyhow!("{base}.svg: {e}"))?;
-                area.present()
-                    .map_err(|e| anyhow::anyhow!("{base}.svg: {e}"))?;
-            }
-            {
-                let area = BitMapBackend::new(&png_path, (WIDTH, height)).into_drawing_area();
-                render(&area, name, service, &rows, &first_runs)
-                    .map_err(|e| anyhow::anyhow!("{base}.png: {e}"))?;
-                area.present()
-                    .map_err(|e| anyhow::anyhow!("{base}.png: {e}"))?;
-            }
-            written.push(format!("{base}.svg"));
-            written.push(format!("{base}.png"));
+        let concurrency = concurrency_series(&rows);
+        if !concurrency.is_empty() {
+            charts.push((
+                "concurrency",
+                LINES_HEIGHT,
+                Chart::Lines {
+                    title: format!("{service}: throughput against clients"),
+                    x_desc: "clients".into(),
+                    y_desc: "ops/s (median)".into(),
+                    series: concurrency,
+                    points: true,
+                },
+            ));
+        }
+        for (name, height, chart) in charts {
+            written.extend(save(dir, &format!("{service}-{name}"), height, &chart)?);
         }
     }
     Ok(written)
-}
-
-/// Draw chart `name` on any backend (SVG and PNG share the code).
-fn render<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    name: &str,
-    service: &str,
-    rows: &[&Summary],
-    first_runs: &[&Run],
-) -> Drawn
-where
-    DB::ErrorType: 'static,
-{
-    match name {
-        "throughput" => throughput(area, service, rows),
-        "latency" => latency(area, service, rows),
-        "over-time" => over_time(area, service, first_runs),
-        _ => concurrency(area, service, rows),
-    }
 }
 
 fn bar_height(bars: usize) -> u32 {
@@ -152,7 +216,6 @@ fn systems<'a>(rows: &[&'a Summary]) -> Vec<&'a str> {
     v
 }
 
-/// Horizontal bars, one per `(label, value, colour)`.
 fn bars<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -206,35 +269,79 @@ where
     Ok(())
 }
 
-fn throughput<DB: DrawingBackend>(
+fn lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    service: &str,
-    rows: &[&Summary],
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    points: bool,
 ) -> Drawn
 where
     DB::ErrorType: 'static,
 {
-    let systems = systems(rows);
-    let data: Vec<(String, f64, RGBColor)> = rows
+    area.fill(&WHITE)?;
+    let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
+    let min_x = xs().fold(f64::INFINITY, f64::min);
+    let min_x = if min_x.is_finite() {
+        min_x.min(0.0)
+    } else {
+        0.0
+    };
+    let max_x = xs().fold(min_x, f64::max);
+    // Some room right of the last point, whatever the scale.
+    let max_x = max_x + ((max_x - min_x) * 0.05).max(1.0);
+    let max_y = series
         .iter()
-        .map(|s| (label(s), s.ops_per_s, color_of(&s.system, &systems)))
-        .collect();
-    bars(
-        area,
-        &format!("{service}: throughput (median ops/s)"),
-        "ops/s",
-        &data,
-    )
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(min_x..max_x, 0.0..max_y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .draw()?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        let line = LineSeries::new(pts.iter().copied(), c.stroke_width(2));
+        let line = if points { line.point_size(4) } else { line };
+        chart
+            .draw_series(line)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+    }
+    if !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 12))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    Ok(())
 }
 
-fn latency<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    service: &str,
-    rows: &[&Summary],
-) -> Drawn
-where
-    DB::ErrorType: 'static,
-{
+fn throughput(service: &str, rows: &[&Summary]) -> Chart {
+    let systems = systems(rows);
+    Chart::Bars {
+        title: format!("{service}: throughput (median ops/s)"),
+        x_desc: "ops/s".into(),
+        bars: rows
+            .iter()
+            .map(|s| (label(s), s.ops_per_s, color_of(&s.system, &systems)))
+            .collect(),
+    }
+}
+
+fn latency(service: &str, rows: &[&Summary]) -> Chart {
     let mut data = Vec::new();
     for s in rows {
         for (p, v, c) in [
@@ -245,24 +352,15 @@ where
             data.push((format!("{} {p}", label(s)), v / 1000.0, c));
         }
     }
-    bars(
-        area,
-        &format!("{service}: latency (ms; median over runs)"),
-        "ms",
-        &data,
-    )
+    Chart::Bars {
+        title: format!("{service}: latency (ms; median over runs)"),
+        x_desc: "ms".into(),
+        bars: data,
+    }
 }
 
-fn over_time<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    service: &str,
-    runs: &[&Run],
-) -> Drawn
-where
-    DB::ErrorType: 'static,
-{
-    area.fill(&WHITE)?;
-    let series: Vec<(String, Vec<(f64, f64)>)> = runs
+fn over_time(service: &str, runs: &[&Run]) -> Chart {
+    let series = runs
         .iter()
         .filter(|r| !r.result.timeline.is_empty())
         .map(|r| {
@@ -275,51 +373,18 @@ where
                 .timeline
                 .iter()
                 .filter(|s| s.ops > 0)
-                .map(|s| (s.t as f64, s.p99_us as f64 / 1000.0))
+                .map(|s| (s.t, s.p99_us as f64 / 1000.0))
                 .collect();
             (label, pts)
         })
         .collect();
-    let max_t = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.0))
-        .fold(1.0, f64::max)
-        + 1.0;
-    let max_v = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.1))
-        .fold(0.0, f64::max)
-        .max(1e-3)
-        * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{service}: p99 per second (first run of each case)"),
-            (FONT, 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_t, 0.0..max_v)?;
-    chart
-        .configure_mesh()
-        .x_desc("second of the run")
-        .y_desc("p99 (ms)")
-        .label_style((FONT, 13))
-        .draw()?;
-    for (i, (label, pts)) in series.iter().enumerate() {
-        let c = PALETTE[i % PALETTE.len()];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
-            .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+    Chart::Lines {
+        title: format!("{service}: p99 per second (first run of each case)"),
+        x_desc: "second of the run".into(),
+        y_desc: "p99 (ms)".into(),
+        series,
+        points: false,
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 11))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
 }
 
 /// (label, [(clients, ops/s)]) for every scenario run at several counts.
@@ -332,53 +397,4 @@ fn concurrency_series(rows: &[&Summary]) -> Vec<(String, Vec<(f64, f64)>)> {
             .push((s.clients as f64, s.ops_per_s));
     }
     by.into_iter().filter(|(_, pts)| pts.len() > 1).collect()
-}
-
-fn concurrency<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    service: &str,
-    rows: &[&Summary],
-) -> Drawn
-where
-    DB::ErrorType: 'static,
-{
-    area.fill(&WHITE)?;
-    let series = concurrency_series(rows);
-    let max_c = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.0))
-        .fold(1.0, f64::max)
-        * 1.1;
-    let max_v = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.1))
-        .fold(0.0, f64::max)
-        .max(1e-3)
-        * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(format!("{service}: throughput against clients"), (FONT, 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..max_c, 0.0..max_v)?;
-    chart
-        .configure_mesh()
-        .x_desc("clients")
-        .y_desc("ops/s (median)")
-        .label_style((FONT, 13))
-        .draw()?;
-    for (i, (label, pts)) in series.iter().enumerate() {
-        let c = PALETTE[i % PALETTE.len()];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(4))?
-            .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 12))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
 }

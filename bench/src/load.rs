@@ -11,6 +11,9 @@
 //!   full is counted as an error of kind `backlog`, not queued without end).
 //! - A worker's errors are counted by kind (the scenario names the kind,
 //!   e.g. the HTTP status or `timeout`), never silently dropped.
+//! - The measured window is also cut into slices of `Plan::step` (a
+//!   second for the benchmarks, the sampling interval for a soak), each
+//!   with its own percentiles and errors: what changes over a run.
 //! - A call may time the part that counts itself ([`Outcome`] `Ok(Some(d))`,
 //!   e.g. a write without the reads that set it up); the closed loop records
 //!   that instead of the whole call.
@@ -53,7 +56,12 @@ pub struct Plan {
     pub duration: Duration,
     /// A hard cap on recorded calls, whatever the duration.
     pub max_ops: u64,
+    /// The length of one slice of the timeline ([`Measured::timeline`]).
+    pub step: Duration,
 }
+
+/// The timeline's slices of the benchmarks: one a second.
+pub const ONE_SECOND: Duration = Duration::from_secs(1);
 
 /// A call failed; `kind` is what the summary counts it under.
 #[derive(Debug, Clone)]
@@ -67,13 +75,18 @@ impl Failure {
     }
 }
 
-/// What one second of the measured window saw (for latency-over-time).
+/// What one slice (`Plan::step`) of the measured window saw, by when the
+/// calls were due (for latency and errors over time).
 #[derive(Debug, Clone, Serialize)]
-pub struct Second {
-    pub t: u64,
+pub struct Slice {
+    /// Seconds from the start of the measured window to the slice's start.
+    pub t: f64,
     pub ops: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// Failed calls by kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// The result of one run.
@@ -91,7 +104,7 @@ pub struct Measured {
     pub max_us: u64,
     /// Failed calls by kind.
     pub errors: BTreeMap<String, u64>,
-    pub timeline: Vec<Second>,
+    pub timeline: Vec<Slice>,
 }
 
 impl Measured {
@@ -103,7 +116,7 @@ impl Measured {
 /// What each worker collects; merged at the end.
 struct Tally {
     all: Histogram<u64>,
-    per_second: Vec<Histogram<u64>>,
+    slices: Vec<(Histogram<u64>, BTreeMap<String, u64>)>,
     errors: BTreeMap<String, u64>,
     /// When the last recorded call ended: a run its cap ended early lasted
     /// until then, not the whole window.
@@ -111,10 +124,12 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(seconds: usize) -> Self {
+    fn new(slices: usize) -> Self {
         Tally {
             all: histogram(),
-            per_second: (0..seconds).map(|_| histogram()).collect(),
+            slices: (0..slices)
+                .map(|_| (histogram(), BTreeMap::new()))
+                .collect(),
             errors: BTreeMap::new(),
             last_done: None,
         }
@@ -127,29 +142,40 @@ impl Tally {
             return;
         }
         self.last_done = self.last_done.max(Some(Instant::now()));
+        let slice = ((due - window.start).as_nanos() / window.step.as_nanos()) as usize;
+        let slice = self.slices.get_mut(slice);
         match outcome {
             Ok(timed) => {
                 let took = timed.unwrap_or_else(|| due.elapsed());
                 let us = (took.as_micros() as u64).clamp(1, MAX_RECORDED_US);
                 self.all.saturating_record(us);
-                let s = (due - window.start).as_secs() as usize;
-                if let Some(h) = self.per_second.get_mut(s) {
+                if let Some((h, _)) = slice {
                     h.saturating_record(us);
                 }
             }
-            Err(f) => *self.errors.entry(f.kind).or_default() += 1,
+            Err(f) => {
+                if let Some((_, errors)) = slice {
+                    *errors.entry(f.kind.clone()).or_default() += 1;
+                }
+                *self.errors.entry(f.kind).or_default() += 1;
+            }
         }
     }
 
     fn merge(&mut self, other: Tally) {
         self.all.add(&other.all).expect("same histogram bounds");
-        for (a, b) in self.per_second.iter_mut().zip(other.per_second) {
-            a.add(&b).expect("same histogram bounds");
+        for ((h, errors), (other_h, other_errors)) in self.slices.iter_mut().zip(other.slices) {
+            h.add(&other_h).expect("same histogram bounds");
+            add_counts(errors, other_errors);
         }
-        for (k, n) in other.errors {
-            *self.errors.entry(k).or_default() += n;
-        }
+        add_counts(&mut self.errors, other.errors);
         self.last_done = self.last_done.max(other.last_done);
+    }
+}
+
+fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (k, n) in from {
+        *into.entry(k).or_default() += n;
     }
 }
 
@@ -160,6 +186,8 @@ fn histogram() -> Histogram<u64> {
 struct Window {
     start: Instant,
     end: Instant,
+    /// The length of a timeline slice (never zero).
+    step: Duration,
 }
 
 /// Run `call` under `plan`. `call(worker, seq)` makes one call; in the
@@ -172,14 +200,16 @@ where
 {
     let call = Arc::new(call);
     let start = Instant::now() + plan.warmup;
+    let step = plan.step.max(Duration::from_millis(1));
     let window = Arc::new(Window {
         start,
         end: start + plan.duration,
+        step,
     });
-    let seconds = plan.duration.as_secs_f64().ceil() as usize;
+    let slices = (plan.duration.as_secs_f64() / step.as_secs_f64()).ceil() as usize;
     let tally = match plan.mode {
         Mode::Closed { clients } => {
-            closed(clients, plan.max_ops, seconds, window.clone(), call).await
+            closed(clients, plan.max_ops, slices, window.clone(), call).await
         }
         Mode::Open {
             rate,
@@ -189,7 +219,7 @@ where
                 rate,
                 max_in_flight,
                 plan.max_ops,
-                seconds,
+                slices,
                 window.clone(),
                 call,
             )
@@ -202,7 +232,7 @@ where
 async fn closed<F, Fut>(
     clients: usize,
     max_ops: u64,
-    seconds: usize,
+    slices: usize,
     window: Arc<Window>,
     call: Arc<F>,
 ) -> Tally
@@ -216,7 +246,7 @@ where
     for worker in 0..clients.max(1) {
         let (window, call) = (window.clone(), call.clone());
         tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::new(seconds);
+            let mut tally = Tally::new(slices);
             let mut recorded = 0u64;
             let mut seq = 0u64;
             while recorded < per_client {
@@ -234,7 +264,7 @@ where
             tally
         }));
     }
-    let mut total = Tally::new(seconds);
+    let mut total = Tally::new(slices);
     for t in tasks {
         total.merge(t.await.expect("a load worker panicked"));
     }
@@ -245,7 +275,7 @@ async fn open<F, Fut>(
     rate: f64,
     max_in_flight: usize,
     max_ops: u64,
-    seconds: usize,
+    slices: usize,
     window: Arc<Window>,
     call: Arc<F>,
 ) -> Tally
@@ -260,7 +290,7 @@ where
     let collector = {
         let window = window.clone();
         tokio::spawn(async move {
-            let mut tally = Tally::new(seconds);
+            let mut tally = Tally::new(slices);
             while let Some((due, outcome)) = rx.recv().await {
                 tally.record(&window, due, outcome);
             }
@@ -322,14 +352,15 @@ fn summarize(plan: Plan, window: &Window, t: Tally) -> Measured {
         max_us: t.all.max(),
         errors: t.errors,
         timeline: t
-            .per_second
-            .iter()
+            .slices
+            .into_iter()
             .enumerate()
-            .map(|(i, h)| Second {
-                t: i as u64,
+            .map(|(i, (h, errors))| Slice {
+                t: window.step.as_secs_f64() * i as f64,
                 ops: h.len(),
-                p50_us: q(h, 0.50),
-                p99_us: q(h, 0.99),
+                p50_us: q(&h, 0.50),
+                p99_us: q(&h, 0.99),
+                errors,
             })
             .collect(),
     }
@@ -390,6 +421,7 @@ mod tests {
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(ms),
             max_ops: u64::MAX,
+            step: ONE_SECOND,
         }
     }
 
@@ -466,6 +498,40 @@ mod tests {
         .await;
         assert!(m.ops > 0);
         assert!((690..=710).contains(&m.max_us), "{m:?}");
+    }
+
+    #[tokio::test]
+    async fn slices_of_the_step_carry_their_own_calls_and_errors() {
+        // 200 calls/s for 0.6 s in 0.2 s slices; every fifth call fails.
+        let mut p = plan(
+            Mode::Open {
+                rate: 200.0,
+                max_in_flight: 64,
+            },
+            600,
+        );
+        p.step = Duration::from_millis(200);
+        let m = run(p, |_, seq| async move {
+            if seq % 5 == 0 {
+                Err(Failure::new("teapot"))
+            } else {
+                Ok(None)
+            }
+        })
+        .await;
+        let ts: Vec<f64> = m.timeline.iter().map(|s| s.t).collect();
+        assert_eq!(ts.len(), 3, "{m:?}");
+        assert!((ts[1] - 0.2).abs() < 1e-9 && (ts[2] - 0.4).abs() < 1e-9);
+        for s in &m.timeline {
+            // 40 calls due per slice (give or take the edges): 32 ok, 8 not.
+            let errors = s.errors.get("teapot").copied().unwrap_or(0);
+            assert!(
+                (30..=34).contains(&s.ops) && (7..=9).contains(&errors),
+                "{s:?}"
+            );
+        }
+        let sliced: u64 = m.timeline.iter().flat_map(|s| s.errors.values()).sum();
+        assert_eq!(sliced, m.error_count());
     }
 
     #[test]

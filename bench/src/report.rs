@@ -102,15 +102,43 @@ pub fn summarize(runs: &[Run]) -> Vec<Summary> {
 
 /// Write every file into `dir`.
 /// `notes` go under the summary (e.g. a baseline that could not run);
-/// `charts` (file names in `dir`) are shown in it, the SVGs.
+/// `charts` (file names in `dir`) are shown in it, the SVGs; `sections`
+/// (markdown, e.g. the soak's: [`crate::soak`]) follow the tables.
 pub fn write(
     dir: &Path,
     runs: &[Run],
     title: &str,
     notes: &[String],
     charts: &[String],
+    sections: &[String],
 ) -> anyhow::Result<Vec<Summary>> {
     std::fs::create_dir_all(dir)?;
+    let summary = summarize(runs);
+    // With only long runs (soak, storm: files of their own) there is no
+    // table to write.
+    if !runs.is_empty() {
+        write_runs(dir, runs, &summary)?;
+    }
+    let mut md = markdown(&summary, title);
+    for n in notes {
+        md.push_str(&format!("\n> {n}\n"));
+    }
+    let svgs: Vec<&String> = charts.iter().filter(|c| c.ends_with(".svg")).collect();
+    if !svgs.is_empty() {
+        md.push_str("\n## Charts\n\n");
+        for c in svgs {
+            md.push_str(&format!("![{}]({c})\n\n", c.trim_end_matches(".svg")));
+        }
+    }
+    for section in sections {
+        md.push_str(section);
+    }
+    std::fs::write(dir.join("summary.md"), md)?;
+    Ok(summary)
+}
+
+/// `runs.json`, `runs.csv` and `summary.csv`.
+fn write_runs(dir: &Path, runs: &[Run], summary: &[Summary]) -> anyhow::Result<()> {
     std::fs::write(dir.join("runs.json"), serde_json::to_string_pretty(runs)?)?;
     let mut csv = String::from(
         "system,service,scenario,via,clients,store,run,ops,seconds,ops_per_s,p50_us,p90_us,p99_us,p999_us,max_us,errors\n",
@@ -139,11 +167,10 @@ pub fn write(
         )?;
     }
     std::fs::write(dir.join("runs.csv"), csv)?;
-    let summary = summarize(runs);
     let mut csv = String::from(
         "system,service,scenario,via,clients,store,runs,ops_per_s,ops_per_s_min,ops_per_s_max,p50_us,p99_us,p999_us,errors\n",
     );
-    for s in &summary {
+    for s in summary {
         writeln!(
             csv,
             "{},{},{},{:?},{},{},{},{:.1},{:.1},{:.1},{:.0},{:.0},{:.0},{}",
@@ -164,30 +191,21 @@ pub fn write(
         )?;
     }
     std::fs::write(dir.join("summary.csv"), csv)?;
-    let mut md = markdown(&summary, title);
-    for n in notes {
-        md.push_str(&format!("\n> {n}\n"));
-    }
-    let svgs: Vec<&String> = charts.iter().filter(|c| c.ends_with(".svg")).collect();
-    if !svgs.is_empty() {
-        md.push_str("\n## Charts\n\n");
-        for c in svgs {
-            md.push_str(&format!("![{}]({c})\n\n", c.trim_end_matches(".svg")));
-        }
-    }
-    std::fs::write(dir.join("summary.md"), md)?;
-    Ok(summary)
+    Ok(())
 }
 
 /// The markdown summary: one table per service. A case of ours run both
 /// ways carries the gateway's ratio to direct; a case with a baseline run
 /// next to it carries ours over the baseline's throughput.
 pub fn markdown(summary: &[Summary], title: &str) -> String {
-    let mut out = format!(
-        "# {title}\n\nMedians over the runs of each case; spread is the slowest and fastest run's ops/s. \
-         *vs direct*: through the gateway over straight to the node; *vs baseline*: ours over the \
-         baseline's ops/s in the same invocation (higher is better).\n"
-    );
+    let mut out = format!("# {title}\n");
+    if !summary.is_empty() {
+        out.push_str(
+            "\nMedians over the runs of each case; spread is the slowest and fastest run's ops/s. \
+             *vs direct*: through the gateway over straight to the node; *vs baseline*: ours over the \
+             baseline's ops/s in the same invocation (higher is better).\n",
+        );
+    }
     let ours = |s: &&Summary| s.system == "ours";
     let direct: BTreeMap<(&str, &str, &str, usize), f64> = summary
         .iter()
@@ -260,7 +278,8 @@ pub fn markdown(summary: &[Summary], title: &str) -> String {
     out
 }
 
-fn ms(us: f64) -> String {
+/// A latency in µs, as µs or ms, whichever reads better.
+pub fn ms(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.1} ms", us / 1000.0)
     } else {

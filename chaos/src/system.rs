@@ -43,6 +43,8 @@ pub struct Node {
     paused: bool,
     /// The disk shim's control file (lock nodes).
     ctl: Option<PathBuf>,
+    /// Extra environment of this process (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 /// Where the binaries are and how to run the system.
@@ -80,6 +82,18 @@ impl System {
     /// Start every process and wait until the gateway reports every backend
     /// healthy and the lock nodes agree on a leader.
     pub async fn start(opts: Options) -> anyhow::Result<System> {
+        Self::start_with_env(opts, &[]).await
+    }
+
+    /// [`System::start`] with extra environment variables for the processes
+    /// of one kind (`(kind, name, value)`), e.g. smaller limits for a
+    /// benchmark that must reach them. Environment rather than flags: a
+    /// service that does not know a variable ignores it, where an unknown
+    /// flag would stop it from starting.
+    pub async fn start_with_env(
+        opts: Options,
+        env: &[(Kind, &str, &str)],
+    ) -> anyhow::Result<System> {
         std::fs::create_dir_all(opts.dir.join("logs"))?;
         std::fs::create_dir_all(opts.dir.join("data"))?;
         let shim = if opts.disk_shim {
@@ -135,6 +149,11 @@ impl System {
                     child: None,
                     paused: false,
                     ctl,
+                    env: env
+                        .iter()
+                        .filter(|(k, _, _)| *k == kind)
+                        .map(|(_, name, value)| (name.to_string(), value.to_string()))
+                        .collect(),
                 },
             );
         };
@@ -292,6 +311,7 @@ impl System {
         let mut cmd = Command::new(&node.program);
         cmd.args(&node.args)
             .env("RUST_LOG", "warn")
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -304,6 +324,12 @@ impl System {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// The OS process id of `name`, while it runs (for reading its
+    /// `/proc/<pid>` figures; signal it through this type, not by the id).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.nodes.get(name)?.child.as_ref().map(|c| c.id())
     }
 
     /// SIGKILL `name` and reap it (nothing if it is not running).

@@ -134,7 +134,7 @@ fn node_client(sys: &System, via: Via, addr: &str) -> anyhow::Result<Client> {
     }
 }
 
-fn set(key: &str, v: u64) -> CacheSetRequest {
+pub(crate) fn set(key: &str, v: u64) -> CacheSetRequest {
     CacheSetRequest {
         key: key.into(),
         value: json!(v),

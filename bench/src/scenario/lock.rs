@@ -125,7 +125,12 @@ async fn leader(sys: &System, within: Duration) -> anyhow::Result<String> {
     }
 }
 
-fn acquire(resource: &str, owner: &str, mode: LockMode, wait_ms: Option<u64>) -> AcquireRequest {
+pub(crate) fn acquire(
+    resource: &str,
+    owner: &str,
+    mode: LockMode,
+    wait_ms: Option<u64>,
+) -> AcquireRequest {
     AcquireRequest {
         resource: resource.into(),
         owner: owner.into(),
@@ -147,7 +152,7 @@ fn release(resource: &str, owner: &str, token: u64) -> ReleaseRequest {
 
 /// One acquire and its release: the unit of `pairs`, `handoff` and
 /// `shared_mix`.
-async fn pair(
+pub(crate) async fn pair(
     c: &Client,
     resource: &str,
     owner: &str,

@@ -178,5 +178,6 @@ pub fn sequential_plan(plan: Plan) -> Plan {
         warmup: Duration::from_millis(200),
         duration: plan.duration.max(Duration::from_secs(5)),
         max_ops: 100,
+        step: plan.step,
     }
 }

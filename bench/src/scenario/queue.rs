@@ -67,12 +67,7 @@ pub async fn run(sys: &mut System, case: &Case, plan: Plan) -> anyhow::Result<Me
         "cycle" => {
             load::run(plan, move |w, seq| {
                 let (c, q) = (clients[w % clients.len()].clone(), queues[w].clone());
-                async move {
-                    c.enqueue_one(&q, json!({"seq": seq}))
-                        .await
-                        .map_err(|e| failure(&e))?;
-                    take(&c, &q, 1).await
-                }
+                async move { cycle(&c, &q, seq).await }
             })
             .await
         }
@@ -160,7 +155,7 @@ fn dequeue(queue: &str, max: u32) -> DequeueRequest {
 }
 
 /// Dequeue up to `max` and ack what came in one call.
-async fn take(c: &Client, queue: &str, max: u32) -> Outcome {
+pub(crate) async fn take(c: &Client, queue: &str, max: u32) -> Outcome {
     let got = c
         .dequeue(&dequeue(queue, max))
         .await
@@ -176,6 +171,16 @@ async fn take(c: &Client, queue: &str, max: u32) -> Outcome {
     .await
     .map_err(|e| failure(&e))?;
     Ok(None)
+}
+
+/// A message's whole life: enqueue one, dequeue one and ack it (the one
+/// dequeued may be another caller's on a shared queue; the count stays
+/// even).
+pub(crate) async fn cycle(c: &Client, queue: &str, seq: u64) -> Outcome {
+    c.enqueue_one(queue, json!({"seq": seq}))
+        .await
+        .map_err(|e| failure(&e))?;
+    take(c, queue, 1).await
 }
 
 /// Put `n` messages into `queue`, a full batch a call.
