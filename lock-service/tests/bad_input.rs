@@ -26,7 +26,7 @@ async fn service() -> (Service, tempfile::TempDir) {
         snapshot_every: 10_000,
         max_queued_writes: 10_000,
         max_locks: 100_000,
-        max_remembered: 200_000,
+        max_remembered: 100_000,
         worker_threads: 0,
     };
     let svc = Service::start(&config).await.unwrap();
