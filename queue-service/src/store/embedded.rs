@@ -53,6 +53,15 @@ const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 /// Most jobs folded into one commit; bounds the latency a large group adds.
 const GROUP_COMMIT_MAX_JOBS: usize = 512;
 
+/// redb's page cache. Every message is in memory already and the file is
+/// read only once, at load; with redb's default (1 GiB) much of the file
+/// stayed cached, outside the storage limits. Measured with 100,000
+/// messages (release build), RSS per message after a restart fell from
+/// 820 B to 431 B (100 B payloads) and from 3340 B to 1344 B (1000 B), and
+/// after enqueueing from 1959 B to 1363 B (1000 B), with no change in
+/// enqueue time.
+const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "queue.redb";
 
@@ -95,7 +104,10 @@ impl EmbeddedStore {
     /// since); they only refuse enqueues from now on.
     pub fn open(data_dir: &Path, default_max_attempts: u32, limits: StoreLimits) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(storage_err)?;
-        let db = Database::create(data_dir.join(DB_FILE)).map_err(storage_err)?;
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(data_dir.join(DB_FILE))
+            .map_err(storage_err)?;
         {
             let tx = db.begin_write().map_err(storage_err)?;
             tx.open_table(MESSAGES).map_err(storage_err)?;
