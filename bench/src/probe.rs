@@ -6,7 +6,9 @@
 //! - what it keeps that must stay bounded, as its `/stats` says: a lock
 //!   node's held locks plus waiters (each lock node holds the whole
 //!   replicated table), a queue node's stored messages (ready, delayed, in
-//!   flight and dead-lettered in the queues it owns). Other nodes have none.
+//!   flight and dead-lettered in the queues it owns; the queue service
+//!   recomputes these every few seconds, so they lag by up to that). Other
+//!   nodes have none.
 //!
 //! A figure that cannot be read (the process is gone, `/stats` timed out
 //! or changed shape) is `None`: a gap in the samples, not a zero.
