@@ -38,6 +38,11 @@ pub mod lock {
     pub const MAX_TTL_MS: u64 = 86_400_000;
     /// Longest blocking wait on an acquire.
     pub const MAX_WAIT_MS: u64 = 300_000;
+    /// Longest `retry_window_ms`: answers are remembered at most this long.
+    pub const MAX_RETRY_WINDOW_MS: u64 = 600_000;
+    /// A `retry_window_ms` up to this gets the short memory (this long,
+    /// plus the wait), as a request id the node made itself does.
+    pub const SHORT_RETRY_WINDOW_MS: u64 = 30_000;
 }
 
 /// Queue messages, deliveries and pages.

@@ -102,6 +102,18 @@ pub struct AcquireRequest {
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
     )]
     pub request_id: Option<String>,
+    /// How long retries of this `request_id` may still come, in ms; default
+    /// 600000 (the answer is remembered for 10 minutes). Up to 30000 the
+    /// answer is kept only 30 s (plus the wait): what a caller that retries
+    /// briefly, such as the gateway, says, so that its answers do not fill
+    /// the lock service's memory for 10 minutes.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 600000)]
+    pub retry_window_ms: Option<u64>,
 }
 
 /// 200 answer to an acquire.
@@ -141,6 +153,18 @@ pub struct ReleaseRequest {
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
     )]
     pub request_id: Option<String>,
+    /// How long retries of this `request_id` may still come, in ms; default
+    /// 600000 (the answer is remembered for 10 minutes). Up to 30000 the
+    /// answer is kept only 30 s (plus the wait): what a caller that retries
+    /// briefly, such as the gateway, says, so that its answers do not fill
+    /// the lock service's memory for 10 minutes.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 600000)]
+    pub retry_window_ms: Option<u64>,
 }
 
 /// `POST /api/lock/renew`.
@@ -176,6 +200,18 @@ pub struct RenewRequest {
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
     )]
     pub request_id: Option<String>,
+    /// How long retries of this `request_id` may still come, in ms; default
+    /// 600000 (the answer is remembered for 10 minutes). Up to 30000 the
+    /// answer is kept only 30 s (plus the wait): what a caller that retries
+    /// briefly, such as the gateway, says, so that its answers do not fill
+    /// the lock service's memory for 10 minutes.
+    #[serde(
+        default,
+        deserialize_with = "crate::int::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 600000)]
+    pub retry_window_ms: Option<u64>,
 }
 
 /// 200 answer to a release.

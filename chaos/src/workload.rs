@@ -166,6 +166,7 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
             ttl_ms: Some(LOCK_TTL_MS),
             wait_ms: Some(1_000),
             request_id: Some(format!("{owner}-{n}")),
+            retry_window_ms: None,
         };
         let p = run.rec.invoke(
             &process,
@@ -203,6 +204,7 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
                 token,
                 ttl_ms: Some(LOCK_TTL_MS),
                 request_id: Some(format!("{owner}-{n}-renew")),
+                retry_window_ms: None,
             };
             let renewed = finish(
                 &run.rec,
@@ -225,6 +227,7 @@ pub async fn lock_client(run: Run, id: usize, c: Client, register: FencedRegiste
             owner: owner.clone(),
             token,
             request_id: Some(format!("{owner}-{n}-release")),
+            retry_window_ms: None,
         };
         finish(&run.rec, p, c.release(&req).await, |_| Value::Null);
     }

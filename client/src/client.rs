@@ -218,8 +218,12 @@ impl Client {
         if ttl == 0 {
             return Err(Error::InvalidArgument("ttl_ms must be > 0".into()));
         }
-        req.request_id
-            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        if req.request_id.is_none() {
+            req.request_id = Some(uuid::Uuid::new_v4().to_string());
+            // Only this call sends the id it made.
+            req.retry_window_ms
+                .get_or_insert(api::limits::lock::SHORT_RETRY_WINDOW_MS);
+        }
         let grant = self.acquire(&req).await?;
         Ok(LockGuard::start(self.clone(), grant, ttl))
     }

@@ -123,6 +123,8 @@ impl LockGuard {
             owner: self.grant.owner.clone(),
             token: self.grant.token,
             request_id: Some(uuid::Uuid::new_v4().to_string()),
+            // A fresh id per call, never sent again: nothing to remember long.
+            retry_window_ms: Some(api::limits::lock::SHORT_RETRY_WINDOW_MS),
         }
     }
 }
@@ -175,6 +177,8 @@ async fn renew_loop(
             token: grant.token,
             ttl_ms: Some(ttl_ms),
             request_id: Some(uuid::Uuid::new_v4().to_string()),
+            // A fresh id per call, never sent again: nothing to remember long.
+            retry_window_ms: Some(api::limits::lock::SHORT_RETRY_WINDOW_MS),
         };
         // Never wait past the deadline for one answer.
         let res = tokio::time::timeout_at(deadline, client.renew(&req)).await;

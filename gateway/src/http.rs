@@ -71,7 +71,8 @@ macro_rules! forwarded_post {
 }
 
 async fn lock_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> Answer {
-    let (bytes, wait_ms) = lock::prepare_write(&body.0).map_err(|e| refused(&gw, e))?;
+    let window = lock::retry_window_ms(gw.settings());
+    let (bytes, wait_ms) = lock::prepare_write(&body.0, window).map_err(|e| refused(&gw, e))?;
     lock::forward(&gw, post(route, &uri, Some(bytes)), wait_ms).await
 }
 

@@ -9,7 +9,9 @@
 //! - [`cache`]: the node the client names, else sticky per client, else
 //!   round-robin;
 //! - [`state`]: membership (re-resolved DNS via `common::discovery`), the
-//!   pooled keep-alive client, per-backend metrics;
+//!   one bounded backend call, in-flight limits, per-backend metrics;
+//! - [`upstream`]: HTTP/1.1 to the backends on pooled keep-alive
+//!   connections, heads written and parsed in place;
 //! - [`metrics`]: the gateway's metric families on `/metrics`;
 //! - [`error`]: the gateway's error and its one mapping to HTTP;
 //! - [`protect`]: bearer tokens, body limit, request timeout;
@@ -30,6 +32,7 @@ pub mod openapi;
 pub mod protect;
 pub mod queue;
 pub mod state;
+pub mod upstream;
 pub mod view;
 
 use std::future::Future;

@@ -111,9 +111,23 @@ impl Gateway {
     }
 }
 
+/// How long the gateway may repeat a request id it made: its retry window
+/// and one backend call; `None` when that is longer than the short memory
+/// the lock service offers for it.
+pub fn retry_window_ms(settings: &crate::config::Settings) -> Option<u64> {
+    let window = (settings.lock_retry + settings.backend_timeout).as_millis() as u64;
+    (window <= api::limits::lock::SHORT_RETRY_WINDOW_MS).then_some(window)
+}
+
 /// Parse a lock write body, require an object, and fill in `request_id`
 /// when the client gave none. Returns the body to send and its `wait_ms`.
-pub fn prepare_write(body: &[u8]) -> Result<(Bytes, u64), Error> {
+///
+/// An id the gateway makes is repeated only by its own retries, which end
+/// within `retry_window_ms` (`--lock-retry-ms` plus one backend call):
+/// said with the id, so the lock service remembers the answer that long
+/// rather than the 10 minutes a client's own id gets (`None`: the window
+/// is too long for that, and the default memory applies).
+pub fn prepare_write(body: &[u8], retry_window_ms: Option<u64>) -> Result<(Bytes, u64), Error> {
     let mut value: Value =
         serde_json::from_slice(body).map_err(|e| Error::MalformedJson(e.to_string()))?;
     let obj = value
@@ -125,6 +139,9 @@ pub fn prepare_write(body: &[u8]) -> Result<(Bytes, u64), Error> {
                 "request_id".into(),
                 Value::String(uuid::Uuid::new_v4().to_string()),
             );
+            if let Some(w) = retry_window_ms {
+                obj.entry("retry_window_ms").or_insert(Value::from(w));
+            }
         }
         Some(Value::String(s)) if !s.is_empty() => {}
         Some(_) => {
@@ -307,20 +324,39 @@ mod tests {
 
     #[test]
     fn prepare_write_fills_request_id_only_when_missing() {
-        let (b, wait) = prepare_write(br#"{"resource":"r","owner":"o","wait_ms":250}"#).unwrap();
+        let (b, wait) = prepare_write(
+            br#"{"resource":"r","owner":"o","wait_ms":250}"#,
+            Some(8_000),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(wait, 250);
         let id = v["request_id"].as_str().unwrap();
         assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
         assert_eq!(v["resource"], "r");
+        // The gateway's own id is said to be retried only briefly...
+        assert_eq!(v["retry_window_ms"], 8_000);
 
-        let (b, _) = prepare_write(br#"{"resource":"r","owner":"o","request_id":"mine"}"#).unwrap();
+        // ...a client's id keeps the memory the client asked for.
+        let (b, _) = prepare_write(
+            br#"{"resource":"r","owner":"o","request_id":"mine"}"#,
+            Some(8_000),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["request_id"], "mine");
+        assert!(v.get("retry_window_ms").is_none(), "{v}");
 
-        let (b, _) = prepare_write(br#"{"resource":"r","request_id":null}"#).unwrap();
+        let (b, _) = prepare_write(br#"{"resource":"r","request_id":null}"#, None).unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert!(v["request_id"].is_string());
+        assert!(v.get("retry_window_ms").is_none(), "{v}");
+
+        // The window is --lock-retry-ms plus one backend call, if short enough.
+        let mut settings = crate::config::Settings::default();
+        assert_eq!(retry_window_ms(&settings), Some(8_000));
+        settings.lock_retry = std::time::Duration::from_secs(60);
+        assert_eq!(retry_window_ms(&settings), None);
     }
 
     #[test]
@@ -334,7 +370,7 @@ mod tests {
             (br#"{"request_id":""}"#, "invalid_field"),
         ];
         for (body, code) in cases {
-            let err = prepare_write(body).unwrap_err();
+            let err = prepare_write(body, None).unwrap_err();
             assert_eq!(
                 err.to_api().code,
                 *code,

@@ -2,12 +2,12 @@
 //!
 //! - [`Backends`]: the live member list of each service (from
 //!   `common::discovery`, or a plain watch channel in tests);
-//! - [`Gateway`]: settings, the pooled keep-alive HTTP/1.1 client (hyper's
-//!   own pool, without reqwest's layers: a proxy needs none of them), rings cached
-//!   per member list, a short quarantine of nodes that just failed (every
-//!   service's routing tries them last), and the counters behind `/stats`
-//!   and `/metrics`; the remembered lock leader is lock routing's own
-//!   ([`crate::lock`]);
+//! - [`Gateway`]: settings, the keep-alive connections to the backends
+//!   ([`crate::upstream`]), rings cached per member list, a short
+//!   quarantine of nodes that just failed (every service's routing tries
+//!   them last), the calls in flight per backend, and the counters behind
+//!   `/stats` and `/metrics`; the remembered lock leader is lock routing's
+//!   own ([`crate::lock`]);
 //! - [`Gateway::call`]: one bounded backend call, timed and counted per
 //!   service, route and backend.
 //!
@@ -22,15 +22,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::discovery::Members;
 use common::metrics::{Metrics, MetricsRegistry};
 use common::Ring;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -39,6 +35,7 @@ use crate::lock::Leader;
 use crate::metrics::{
     BackendLabels, BackendLatencyLabels, Families, NodeLabels, ReasonLabels, ServiceLabels,
 };
+use crate::upstream::Upstream;
 
 /// How long a node that failed to answer is tried last.
 pub const QUARANTINE: Duration = Duration::from_millis(1_000);
@@ -252,7 +249,7 @@ pub struct ServiceCounters {
 pub(crate) struct Inner {
     pub settings: Settings,
     pub backends: Backends,
-    http: Client<HttpConnector, Full<Bytes>>,
+    upstream: Upstream,
     pub metrics: Metrics,
     families: Families,
     pub started: Instant,
@@ -285,13 +282,6 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     pub fn new(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(500)));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let mut registry = MetricsRegistry::default();
         let families = Families::register(&mut registry);
         let leader = Leader::new(&mut registry);
@@ -299,7 +289,7 @@ impl Gateway {
         Ok(Self(Arc::new(Inner {
             settings,
             backends,
-            http,
+            upstream: Upstream::default(),
             metrics,
             families,
             started: Instant::now(),
@@ -540,39 +530,19 @@ impl Gateway {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Reply, CallError> {
-        let uri: Uri = format!("http://{backend}{path_and_query}")
-            .parse()
-            .map_err(|e| CallError::Unreachable(format!("bad backend address {backend}: {e}")))?;
-        let mut req = Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let exchange = async {
-            let resp = self
-                .0
-                .http
-                .request(req)
-                .await
-                .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| CallError::Unreachable(error_chain(&e)))?
-                .to_bytes();
-            Ok((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(timeout, exchange)
+        let exchange = self
+            .0
+            .upstream
+            .exchange(backend, &method, path_and_query, body.as_deref());
+        let answer = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| CallError::Timeout)??;
+            .map_err(|_| CallError::Timeout)?
+            .map_err(CallError::Unreachable)?;
         Ok(Reply {
-            status: parts.status,
-            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
-            body,
+            status: answer.status,
+            content_type: answer.content_type,
+            retry_after: answer.retry_after,
+            body: answer.body,
             backend: backend.to_string(),
         })
     }
@@ -594,18 +564,6 @@ impl Gateway {
         let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
         Ok((reply.status, value))
     }
-}
-
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 /// A JSON number of milliseconds as the services read it: an integer, or a

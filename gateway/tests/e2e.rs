@@ -96,6 +96,7 @@ async fn every_route_through_the_gateway_against_real_services() {
             token: grant.token,
             ttl_ms: Some(20_000),
             request_id: None,
+            retry_window_ms: None,
         })
         .await
         .unwrap();
@@ -106,6 +107,7 @@ async fn every_route_through_the_gateway_against_real_services() {
             owner: "bob".into(),
             token: grant.token,
             request_id: None,
+            retry_window_ms: None,
         })
         .await
         .unwrap_err();
@@ -115,6 +117,7 @@ async fn every_route_through_the_gateway_against_real_services() {
         owner: "alice".into(),
         token: grant.token,
         request_id: None,
+        retry_window_ms: None,
     };
     assert!(c.release(&rel).await.unwrap().released);
     let again = c.release(&rel).await.unwrap_err();
@@ -157,6 +160,7 @@ async fn every_route_through_the_gateway_against_real_services() {
         owner: "w1".into(),
         token: first.token,
         request_id: None,
+        retry_window_ms: None,
     })
     .await
     .unwrap();
@@ -654,6 +658,7 @@ async fn lock_leader_killed_mid_run_clients_see_only_a_delay() {
                         owner: format!("worker-{w}"),
                         token: g.token,
                         request_id: None,
+                        retry_window_ms: None,
                     })
                     .await
                 };

@@ -103,6 +103,16 @@ fn grant_body(g: table::Grant) -> api::LockGrant {
     }
 }
 
+/// Whether a request's answer needs only the short memory: the node makes
+/// its id (the client sent none, so only this node's own retries repeat
+/// it), or the client retries only briefly (`retry_window_ms`).
+fn short_memory(request_id: Option<&str>, retry_window_ms: Option<u64>) -> Result<bool, Invalid> {
+    if let Some(w) = retry_window_ms {
+        limits::range("retry_window_ms", w, 0, lim::MAX_RETRY_WINDOW_MS)?;
+    }
+    Ok(request_id.is_none() || retry_window_ms.is_some_and(|w| w <= lim::SHORT_RETRY_WINDOW_MS))
+}
+
 fn check_names(resource: &str, owner: &str, request_id: Option<&str>) -> Result<(), Invalid> {
     limits::path_name("resource", resource, MAX_NAME_CHARS)?;
     limits::name("owner", owner, MAX_NAME_CHARS)?;
@@ -129,7 +139,7 @@ impl TryFrom<api::AcquireRequest> for table::Acquire {
             mode: req.mode.unwrap_or_default().into(),
             ttl_ms,
             wait_ms,
-            node_made_id: req.request_id.is_none(),
+            short_memory: short_memory(req.request_id.as_deref(), req.retry_window_ms)?,
             request_id: req.request_id.unwrap_or_else(new_request_id),
             limits: None,
         })
@@ -146,7 +156,7 @@ impl TryFrom<api::ReleaseRequest> for table::Release {
             resource: req.resource,
             owner: req.owner,
             token: req.token,
-            node_made_id: req.request_id.is_none(),
+            short_memory: short_memory(req.request_id.as_deref(), req.retry_window_ms)?,
             request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
             limits: None,
         })
@@ -166,7 +176,7 @@ impl TryFrom<api::RenewRequest> for table::Renew {
             owner: req.owner,
             token: req.token,
             ttl_ms,
-            node_made_id: req.request_id.is_none(),
+            short_memory: short_memory(req.request_id.as_deref(), req.retry_window_ms)?,
             request_id: Some(req.request_id.unwrap_or_else(new_request_id)),
             limits: None,
         })
@@ -447,4 +457,21 @@ async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
 async fn metrics(State(app): State<AppState>) -> Response {
     app.domain.refresh(&app.node, app.limits);
     common::metrics::text_response(&app.metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_memory_for_node_made_ids_and_brief_retry_windows() {
+        assert!(short_memory(None, None).unwrap());
+        assert!(!short_memory(Some("r1"), None).unwrap());
+        assert!(short_memory(Some("r1"), Some(0)).unwrap());
+        assert!(short_memory(Some("r1"), Some(lim::SHORT_RETRY_WINDOW_MS)).unwrap());
+        assert!(!short_memory(Some("r1"), Some(lim::SHORT_RETRY_WINDOW_MS + 1)).unwrap());
+        assert!(!short_memory(Some("r1"), Some(lim::MAX_RETRY_WINDOW_MS)).unwrap());
+        let err = short_memory(Some("r1"), Some(lim::MAX_RETRY_WINDOW_MS + 1)).unwrap_err();
+        assert!(err.message.contains("retry_window_ms"), "{}", err.message);
+    }
 }

@@ -121,9 +121,13 @@ pub struct Acquire {
     pub ttl_ms: u64,
     pub wait_ms: u64,
     pub request_id: String,
-    /// The node made `request_id` (the client sent none).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub node_made_id: bool,
+    /// Only retries within [`NODE_ID_MEMORY_MS`] can repeat `request_id`:
+    /// the node made it (the client sent none), or the client said it
+    /// retries only that briefly (`retry_window_ms`). Its answer is
+    /// remembered that long (plus the wait). Named as entries in the log
+    /// have it.
+    #[serde(rename = "node_made_id", default, skip_serializing_if = "is_false")]
+    pub short_memory: bool,
     /// The taking node's limits (none in entries from before limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
@@ -135,9 +139,13 @@ pub struct Release {
     pub owner: Owner,
     pub token: Token,
     pub request_id: Option<String>,
-    /// The node made `request_id` (the client sent none).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub node_made_id: bool,
+    /// Only retries within [`NODE_ID_MEMORY_MS`] can repeat `request_id`:
+    /// the node made it (the client sent none), or the client said it
+    /// retries only that briefly (`retry_window_ms`). Its answer is
+    /// remembered that long (plus the wait). Named as entries in the log
+    /// have it.
+    #[serde(rename = "node_made_id", default, skip_serializing_if = "is_false")]
+    pub short_memory: bool,
     /// The taking node's limits (none in entries from before limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
@@ -150,9 +158,13 @@ pub struct Renew {
     pub token: Token,
     pub ttl_ms: u64,
     pub request_id: Option<String>,
-    /// The node made `request_id` (the client sent none).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub node_made_id: bool,
+    /// Only retries within [`NODE_ID_MEMORY_MS`] can repeat `request_id`:
+    /// the node made it (the client sent none), or the client said it
+    /// retries only that briefly (`retry_window_ms`). Its answer is
+    /// remembered that long (plus the wait). Named as entries in the log
+    /// have it.
+    #[serde(rename = "node_made_id", default, skip_serializing_if = "is_false")]
+    pub short_memory: bool,
     /// The taking node's limits (none in entries from before limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
@@ -177,8 +189,8 @@ pub struct Limits {
 /// How long an answer is remembered: see [`REQUEST_MEMORY_MS`] and
 /// [`NODE_ID_MEMORY_MS`]. A queued request's entry outlives its wait, so
 /// whatever settles the wait finds it.
-fn memory_ms(node_made_id: bool, wait_ms: u64) -> u64 {
-    if node_made_id {
+fn memory_ms(short_memory: bool, wait_ms: u64) -> u64 {
+    if short_memory {
         NODE_ID_MEMORY_MS + wait_ms
     } else {
         REQUEST_MEMORY_MS
@@ -847,7 +859,7 @@ impl LockTable {
                     resource: a.resource.clone(),
                 },
                 now,
-                memory_ms(a.node_made_id, a.wait_ms),
+                memory_ms(a.short_memory, a.wait_ms),
                 a.limits,
             );
             self.break_deadlocks(now, settled);
@@ -874,7 +886,7 @@ impl LockTable {
             &request,
             outcome.clone(),
             now,
-            memory_ms(a.node_made_id, 0),
+            memory_ms(a.short_memory, 0),
             a.limits,
         );
         outcome
@@ -932,7 +944,7 @@ impl LockTable {
                 &request,
                 outcome.clone(),
                 now,
-                memory_ms(rel.node_made_id, 0),
+                memory_ms(rel.short_memory, 0),
                 rel.limits,
             );
         }
@@ -968,7 +980,7 @@ impl LockTable {
                 &request,
                 outcome.clone(),
                 now,
-                memory_ms(ren.node_made_id, 0),
+                memory_ms(ren.short_memory, 0),
                 ren.limits,
             );
         }

@@ -147,6 +147,7 @@ fn release(resource: &str, owner: &str, token: u64) -> ReleaseRequest {
         owner: owner.into(),
         token,
         request_id: None,
+        retry_window_ms: None,
     }
 }
 

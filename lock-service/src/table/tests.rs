@@ -81,7 +81,7 @@ impl goldenscript::Runner for TableRunner {
                     request_id: args
                         .lookup_parse("id")?
                         .unwrap_or_else(|| format!("#{index}")),
-                    node_made_id: flags.contains("node_made"),
+                    short_memory: flags.contains("node_made"),
                     limits: limits(&mut args)?,
                 });
                 Some((cmd, index, now))
@@ -97,7 +97,7 @@ impl goldenscript::Runner for TableRunner {
                     token,
                     request_id: args.lookup_parse("id")?,
                     limits: limits(&mut args)?,
-                    node_made_id: flags(&mut args, &["node_made"])?.contains("node_made"),
+                    short_memory: flags(&mut args, &["node_made"])?.contains("node_made"),
                 });
                 Some((cmd, index, now))
             }
@@ -113,7 +113,7 @@ impl goldenscript::Runner for TableRunner {
                     ttl_ms: args.lookup_parse("ttl")?.unwrap_or(1_000),
                     request_id: args.lookup_parse("id")?,
                     limits: limits(&mut args)?,
-                    node_made_id: flags(&mut args, &["node_made"])?.contains("node_made"),
+                    short_memory: flags(&mut args, &["node_made"])?.contains("node_made"),
                 });
                 Some((cmd, index, now))
             }
@@ -398,7 +398,7 @@ fn a_snapshot_copy_keeps_its_moment_and_remembered_answers_keep_their_json() {
             ttl_ms: 1_000,
             wait_ms: 0,
             request_id: request_id.into(),
-            node_made_id: false,
+            short_memory: false,
             limits: None,
         })
     };
