@@ -7,7 +7,8 @@
 //! bounded); services register their domain gauges and counters on the same
 //! registry before wrapping it.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -51,12 +52,25 @@ where
     Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS.into_iter()))
 }
 
+/// One (method, status) of a route: the handles of its series.
+struct Series {
+    method: String,
+    status: u16,
+    count: Counter,
+    latency: Histogram,
+}
+
 /// The registry plus the HTTP request metrics every service exposes.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     requests: Family<RouteLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
+    /// Route → its series' handles. A family lookup builds its label set
+    /// (six `String`s a request); this finds the handles by borrowed
+    /// route and method, so a request allocates nothing here once its
+    /// series exists.
+    series: Arc<RwLock<HashMap<String, Vec<Series>>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +99,7 @@ impl Metrics {
             registry: Arc::new(Mutex::new(registry)),
             requests,
             latency,
+            series: Arc::default(),
         }
     }
 
@@ -98,36 +113,62 @@ impl Metrics {
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        self.requests
+        {
+            let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = series.get(route).and_then(|all| {
+                all.iter()
+                    .find(|s| s.status == status && s.method == method)
+            }) {
+                s.count.inc();
+                s.latency.observe(seconds);
+                return;
+            }
+        }
+        // First of its series: through the families, then remembered (two
+        // requests racing here remember it twice, to the same metrics).
+        let count = self
+            .requests
             .get_or_create(&RouteLabels {
                 method: method.to_string(),
                 route: route.to_string(),
                 status,
             })
-            .inc();
-        self.latency
+            .clone();
+        let latency = self
+            .latency
             .get_or_create(&LatencyLabels {
                 method: method.to_string(),
                 route: route.to_string(),
             })
-            .observe(seconds);
+            .clone();
+        count.inc();
+        latency.observe(seconds);
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route.to_string())
+            .or_default()
+            .push(Series {
+                method: method.to_string(),
+                status,
+                count,
+                latency,
+            });
     }
 }
 
 /// Axum middleware: count and time every request by its route template.
 /// Install with `axum::middleware::from_fn_with_state(metrics, track)`.
 pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    // Handles, not copies: `MatchedPath` is an `Arc<str>` inside, and a
+    // standard method is a constant.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
     metrics.observe(
-        &method,
-        &route,
+        method.as_str(),
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
@@ -158,10 +199,26 @@ mod tests {
         g.set(3);
         let m = Metrics::new(registry);
         m.observe("GET", "/health", 200, 0.001);
+        // Again (through the remembered handles), and other series beside.
+        m.observe("GET", "/health", 200, 0.001);
+        m.observe("GET", "/health", 503, 0.001);
+        m.observe("POST", "/health", 200, 0.001);
         let text = m.render();
         assert!(text.contains("holds 3"), "{text}");
+        for (series, n) in [
+            ("method=\"GET\",route=\"/health\",status=\"200\"", 2),
+            ("method=\"GET\",route=\"/health\",status=\"503\"", 1),
+            ("method=\"POST\",route=\"/health\",status=\"200\"", 1),
+        ] {
+            assert!(
+                text.contains(&format!("http_requests_total{{{series}}} {n}")),
+                "{series}: {text}"
+            );
+        }
         assert!(
-            text.contains("http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1"),
+            text.contains(
+                "http_request_duration_seconds_count{method=\"GET\",route=\"/health\"} 3"
+            ),
             "{text}"
         );
         assert!(

@@ -388,6 +388,6 @@ pub async fn stats(State(gw): State<Gateway>) -> Json<GatewayStats> {
     ),
     security((), ("bearer" = [])))]
 pub async fn metrics(State(gw): State<Gateway>) -> Response {
-    gw.refresh_in_flight_metrics();
+    gw.refresh_metrics();
     common::metrics::text_response(gw.metrics())
 }

@@ -4,6 +4,9 @@
 //! beside the HTTP request metrics; `state.rs` updates them as calls go
 //! out. (The lock leader's families belong to lock routing: `lock.rs`.)
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use common::metrics::{latency_family, MetricsRegistry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +56,19 @@ pub(crate) struct Families {
     /// the call path).
     pub(crate) in_flight: Family<NodeLabels, Gauge>,
     pub(crate) max_in_flight: Gauge,
+    /// Backend → the handles of its call series, found by borrowed
+    /// labels: a family lookup per call built its label set (three
+    /// `String`s) and hashed it under the family's lock.
+    backend_series: RwLock<HashMap<String, Vec<BackendSeries>>>,
+}
+
+/// One (service, route) of a backend: its latency and a counter per
+/// outcome seen.
+struct BackendSeries {
+    service: &'static str,
+    route: &'static str,
+    latency: Histogram,
+    outcomes: Vec<(String, Counter)>,
 }
 
 impl Families {
@@ -67,6 +83,7 @@ impl Families {
             members: Family::default(),
             in_flight: Family::default(),
             max_in_flight: Gauge::default(),
+            backend_series: RwLock::default(),
         };
         registry.register(
         "gateway_backend_requests",
@@ -109,5 +126,77 @@ impl Families {
             f.max_in_flight.clone(),
         );
         f
+    }
+
+    /// Count one backend call and its latency.
+    pub(crate) fn observe_backend(
+        &self,
+        service: &'static str,
+        route: &'static str,
+        backend: &str,
+        outcome: &str,
+        seconds: f64,
+    ) {
+        {
+            let all = self
+                .backend_series
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let series = all.get(backend).and_then(|list| {
+                list.iter()
+                    .find(|s| s.service == service && s.route == route)
+            });
+            if let Some(s) = series {
+                if let Some((_, count)) = s.outcomes.iter().find(|(o, _)| o == outcome) {
+                    count.inc();
+                    s.latency.observe(seconds);
+                    return;
+                }
+            }
+        }
+        // A new series or outcome: through the families, then remembered.
+        let count = self
+            .backend_requests
+            .get_or_create(&BackendLabels {
+                service,
+                route,
+                backend: backend.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .clone();
+        let latency = self
+            .backend_latency
+            .get_or_create(&BackendLatencyLabels {
+                service,
+                route,
+                backend: backend.to_string(),
+            })
+            .clone();
+        count.inc();
+        latency.observe(seconds);
+        let mut all = self
+            .backend_series
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let list = all.entry(backend.to_string()).or_default();
+        let pos = match list
+            .iter()
+            .position(|s| s.service == service && s.route == route)
+        {
+            Some(pos) => pos,
+            None => {
+                list.push(BackendSeries {
+                    service,
+                    route,
+                    latency,
+                    outcomes: Vec::new(),
+                });
+                list.len() - 1
+            }
+        };
+        let s = &mut list[pos];
+        if !s.outcomes.iter().any(|(o, _)| o == outcome) {
+            s.outcomes.push((outcome.to_string(), count));
+        }
     }
 }

@@ -32,9 +32,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::Leader;
-use crate::metrics::{
-    BackendLabels, BackendLatencyLabels, Families, NodeLabels, ReasonLabels, ServiceLabels,
-};
+use crate::metrics::{Families, NodeLabels, ReasonLabels, ServiceLabels};
 use crate::upstream::Upstream;
 
 /// How long a node that failed to answer is tried last.
@@ -316,15 +314,7 @@ impl Gateway {
 
     /// Current members of a service.
     pub fn members(&self, svc: Service) -> MemberList {
-        let m = self.0.backends.of(svc);
-        self.0
-            .families
-            .members
-            .get_or_create(&ServiceLabels {
-                service: svc.as_str(),
-            })
-            .set(m.len() as i64);
-        m
+        self.0.backends.of(svc)
     }
 
     /// The ring over a service's current members, rebuilt only when the
@@ -444,27 +434,18 @@ impl Gateway {
             }
         };
         let outcome = match &res {
-            Ok(r) => r.status.as_u16().to_string(),
-            Err(CallError::Timeout) => "timeout".to_string(),
-            Err(CallError::Unreachable(_)) => "unreachable".to_string(),
-            Err(CallError::Shed { .. }) => "shed".to_string(),
+            Ok(r) => r.status.as_str(),
+            Err(CallError::Timeout) => "timeout",
+            Err(CallError::Unreachable(_)) => "unreachable",
+            Err(CallError::Shed { .. }) => "shed",
         };
-        let f = &self.0.families;
-        f.backend_requests
-            .get_or_create(&BackendLabels {
-                service: svc.as_str(),
-                route,
-                backend: backend.to_string(),
-                outcome,
-            })
-            .inc();
-        f.backend_latency
-            .get_or_create(&BackendLatencyLabels {
-                service: svc.as_str(),
-                route,
-                backend: backend.to_string(),
-            })
-            .observe(start.elapsed().as_secs_f64());
+        self.0.families.observe_backend(
+            svc.as_str(),
+            route,
+            backend,
+            outcome,
+            start.elapsed().as_secs_f64(),
+        );
         if res.is_err() {
             self.quarantine(backend);
         }
@@ -494,9 +475,16 @@ impl Gateway {
         Ok(InFlight(count))
     }
 
-    /// Bring the in-flight gauges up to date (at scrape time).
-    pub fn refresh_in_flight_metrics(&self) {
+    /// Bring the gauges up to date (at scrape time, not on every call).
+    pub fn refresh_metrics(&self) {
         let f = &self.0.families;
+        for svc in [Service::Lock, Service::Queue, Service::Cache] {
+            f.members
+                .get_or_create(&ServiceLabels {
+                    service: svc.as_str(),
+                })
+                .set(self.members(svc).len() as i64);
+        }
         f.max_in_flight.set(self.0.settings.max_in_flight as i64);
         let map = self.0.in_flight.read().unwrap_or_else(|e| e.into_inner());
         for (node, n) in map.iter() {
