@@ -160,12 +160,26 @@ impl Metrics {
 /// Axum middleware: count and time every request by its route template.
 /// Install with `axum::middleware::from_fn_with_state(metrics, track)`.
 pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    observe_request(&metrics, req, |req| next.run(req)).await
+}
+
+/// [`track`]'s one body, for a middleware that does more around the same
+/// call (the gateway's, with its deadline): run `run` on `req`, then count
+/// and time it by its route template.
+pub async fn observe_request<F>(
+    metrics: &Metrics,
+    req: Request,
+    run: impl FnOnce(Request) -> F,
+) -> Response
+where
+    F: std::future::Future<Output = Response>,
+{
     // Handles, not copies: `MatchedPath` is an `Arc<str>` inside, and a
     // standard method is a constant.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let resp = run(req).await;
     metrics.observe(
         method.as_str(),
         route.as_ref().map_or("unmatched", |r| r.as_str()),

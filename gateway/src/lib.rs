@@ -82,8 +82,15 @@ pub fn router(gw: Gateway) -> Router {
             "/openapi.json",
             openapi::document_for(&gw.members(state::Service::Cache)),
         ));
-    common::server::tail(routes, gw.metrics().clone(), limit)
-        .layer(from_fn_with_state(gw.clone(), protect::request_timeout))
+    // What `common::server::tail` gives the services, less its trace layer
+    // (a span per request, at debug level) and with the metrics folded into
+    // the deadline's layer (`protect::front`): the gateway is a proxy, and
+    // its per-request layers were what separated its hop from nginx's.
+    routes
+        .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
+        .fallback(common::error::not_found_fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(from_fn_with_state(gw.clone(), protect::front))
         .with_state(gw)
 }
 

@@ -59,20 +59,25 @@ pub async fn require_token(State(gw): State<Gateway>, req: Request, next: Next) 
     }
 }
 
-/// Middleware: 504 `timeout` when the request takes longer than the
-/// configured request timeout.
-pub async fn request_timeout(State(gw): State<Gateway>, req: Request, next: Next) -> Response {
+/// Middleware around every route: 504 `timeout` when the request takes
+/// longer than the configured request timeout, and the request metrics
+/// (`common::metrics::observe_request`). One layer, not two: each layer is
+/// a boxed future per request, and on the proxy's hot path they showed.
+pub async fn front(State(gw): State<Gateway>, req: Request, next: Next) -> Response {
     let limit = gw.settings().request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            gw.count_rejected("timeout");
-            Error::RequestTimeout {
-                timeout_ms: limit.as_millis() as u64,
+    common::metrics::observe_request(gw.metrics(), req, |req| async {
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                gw.count_rejected("timeout");
+                Error::RequestTimeout {
+                    timeout_ms: limit.as_millis() as u64,
+                }
+                .into_response()
             }
-            .into_response()
         }
-    }
+    })
+    .await
 }
 
 /// The raw request body, read under the gateway's body limit (installed as
