@@ -335,15 +335,7 @@ impl Api {
         path: &str,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .post(format!("{base}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(serde_json::Value::Null);
+        let (status, _, v) = self.post_with_retry_after(base, path, body).await;
         (status, v)
     }
 
