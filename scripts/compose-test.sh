@@ -104,20 +104,23 @@ expect() {
   [ "$STATUS" = "$1" ] || fail "$2: expected HTTP $1, got $STATUS: $BODY"
 }
 # wait_for SECONDS WHAT COMMAND...: run COMMAND every 0.5 s until it succeeds.
+# A check may set LAST to what it last saw; a timeout prints it (WHAT is
+# expanded before the first try, so it cannot say what the last try saw).
 wait_for() {
   local secs="$1" what="$2"; shift 2
   local deadline=$(($(date +%s) + secs))
+  LAST=""
   while :; do
     if "$@"; then return 0; fi
-    [ "$(date +%s)" -lt "$deadline" ] || fail "$what: not within ${secs}s"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$what: not within ${secs}s${LAST:+ (last: $LAST)}"
     sleep 0.5
   done
 }
 gateway_healthy() { curl -fsS --max-time 3 -o /dev/null "$GW/health" 2>/dev/null; }
 queue_members() { curl -fsS --max-time 5 "$GW/cluster" 2>/dev/null | jq -r '.queue.members | length' 2>/dev/null || echo 0; }
-has_queue_members() { [ "$(queue_members)" = "$1" ]; }
+has_queue_members() { local n; n=$(queue_members); LAST="$n members"; [ "$n" = "$1" ]; }
 cache_members() { curl -fsS --max-time 5 "$GW/cluster" 2>/dev/null | jq -r '.cache.members | length' 2>/dev/null || echo 0; }
-has_cache_members() { [ "$(cache_members)" = "$1" ]; }
+has_cache_members() { local n; n=$(cache_members); LAST="$n members"; [ "$n" = "$1" ]; }
 
 # ------------------------------------------------------------------ build --
 log "building images (scripts/build-images.sh)"
@@ -187,7 +190,7 @@ phase "smoke test"
 log "compose up -d --scale queue-service=5"
 dc up -d --scale queue-service=5 >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose up --scale"; }
 phase "compose up --scale queue=5"
-wait_for 60 "gateway /cluster showing 5 queue members (has $(queue_members))" has_queue_members 5
+wait_for 60 "gateway /cluster showing 5 queue members" has_queue_members 5
 # Every replica must be in the ring under the name DNS gives it, and see the
 # same ring as the gateway (asked from inside the network, via the gateway's container).
 GW_CID=$(dc ps -q gateway)
@@ -223,16 +226,18 @@ phase "20 queues after scaling"
 # 503, never an older value.
 log "compose up -d --scale queue-service=5 --scale cache-service=4"
 dc up -d --scale queue-service=5 --scale cache-service=4 >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose up --scale cache"; }
-wait_for 60 "gateway /cluster showing 4 cache members (has $(cache_members))" has_cache_members 4
+wait_for 60 "gateway /cluster showing 4 cache members" has_cache_members 4
 call GET /cluster
 mapfile -t CACHE_NODES < <(jq -r '.cache.members[]' <<<"$BODY")
 CKEY="scaled-$$"
 cache_set_through() { # node value
   call POST /api/cache/set "{\"key\":\"$CKEY\",\"value\":$2}" -H "x-cache-node: $1"
+  LAST="HTTP $STATUS $BODY"
   [ "$STATUS" = 200 ]
 }
 cache_reads() { # node value: the node answers the value (a miss or a 503 is retried; an older value fails)
   call GET "/api/cache/get?key=$CKEY&node=$1"
+  LAST="HTTP $STATUS $BODY"
   [ "$STATUS" = 200 ] || return 1
   [ "$(jq -c '.value' <<<"$BODY")" = "$2" ] || fail "stale read through $1 after $2 was acknowledged: $BODY"
 }
@@ -240,9 +245,9 @@ cache_reads() { # node value: the node answers the value (a miss or a 503 is ret
 v=10
 for n in "${CACHE_NODES[@]}"; do
   v=$((v + 1))
-  wait_for 30 "cache set through $n after scaling (last: HTTP $STATUS $BODY)" cache_set_through "$n" "$v"
+  wait_for 30 "cache set through $n after scaling" cache_set_through "$n" "$v"
   for m in "${CACHE_NODES[@]}"; do
-    wait_for 30 "cache get through $m of $v, written through $n (last: HTTP $STATUS $BODY)" cache_reads "$m" "$v"
+    wait_for 30 "cache get through $m of $v, written through $n" cache_reads "$m" "$v"
   done
 done
 log "cache ok after scaling to ${#CACHE_NODES[@]} nodes (${CACHE_NODES[*]})"
