@@ -8,17 +8,23 @@
 #      redis-server, curl (healthchecks) and iproute2 (the entrypoint reads the
 #      container IP), loaded with `docker import`;
 #   3. distributed-sync/services:local — FROM that base (docker build
-#      --pull=false), the four binaries and docker/entrypoint.sh copied in.
+#      --pull=false), the four binaries and docker/entrypoint.sh copied in;
+#   4. distributed-sync/prometheus:local — for compose's `monitoring` profile:
+#      that base plus Debian's `prometheus` package (apt-get in a chroot of
+#      the base's file system, loaded with `docker import`; compose mounts
+#      monitoring/ for its configuration). MONITORING=0 leaves it out.
 #
 # Idempotent and fast when nothing changed: the debootstrap tarball is cached
 # under $IMAGES_DIR (default ./run/images, gitignored), the base image is only
 # re-imported when its recipe changed, the service image only rebuilt when the
-# binaries, Dockerfile or entrypoint changed.
+# binaries, Dockerfile or entrypoint changed, the Prometheus image only when
+# the base image or its recipe changed.
 #
 #   scripts/build-images.sh
-#   FORCE=1 scripts/build-images.sh          # re-import the base, rebuild the service image
+#   FORCE=1 scripts/build-images.sh          # re-import the base, rebuild the other images
 #   REBOOTSTRAP=1 scripts/build-images.sh    # also re-run debootstrap (implies FORCE)
 #   SKIP_CARGO=1 scripts/build-images.sh     # use target/release as it is
+#   MONITORING=0 scripts/build-images.sh     # no Prometheus image
 #   DEBIAN_MIRROR=http://… DEBIAN_SECURITY_MIRROR=http://… SUITE=bookworm
 #                                            # override what is read from /etc/apt
 #
@@ -36,6 +42,8 @@ ROOT="$PWD"
 IMAGES_DIR="${IMAGES_DIR:-$ROOT/run/images}"
 BASE_IMAGE="${BASE_IMAGE:-distributed-sync/base:bookworm}"
 SERVICE_IMAGE="${DS_IMAGE:-distributed-sync/services:local}"
+PROMETHEUS_IMAGE="${PROMETHEUS_IMAGE:-distributed-sync/prometheus:local}"
+MONITORING="${MONITORING:-1}"
 BINS=(lock-service queue-service cache-service gateway)
 # What the containers need beyond debootstrap's minbase.
 PACKAGES="redis-server,redis-tools,curl,iproute2"
@@ -208,6 +216,86 @@ else
   drop_replaced "$old_base" "$BASE_IMAGE"
 fi
 
+# -------------------------------------------------------- prometheus image --
+# Debian's prometheus package on the base: the base image's file system
+# (docker export) in a chroot on this host, `apt-get install prometheus` from
+# the mirror the base was made from (the rootfs's own sources.list; the
+# chroot uses this host's network, as debootstrap did), loaded with
+# `docker import`. Rebuilt only when the base image or this recipe changed.
+PROM_PACKAGES="prometheus"
+PROM_KEY_FILE="$IMAGES_DIR/prometheus-$SUITE.imported"
+
+prometheus_key() {
+  echo "v2 base=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE") packages=$PROM_PACKAGES"
+}
+
+prometheus_current() {
+  image_exists "$PROMETHEUS_IMAGE" && [ -f "$PROM_KEY_FILE" ] &&
+    [ "$(cat "$PROM_KEY_FILE")" = "$(prometheus_key) $(docker image inspect -f '{{.Id}}' "$PROMETHEUS_IMAGE")" ]
+}
+
+make_prometheus() {
+  local dir="$IMAGES_DIR/rootfs-prometheus-$SUITE" cid plog="$IMAGES_DIR/prometheus.log"
+  $SUDO rm -rf "$dir"
+  mkdir -p "$dir"
+  log "apt-get install $PROM_PACKAGES in a chroot of $BASE_IMAGE"
+  cid=$(docker create "$BASE_IMAGE" /bin/true)
+  docker export "$cid" | $SUDO tar --numeric-owner -C "$dir" -xf -
+  docker rm "$cid" >/dev/null
+  $SUDO rm -f "$dir/.dockerenv"
+  $SUDO cp /etc/resolv.conf "$dir/etc/resolv.conf"
+  $SUDO sh -c "printf '#!/bin/sh\nexit 101\n' > '$dir/usr/sbin/policy-rc.d' && chmod 755 '$dir/usr/sbin/policy-rc.d'"
+  {
+    $SUDO chroot "$dir" apt-get update -qq &&
+      $SUDO chroot "$dir" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends $PROM_PACKAGES
+  } >"$plog" 2>&1 || {
+    log "apt-get install $PROM_PACKAGES failed; last lines of $plog:"
+    tail -n 30 "$plog" >&2
+    $SUDO rm -rf "$dir"
+    exit 1
+  }
+  $SUDO rm -f "$dir/usr/sbin/policy-rc.d"
+  $SUDO chroot "$dir" apt-get clean
+  # The package's own config stays as an example; compose mounts monitoring/.
+  $SUDO mkdir -p "$dir/var/lib/prometheus/metrics2"
+  $SUDO chroot "$dir" chown -R prometheus:prometheus /var/lib/prometheus
+  # Slim it down as the base; also moment-timezone's unpacked zone data
+  # (~190 MB of JSON for node.js users: the web UI loads the bundled .js).
+  $SUDO rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin \
+    "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/var/log/*.log \
+    "$dir"/var/log/apt/* "$dir"/tmp/* "$dir"/var/tmp/* \
+    "$dir"/usr/share/javascript/moment-timezone/data/unpacked
+  $SUDO sh -c ": > '$dir/etc/resolv.conf'; : > '$dir/etc/hostname'; : > '$dir/etc/hosts'"
+  local old
+  old=$(docker image inspect -f '{{.Id}}' "$PROMETHEUS_IMAGE" 2>/dev/null || true)
+  log "docker import -> $PROMETHEUS_IMAGE"
+  $SUDO tar --numeric-owner -C "$dir" -cf - . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV LANG=C.UTF-8' \
+    -c 'USER prometheus' \
+    -c 'WORKDIR /var/lib/prometheus' \
+    -c 'EXPOSE 9090' \
+    -c 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+    -c 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/var/lib/prometheus/metrics2", "--web.listen-address=0.0.0.0:9090"]' \
+    -m "$BASE_IMAGE + Debian's $PROM_PACKAGES" \
+    - "$PROMETHEUS_IMAGE" >/dev/null
+  $SUDO rm -rf "$dir"
+  echo "$(prometheus_key) $(docker image inspect -f '{{.Id}}' "$PROMETHEUS_IMAGE")" >"$PROM_KEY_FILE"
+  drop_replaced "$old" "$PROMETHEUS_IMAGE"
+}
+
+built="$BASE_IMAGE"
+if [ "$MONITORING" = 0 ]; then
+  log "MONITORING=0: $PROMETHEUS_IMAGE not built"
+elif [ -z "$FORCE" ] && prometheus_current; then
+  log "$PROMETHEUS_IMAGE is current"
+  built="$built, $PROMETHEUS_IMAGE"
+else
+  make_prometheus
+  built="$built, $PROMETHEUS_IMAGE"
+fi
+
 # ----------------------------------------------------------- service image --
 for b in "${BINS[@]}"; do
   [ -x "target/release/$b" ] || { log "missing target/release/$b"; exit 1; }
@@ -246,4 +334,4 @@ else
 fi
 rm -rf "$CTX"
 
-log "done in $(($(date +%s) - t_start)) s: $BASE_IMAGE, $SERVICE_IMAGE"
+log "done in $(($(date +%s) - t_start)) s: $built, $SERVICE_IMAGE"
