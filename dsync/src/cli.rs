@@ -25,8 +25,13 @@ pub struct Cli {
     )]
     pub url: String,
     /// Bearer token for a gateway that requires one (its API_TOKENS).
-    #[arg(long, global = true, env = "DSYNC_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(
+        long = "api-token",
+        global = true,
+        env = "DSYNC_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
     /// Print JSON on stdout instead of text (errors too, as {"error":{…}}).
     #[arg(long, global = true)]
     pub json: bool,
@@ -317,6 +322,28 @@ mod tests {
         assert_eq!(a.command, ["sh", "-c", "echo hi"]);
         assert_eq!(a.lock.ttl, Duration::from_secs(5));
         assert!(Cli::try_parse_from(["dsync", "lock", "exec", "r"]).is_err());
+    }
+
+    #[test]
+    fn the_lock_token_is_not_the_api_token() {
+        let cli = Cli::try_parse_from([
+            "dsync",
+            "--api-token",
+            "s3",
+            "lock",
+            "release",
+            "r",
+            "--token",
+            "5",
+            "--owner",
+            "a",
+        ])
+        .unwrap();
+        assert_eq!(cli.api_token.as_deref(), Some("s3"));
+        let Command::Lock(LockCommand::Release(h)) = cli.command else {
+            panic!("not release");
+        };
+        assert_eq!((h.token, h.owner.as_str()), (5, "a"));
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub fn show(d: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         let s = ms as f64 / 1000.0;
-        if ms % 1000 == 0 {
+        if ms >= 10_000 {
+            format!("{}s", (ms + 500) / 1000)
+        } else if ms % 1000 == 0 {
             format!("{}s", ms / 1000)
         } else {
             format!("{s:.1}s")

@@ -43,6 +43,13 @@ pub enum Error {
     /// Refused without an API error behind it, e.g. a cache miss (exit 1).
     #[error("{0}")]
     Refused(String),
+    /// The service refused (exit 1); said the way a person reads it, with
+    /// the API error kept for `--json`.
+    #[error("{message}")]
+    NotGranted {
+        message: String,
+        source: client::Error,
+    },
     /// Local I/O failed (reading stdin, starting a command).
     #[error("{context}: {source}")]
     Io {
@@ -68,7 +75,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => USAGE,
-            Error::Refused(_) => REFUSED,
+            Error::Refused(_) | Error::NotGranted { .. } => REFUSED,
             Error::Io { .. } => REFUSED,
             Error::Exit { code, .. } => *code,
             Error::Client(e) => client_exit_code(e),
@@ -83,7 +90,18 @@ impl Error {
                 code,
                 details,
                 ..
-            }) => (code.clone(), Some(*status), Value::Object(details.clone())),
+            })
+            | Error::NotGranted {
+                source:
+                    client::Error::Api {
+                        status,
+                        code,
+                        details,
+                        ..
+                    },
+                ..
+            } => (code.clone(), Some(*status), Value::Object(details.clone())),
+            Error::NotGranted { .. } => ("refused".into(), None, json!({})),
             Error::Client(client::Error::Transport(_)) => ("unreachable".into(), None, json!({})),
             Error::Client(client::Error::Decode { status, .. }) => {
                 ("bad_answer".into(), Some(*status), json!({}))

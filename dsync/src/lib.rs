@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
     }
     .min(Duration::from_millis(limits::lock::MAX_WAIT_MS));
     let mut builder = Client::builder(cli.url.clone()).timeout(cli.timeout + wait);
-    if let Some(t) = &cli.token {
+    if let Some(t) = &cli.api_token {
         builder = builder.token(t.clone());
     }
     if let Command::Cache(a) = &cli.command {

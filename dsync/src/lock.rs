@@ -240,21 +240,16 @@ impl Signals {
 
 /// A refused acquire, said the way a person reads it.
 fn not_granted(e: Error) -> Error {
-    let Error::Client(ce) = &e else { return e };
-    match ce.code() {
-        Some("lock_held") => Error::Exit {
-            code: error::REFUSED,
-            message: format!("not granted: {ce}{}", holders(ce)),
-        },
-        Some("wait_timeout") => Error::Exit {
-            code: error::REFUSED,
-            message: format!("not granted within the wait: {ce}"),
-        },
-        Some("deadlock") => Error::Exit {
-            code: error::REFUSED,
-            message: format!("not granted (deadlock): {ce}"),
-        },
-        _ => e,
+    let Error::Client(ce) = e else { return e };
+    let message = match ce.code() {
+        Some("lock_held") => format!("not granted: {ce}{}", holders(&ce)),
+        Some("wait_timeout") => format!("not granted within the wait: {ce}"),
+        Some("deadlock") => format!("not granted (deadlock): {ce}"),
+        _ => return Error::Client(ce),
+    };
+    Error::NotGranted {
+        message,
+        source: ce,
     }
 }
 
@@ -270,7 +265,9 @@ async fn acquire(c: &Client, out: Output, a: AcquireArgs) -> Result<i32, Error> 
     req.request_id = Some(uuid::Uuid::new_v4().to_string());
     req.retry_window_ms = Some(limits::lock::SHORT_RETRY_WINDOW_MS);
     let grant: LockGrant =
-        acquire_waiting(&req, a.lock.wait, |r| async move { c.acquire(&r).await }).await?;
+        acquire_waiting(&req, a.lock.wait, |r| async move { c.acquire(&r).await })
+            .await
+            .map_err(not_granted)?;
     out.emit(&grant, || grant.token.to_string());
     out.note(format!(
         "granted {} lock {:?} to {} (lease {}); release with: dsync lock release {:?} --owner {:?} --token {}",
