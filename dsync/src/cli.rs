@@ -258,10 +258,10 @@ pub struct WorkArgs {
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     /// Talk to this cache node (host:port as the gateway knows it).
-    #[arg(long, env = "DSYNC_CACHE_NODE")]
+    #[arg(long, global = true, env = "DSYNC_CACHE_NODE")]
     pub node: Option<String>,
     /// Sticky identity: the gateway keeps one client id on one cache node.
-    #[arg(long, env = "DSYNC_CLIENT_ID")]
+    #[arg(long, global = true, env = "DSYNC_CLIENT_ID")]
     pub client_id: Option<String>,
     #[command(subcommand)]
     pub command: CacheCommand,

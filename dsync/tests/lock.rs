@@ -23,6 +23,7 @@ async fn lock_commands_against_a_running_system() {
     exec_passes_the_exit_code_through(&url);
     two_execs_never_overlap(&url, &work);
     acquire_renew_release_show(&url, &work);
+    exec_passes_sigterm_on(&url, &work);
     exec_stops_the_command_when_the_lock_is_lost(&mut sys, &url, &work).await;
 }
 
@@ -224,6 +225,40 @@ fn acquire_renew_release_show(url: &str, work: &std::path::Path) {
         None,
     );
     expect_code(&o, 1);
+}
+
+/// SIGTERM to dsync reaches the command (its trap runs), dsync passes its
+/// exit code through and releases the lock.
+fn exec_passes_sigterm_on(url: &str, work: &std::path::Path) {
+    let started = work.join("trap.started");
+    let trapped = work.join("trap.log");
+    let script = format!(
+        "trap 'echo got-term >> {t}; exit 5' TERM; touch {s}; while true; do sleep 0.1; done",
+        t = trapped.display(),
+        s = started.display()
+    );
+    let child = dsync(url)
+        .args(["lock", "exec", "cli/signal", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let o = wait_bounded(child, Duration::from_secs(30), "lock exec after SIGTERM");
+    expect_code(&o, 5);
+    assert_eq!(
+        std::fs::read_to_string(&trapped).unwrap_or_default().trim(),
+        "got-term"
+    );
+    let o = run(url, &["--json", "lock", "show", "cli/signal"], None);
+    assert_eq!(json(&o)["held"], false);
 }
 
 /// Every lock node paused: renewals stop, the guard gives the lock up
