@@ -5,10 +5,17 @@
 #   2. `compose up -d` under a unique project name, wait for the gateway's /health;
 #   3. smoke test through 127.0.0.1:$GATEWAY_PORT: lock acquire/inspect/release,
 #      enqueue/dequeue/ack, cache set on one node and get through another;
+#   3b. the monitoring profile: no Prometheus without it; `--profile
+#      monitoring up -d` adds it (published on 127.0.0.1:$PROMETHEUS_PORT),
+#      promtool (in its image) accepts monitoring/prometheus.yml and
+#      alerts.yml, every rule is loaded and every target (3 lock, 3 queue,
+#      3 cache, the gateway, Prometheus) is `up` in /api/v1/targets; from
+#      here on every compose call names the profile;
 #   4. `up -d --scale queue-service=5`: the gateway's /cluster must show 5 queue
 #      members, and 20 queues must still enqueue and dequeue; then
 #      `--scale cache-service=4`: 4 cache members, and a value written through
 #      the new node is read (never an older one) through every other;
+#      Prometheus finds the new replicas (DNS discovery): 14 targets, all up;
 #   5. `docker kill` the lock leader: a lock call through the gateway must
 #      still succeed;
 #   6. `compose down -v` of this project only (in a trap, also on failure).
@@ -16,7 +23,7 @@
 #
 #   scripts/compose-test.sh
 #   KEEP=1 scripts/compose-test.sh        # leave the project running (prints how to remove it)
-#   GATEWAY_PORT=18080 scripts/compose-test.sh
+#   GATEWAY_PORT=18080 PROMETHEUS_PORT=19090 scripts/compose-test.sh
 # Needs: docker, `docker compose` or docker-compose, curl, jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +66,21 @@ if [ -z "${GATEWAY_PORT:-}" ]; then
 fi
 export GATEWAY_PORT
 GW="http://127.0.0.1:$GATEWAY_PORT"
-dc() { "${COMPOSE[@]}" -p "$PROJECT" -f compose.yaml "$@"; }
+if [ -z "${PROMETHEUS_PORT:-}" ]; then
+  PROMETHEUS_PORT=9090
+  if port_busy 9090; then
+    for p in $(seq 19090 19099); do
+      if ! port_busy "$p"; then PROMETHEUS_PORT=$p; break; fi
+    done
+    log "127.0.0.1:9090 is in use here; publishing Prometheus on 127.0.0.1:$PROMETHEUS_PORT"
+  fi
+fi
+export PROMETHEUS_PORT
+PROM="http://127.0.0.1:$PROMETHEUS_PORT"
+# Compose calls name the monitoring profile once it is up (PROFILES), so a
+# later `up --scale` keeps Prometheus as it is; teardown always names it.
+PROFILES=()
+dc() { "${COMPOSE[@]}" -p "$PROJECT" -f compose.yaml ${PROFILES[@]+"${PROFILES[@]}"} "$@"; }
 
 cleanup() {
   local rc=$?
@@ -72,10 +93,11 @@ cleanup() {
   fi
   if [ -n "${KEEP:-}" ]; then
     log "KEEP set: project $PROJECT left running; remove it with:"
-    log "  ${COMPOSE[*]} -p $PROJECT -f compose.yaml down -v"
+    log "  ${COMPOSE[*]} -p $PROJECT -f compose.yaml --profile monitoring down -v"
   else
     local t
     t=$(date +%s.%N)
+    PROFILES=(--profile monitoring)
     dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || log "compose down failed (project $PROJECT)"
     log "compose down -v (project $PROJECT): $(elapsed "$t") s; whole run $(elapsed "$T0") s"
   fi
@@ -121,6 +143,15 @@ queue_members() { curl -fsS --max-time 5 "$GW/cluster" 2>/dev/null | jq -r '.que
 has_queue_members() { local n; n=$(queue_members); LAST="$n members"; [ "$n" = "$1" ]; }
 cache_members() { curl -fsS --max-time 5 "$GW/cluster" 2>/dev/null | jq -r '.cache.members | length' 2>/dev/null || echo 0; }
 has_cache_members() { local n; n=$(cache_members); LAST="$n members"; [ "$n" = "$1" ]; }
+# targets_up N: Prometheus has exactly N active targets, every one `up`
+# (LAST: each job's health counts).
+targets_up() {
+  local doc
+  doc=$(curl -fsS --max-time 3 "$PROM/api/v1/targets?state=active" 2>/dev/null) || { LAST="no answer from $PROM"; return 1; }
+  LAST=$(jq -c '[.data.activeTargets[] | "\(.labels.job)=\(.health)"] | group_by(.) | map("\(.[0]) x\(length)")' <<<"$doc")
+  jq -e --argjson n "$1" '(.data.activeTargets | length) == $n and all(.data.activeTargets[]; .health == "up")' \
+    <<<"$doc" >/dev/null
+}
 
 # ------------------------------------------------------------------ build --
 log "building images (scripts/build-images.sh)"
@@ -185,6 +216,30 @@ expect 200 "cache get on ${CACHE_NODES[0]}"
 [ "$(jq -c '.value' <<<"$BODY")" = '2' ] || fail "stale read via ${CACHE_NODES[0]} after a write via ${CACHE_NODES[1]}: $BODY"
 log "cache ok (set/get across ${CACHE_NODES[0]} and ${CACHE_NODES[1]})"
 phase "smoke test"
+
+# ------------------------------------------------------------- monitoring --
+[ -z "$(dc ps -q prometheus 2>/dev/null)" ] || fail "Prometheus runs without the monitoring profile"
+log "compose --profile monitoring up -d (Prometheus on $PROM)"
+PROFILES=(--profile monitoring)
+dc up -d >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose --profile monitoring up"; }
+PROM_CID=$(dc ps -q prometheus)
+[ -n "$PROM_CID" ] || fail "no Prometheus container with the monitoring profile"
+docker exec "$PROM_CID" promtool check config /etc/prometheus/ds/prometheus.yml >"$OUT" 2>&1 ||
+  { cat "$OUT" >&2; fail "promtool check config monitoring/prometheus.yml"; }
+docker exec "$PROM_CID" promtool check rules /etc/prometheus/ds/alerts.yml >"$OUT" 2>&1 ||
+  { cat "$OUT" >&2; fail "promtool check rules monitoring/alerts.yml"; }
+phase "monitoring up, promtool"
+RULES=$(grep -c '^ *- alert:' monitoring/alerts.yml)
+rules_loaded() {
+  local n
+  n=$(curl -fsS --max-time 3 "$PROM/api/v1/rules" 2>/dev/null | jq '[.data.groups[].rules[]] | length' 2>/dev/null) || n=none
+  LAST="$n rules loaded"
+  [ "$n" = "$RULES" ]
+}
+wait_for 60 "Prometheus loading the $RULES rules of monitoring/alerts.yml" rules_loaded
+wait_for 60 "Prometheus: 11 targets (3 lock, 3 queue, 3 cache, gateway, itself), every one up" targets_up 11
+log "Prometheus: $RULES alert rules, every target up: $LAST"
+phase "until every target up"
 
 # ------------------------------------------------------------------ scale --
 log "compose up -d --scale queue-service=5"
@@ -252,6 +307,9 @@ for n in "${CACHE_NODES[@]}"; do
 done
 log "cache ok after scaling to ${#CACHE_NODES[@]} nodes (${CACHE_NODES[*]})"
 phase "cache after scaling to 4"
+wait_for 60 "Prometheus: 14 targets after scaling (3 lock, 5 queue, 4 cache, gateway, itself), every one up" targets_up 14
+log "Prometheus after scaling, every target up: $LAST"
+phase "until scaled targets up"
 
 # ------------------------------------------------------------- lock kill --
 call GET /cluster
