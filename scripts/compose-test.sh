@@ -16,6 +16,8 @@
 #      `--scale cache-service=4`: 4 cache members, and a value written through
 #      the new node is read (never an older one) through every other;
 #      Prometheus finds the new replicas (DNS discovery): 14 targets, all up;
+#      Prometheus accepts every query of the Grafana dashboard
+#      ($__rate_interval as 1m) and evaluates every alert rule without error;
 #   5. `docker kill` the lock leader: a lock call through the gateway must
 #      still succeed;
 #   6. `compose down -v` of this project only (in a trap, also on failure).
@@ -310,6 +312,27 @@ phase "cache after scaling to 4"
 wait_for 60 "Prometheus: 14 targets after scaling (3 lock, 5 queue, 4 cache, gateway, itself), every one up" targets_up 14
 log "Prometheus after scaling, every target up: $LAST"
 phase "until scaled targets up"
+# The dashboard's queries, as Grafana would send them (promtool checks only
+# the rules): each must parse and evaluate; how many found data is logged.
+nq=0
+with_data=0
+while IFS= read -r expr; do
+  nq=$((nq + 1))
+  doc=$(curl -sS --max-time 5 -G "$PROM/api/v1/query" --data-urlencode "query=$expr" 2>&1) || doc="$doc"
+  [ "$(jq -r '.status' <<<"$doc" 2>/dev/null)" = success ] || fail "Prometheus rejects the dashboard query $expr: $doc"
+  if [ "$(jq '.data.result | length' <<<"$doc")" -gt 0 ]; then with_data=$((with_data + 1)); fi
+done < <(jq -r '.. | objects | .expr? // empty' monitoring/grafana/distributed-sync.json | sed 's/\$__rate_interval/1m/g')
+[ "$nq" -gt 0 ] || fail "no queries found in monitoring/grafana/distributed-sync.json"
+rules_evaluated() {
+  local doc
+  doc=$(curl -fsS --max-time 3 "$PROM/api/v1/rules" 2>/dev/null) || return 1
+  LAST=$(jq -c '[.data.groups[].rules[] | select(.health != "ok") | "\(.name): \(.health) \(.lastError // "")"]' <<<"$doc")
+  [ "$LAST" = "[]" ]
+}
+wait_for 30 "every alert rule evaluated without error" rules_evaluated
+FIRING=$(curl -fsS --max-time 3 "$PROM/api/v1/alerts" | jq -r '[.data.alerts[] | "\(.labels.alertname)(\(.state))"] | join(" ")')
+log "dashboard: $nq queries accepted, $with_data with data; every rule evaluated ok; alerts now: ${FIRING:-none}"
+phase "dashboard queries, rules"
 
 # ------------------------------------------------------------- lock kill --
 call GET /cluster
