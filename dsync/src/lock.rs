@@ -254,10 +254,19 @@ fn not_granted(e: Error) -> Error {
 }
 
 fn holders(e: &client::Error) -> String {
-    match e.detail("holders") {
-        Some(h) => format!(" (holders: {h})"),
-        None => String::new(),
-    }
+    let Some(list) = e.detail("holders").and_then(|h| h.as_array()) else {
+        return String::new();
+    };
+    let named: Vec<String> = list
+        .iter()
+        .map(
+            |h| match (h["owner"].as_str(), h["mode"].as_str(), h["token"].as_u64()) {
+                (Some(o), Some(m), Some(t)) => format!("{o} ({m}, token {t})"),
+                _ => h.to_string(),
+            },
+        )
+        .collect();
+    format!("; held by {}", named.join(", "))
 }
 
 async fn acquire(c: &Client, out: Output, a: AcquireArgs) -> Result<i32, Error> {
