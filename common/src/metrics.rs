@@ -112,7 +112,10 @@ impl Metrics {
         out
     }
 
-    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Count one request to `route` (its template) and its latency: what
+    /// [`observe_request`] does around a handler, for a server that matches
+    /// routes itself (the gateway's proxied routes).
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         {
             let series = self.series.read().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = series.get(route).and_then(|all| {

@@ -138,23 +138,32 @@ where
         )
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then stop
-/// accepting and let the requests in flight finish.
+/// Serve `service` (a `Router`, or the gateway's own service around one)
+/// on `listener` until `shutdown` resolves, then stop accepting and let the
+/// requests in flight finish.
 ///
 /// Every accepted connection gets `TCP_NODELAY`: clients, peers and the
 /// gateway send small requests and answers on long-lived connections, and
 /// Nagle's algorithm would hold each one back waiting for the ACK of the
 /// last (a delayed ACK costs up to 40 ms on Linux).
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         // Failing to set it only costs latency; the connection still works.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router)
+    let make = axum::ServiceExt::<Request>::into_make_service(service);
+    axum::serve(listener, make)
         .with_graceful_shutdown(shutdown)
         .await
 }

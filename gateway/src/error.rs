@@ -18,6 +18,9 @@ pub enum Error {
     /// Body is JSON but a field is missing or of the wrong type (422 `invalid_field`).
     #[error("{0}")]
     InvalidField(String),
+    /// The request body broke off or could not be read (400 `invalid_body`).
+    #[error("request body could not be read: {0}")]
+    InvalidBody(String),
     /// Body larger than the gateway's limit (413 `body_too_large`).
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -69,6 +72,7 @@ impl Error {
             Error::InvalidField(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", msg)
             }
+            Error::InvalidBody(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", msg),
             Error::BodyTooLarge { limit } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg)
                     .with("limit_bytes", *limit as u64)

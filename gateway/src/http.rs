@@ -1,18 +1,21 @@
-//! HTTP handlers: one per public route, each a thin call into the routing
-//! module of its service. The `#[utoipa::path]` attributes here are the
-//! source of `/openapi.json`, so every route's request and answer bodies are
-//! documented where the route is served.
+//! The handlers: one per public route. The proxied routes' handlers are
+//! called by [`crate::proxy`] (which has already checked the method and the
+//! token), each a thin call into the routing module of its service; the
+//! gateway's own routes (`/health`, `/cluster`, `/stats`, `/metrics`) are
+//! axum handlers on the router. The `#[utoipa::path]` attributes here are
+//! the source of `/openapi.json`, so every route's request and answer
+//! bodies are documented where the route is served.
 
 use api::responses::{CacheErrors, LockWriteErrors, QueueWriteErrors, ReadErrors, ViewErrors};
 use api::types::*;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::error::Error;
-use crate::protect::Body;
+use crate::protect::read_body;
 use crate::state::{Gateway, Outbound};
 use crate::{cache, lock, queue, view};
 
@@ -64,16 +67,18 @@ macro_rules! forwarded_post {
                 $errors,
             ),
             security((), ("bearer" = [])))]
-        pub async fn $name(State(gw): State<Gateway>, uri: Uri, body: Body) -> Answer {
-            $via(gw, $path, uri, body).await
+        pub async fn $name(gw: &Gateway, req: Request) -> Answer {
+            $via(gw, $path, req).await
         }
     };
 }
 
-async fn lock_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> Answer {
+async fn lock_write(gw: &Gateway, route: &'static str, req: Request) -> Answer {
+    let (parts, body) = req.into_parts();
+    let body = read_body(gw, &parts.headers, body).await?;
     let window = lock::retry_window_ms(gw.settings());
-    let (bytes, wait_ms) = lock::prepare_write(&body.0, window).map_err(|e| refused(&gw, e))?;
-    lock::forward(&gw, post(route, &uri, Some(bytes)), wait_ms).await
+    let (bytes, wait_ms) = lock::prepare_write(&body, window).map_err(|e| refused(gw, e))?;
+    lock::forward(gw, post(route, &parts.uri, Some(bytes)), wait_ms).await
 }
 
 forwarded_post! {
@@ -105,17 +110,15 @@ forwarded_post! {
         ReadErrors,
     ),
     security((), ("bearer" = [])))]
-pub async fn lock_get(
-    State(gw): State<Gateway>,
-    Path(_resource): Path<String>,
-    uri: Uri,
-) -> Answer {
-    lock::forward(&gw, get("/api/lock/{resource}", &uri), 0).await
+pub async fn lock_get(gw: &Gateway, req: Request) -> Answer {
+    lock::forward(gw, get("/api/lock/{resource}", req.uri()), 0).await
 }
 
-async fn queue_write(gw: Gateway, route: &'static str, uri: Uri, body: Body) -> Answer {
-    let (name, wait_ms) = queue::queue_of(&body.0).map_err(|e| refused(&gw, e))?;
-    queue::forward(&gw, post(route, &uri, Some(body.0)), &name, wait_ms).await
+async fn queue_write(gw: &Gateway, route: &'static str, req: Request) -> Answer {
+    let (parts, body) = req.into_parts();
+    let body = read_body(gw, &parts.headers, body).await?;
+    let (name, wait_ms) = queue::queue_of(&body).map_err(|e| refused(gw, e))?;
+    queue::forward(gw, post(route, &parts.uri, Some(body)), &name, wait_ms).await
 }
 
 forwarded_post! {
@@ -156,9 +159,9 @@ forwarded_post! {
         ReadErrors,
     ),
     security((), ("bearer" = [])))]
-pub async fn queue_get(State(gw): State<Gateway>, Path(name): Path<String>, uri: Uri) -> Answer {
-    queue::check_name(&name).map_err(|e| refused(&gw, e))?;
-    queue::forward(&gw, get("/api/queue/{queue}", &uri), &name, 0).await
+pub async fn queue_get(gw: &Gateway, req: Request, name: String) -> Answer {
+    queue::check_name(&name).map_err(|e| refused(gw, e))?;
+    queue::forward(gw, get("/api/queue/{queue}", req.uri()), &name, 0).await
 }
 
 forwarded_post! {
@@ -184,27 +187,34 @@ forwarded_post! {
         ReadErrors,
     ),
     security((), ("bearer" = [])))]
-pub async fn queue_dead(State(gw): State<Gateway>, Path(name): Path<String>, uri: Uri) -> Answer {
-    queue::check_name(&name).map_err(|e| refused(&gw, e))?;
-    queue::forward(&gw, get("/api/queue/{queue}/dead", &uri), &name, 0).await
+pub async fn queue_dead(gw: &Gateway, req: Request, name: String) -> Answer {
+    queue::check_name(&name).map_err(|e| refused(gw, e))?;
+    queue::forward(gw, get("/api/queue/{queue}/dead", req.uri()), &name, 0).await
 }
 
+/// Forward a cache call; `with_body`: the route takes a JSON body.
 async fn cache_call(
-    gw: Gateway,
+    gw: &Gateway,
     route: &'static str,
     method: Method,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Option<Body>,
+    req: Request,
+    with_body: bool,
 ) -> Answer {
+    let (parts, body) = req.into_parts();
+    let body = if with_body {
+        Some(read_body(gw, &parts.headers, body).await?)
+    } else {
+        None
+    };
+    let uri = &parts.uri;
     cache::forward(
-        &gw,
+        gw,
         route,
         method,
-        &headers,
+        &parts.headers,
         uri.path(),
         uri.query(),
-        body.map(|b| b.0),
+        body,
     )
     .await
     .map_err(|e| {
@@ -277,8 +287,8 @@ macro_rules! cache_route {
                 CacheErrors,
             ),
             security((), ("bearer" = [])))]
-        pub async fn $name(State(gw): State<Gateway>, headers: HeaderMap, uri: Uri) -> Answer {
-            cache_call(gw, $path, cache_route!(@method $method), headers, uri, None).await
+        pub async fn $name(gw: &Gateway, req: Request) -> Answer {
+            cache_call(gw, $path, cache_route!(@method $method), req, false).await
         }
     };
     // A route with a JSON body.
@@ -296,13 +306,8 @@ macro_rules! cache_route {
                 CacheErrors,
             ),
             security((), ("bearer" = [])))]
-        pub async fn $name(
-            State(gw): State<Gateway>,
-            headers: HeaderMap,
-            uri: Uri,
-            body: Body,
-        ) -> Answer {
-            cache_call(gw, $path, cache_route!(@method $method), headers, uri, Some(body)).await
+        pub async fn $name(gw: &Gateway, req: Request) -> Answer {
+            cache_call(gw, $path, cache_route!(@method $method), req, true).await
         }
     };
     (@method get) => { Method::GET };

@@ -14,6 +14,7 @@
 //!   connections, heads written and parsed in place;
 //! - [`metrics`]: the gateway's metric families on `/metrics`;
 //! - [`error`]: the gateway's error and its one mapping to HTTP;
+//! - [`proxy`]: the proxied routes, matched and served without a router;
 //! - [`protect`]: bearer tokens, body limit, request timeout;
 //! - [`view`]: `/health`, `/cluster`, `/stats`;
 //! - [`openapi`]: `/openapi.json` from the code, Swagger UI at `/docs`;
@@ -30,6 +31,7 @@ pub mod lock;
 pub mod metrics;
 pub mod openapi;
 pub mod protect;
+pub mod proxy;
 pub mod queue;
 pub mod state;
 pub mod upstream;
@@ -39,7 +41,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::Router;
 use common::discovery::{parse_list, Members};
 use tokio::net::TcpListener;
@@ -49,28 +51,12 @@ pub use config::{Config, Settings};
 pub use error::Error;
 pub use state::{BackendSenders, Backends, Gateway, Service};
 
-/// The gateway's HTTP router.
-pub fn router(gw: Gateway) -> Router {
+/// The gateway's HTTP service: the proxied routes ([`proxy::Route`]) served
+/// by [`proxy::App`] directly, everything else by an axum router of the
+/// gateway's own routes.
+pub fn router(gw: Gateway) -> proxy::App {
     let limit = gw.settings().body_limit_bytes;
     let protected = Router::new()
-        .route("/api/lock/acquire", post(http::lock_acquire))
-        .route("/api/lock/release", post(http::lock_release))
-        .route("/api/lock/renew", post(http::lock_renew))
-        .route("/api/lock/{resource}", get(http::lock_get))
-        .route("/api/queue/enqueue", post(http::queue_enqueue))
-        .route("/api/queue/dequeue", post(http::queue_dequeue))
-        .route("/api/queue/ack", post(http::queue_ack))
-        .route("/api/queue/nack", post(http::queue_nack))
-        .route("/api/queue/extend", post(http::queue_extend))
-        .route("/api/queue/redrive", post(http::queue_redrive))
-        .route("/api/queue/config", post(http::queue_config))
-        .route("/api/queue/{queue}", get(http::queue_get))
-        .route("/api/queue/{queue}/dead", get(http::queue_dead))
-        .route("/api/cache/set", post(http::cache_set))
-        .route("/api/cache/get", get(http::cache_get))
-        .route("/api/cache/delete", delete(http::cache_delete))
-        .route("/api/cache/line", get(http::cache_line))
-        .route("/api/cache/stats", get(http::cache_stats))
         .route("/cluster", get(http::cluster))
         .route("/stats", get(http::stats))
         .route("/metrics", get(http::metrics))
@@ -84,14 +70,14 @@ pub fn router(gw: Gateway) -> Router {
         ));
     // What `common::server::tail` gives the services, less its trace layer
     // (a span per request, at debug level) and with the metrics folded into
-    // the deadline's layer (`protect::front`): the gateway is a proxy, and
-    // its per-request layers were what separated its hop from nginx's.
-    routes
+    // the deadline's layer (`protect::front`), as `proxy` does in line.
+    let rest = routes
         .method_not_allowed_fallback(common::error::method_not_allowed_fallback)
         .fallback(common::error::not_found_fallback)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(from_fn_with_state(gw.clone(), protect::front))
-        .with_state(gw)
+        .with_state(gw.clone());
+    proxy::App::new(gw, rest)
 }
 
 /// Serve `gw` on `listener` until `shutdown` resolves, keeping the lock

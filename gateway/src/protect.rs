@@ -1,6 +1,7 @@
 //! What stands between a client and the backends: bearer tokens, the body
 //! limit and the whole-request timeout, each answering with the shared JSON
-//! error body.
+//! error body. [`crate::proxy`] applies them in line on the proxied routes;
+//! the middleware here applies them on the router's.
 //!
 //! Invariants:
 //! - with tokens configured, a request without a valid token is answered 401
@@ -10,11 +11,10 @@
 //! - no request outlives the request timeout; the client gets 504 `timeout`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use common::ApiError;
 
 use crate::error::Error;
 use crate::state::Gateway;
@@ -80,35 +80,33 @@ pub async fn front(State(gw): State<Gateway>, req: Request, next: Next) -> Respo
     .await
 }
 
-/// The raw request body, read under the gateway's body limit (installed as
-/// `DefaultBodyLimit`), with JSON 413/400 rejections.
-#[derive(Debug)]
-pub struct Body(pub Bytes);
-
-impl FromRequest<Gateway> for Body {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, gw: &Gateway) -> Result<Self, Self::Rejection> {
-        let limit = gw.settings().body_limit_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+/// The request body, read whole under the gateway's body limit: a declared
+/// `Content-Length` over it is refused before a byte is read, and so is a
+/// body that grows past it (413 `body_too_large`); a body that breaks off is
+/// 400 `invalid_body`.
+pub async fn read_body(
+    gw: &Gateway,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Bytes, Error> {
+    let limit = gw.settings().body_limit_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        gw.count_rejected("body_too_large");
+        return Err(Error::BodyTooLarge { limit });
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             gw.count_rejected("body_too_large");
-            return Err(Error::BodyTooLarge { limit }.into_response());
+            Err(Error::BodyTooLarge { limit })
         }
-        match Bytes::from_request(req, gw).await {
-            Ok(b) => Ok(Body(b)),
-            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                gw.count_rejected("body_too_large");
-                Err(Error::BodyTooLarge { limit }.into_response())
-            }
-            Err(rej) => {
-                gw.count_rejected("invalid_body");
-                Err(ApiError::new(rej.status(), "invalid_body", rej.body_text()).into_response())
-            }
+        Err(e) => {
+            gw.count_rejected("invalid_body");
+            Err(Error::InvalidBody(e.to_string()))
         }
     }
 }

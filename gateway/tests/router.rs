@@ -518,6 +518,11 @@ async fn bad_input_gets_json_4xx_and_never_reaches_a_backend() {
             StatusCode::BAD_REQUEST,
             "invalid_input",
         ),
+        (
+            get("/api/queue/not-utf8-%ff/dead"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
         (get("/api/lock"), StatusCode::NOT_FOUND, "not_found"),
         (
             get("/internal/raft/vote"),
@@ -560,6 +565,9 @@ async fn bad_input_gets_json_4xx_and_never_reaches_a_backend() {
                 .starts_with("application/json"),
             "{what}"
         );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(headers.contains_key("allow"), "{what}: no Allow header");
+        }
     }
     assert_eq!(log.count(), 0, "{:?}", log.all());
 }
