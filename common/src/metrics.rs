@@ -18,7 +18,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use prometheus_client::metrics::gauge::Gauge;
@@ -41,6 +41,12 @@ struct RouteLabels {
 struct LatencyLabels {
     method: String,
     route: String,
+}
+
+/// One histogram with the project's latency buckets (seconds), for a step
+/// timed without labels (a Raft write, a lock wait).
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.into_iter())
 }
 
 /// A histogram family with the project's latency buckets, for services that

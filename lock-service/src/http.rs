@@ -46,7 +46,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(node: RaftNode<LockMachine>, waiters: Arc<Waiters>, limits: table::Limits) -> Self {
         let mut reg = MetricsRegistry::default();
-        let domain = Arc::new(LockMetrics::register(&mut reg));
+        let domain = Arc::new(LockMetrics::register(&mut reg, &node));
         domain.spawn_leader_watch(&node);
         Self {
             node,
@@ -223,6 +223,7 @@ async fn settle(
     request_id: &str,
     wait_ms: u64,
 ) -> Result<Outcome, Error> {
+    let queued_at = std::time::Instant::now();
     let (ticket, rx) = app.waiters.wait_for(wait_id);
     let mut guard = CancelOnDrop {
         app: Some(app.clone()),
@@ -244,6 +245,9 @@ async fn settle(
         }
     };
     guard.app = None;
+    if matches!(outcome, Outcome::Granted(_)) {
+        app.domain.observe_wait(queued_at.elapsed());
+    }
     Ok(outcome)
 }
 

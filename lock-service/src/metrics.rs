@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::metrics::{Gauge, MetricsRegistry};
+use common::metrics::{Gauge, Histogram, MetricsRegistry};
 use prometheus_client::metrics::counter::Counter;
 use raft_core::RaftNode;
 
@@ -25,6 +25,7 @@ pub struct LockMetrics {
     term: Gauge,
     is_leader: Gauge,
     grants: Counter,
+    handoffs: Counter,
     releases: Counter,
     expirations: Counter,
     wait_timeouts: Counter,
@@ -32,13 +33,15 @@ pub struct LockMetrics {
     leader_changes: Counter,
     log_fsyncs: Counter,
     log_entries: Counter,
-    seen: Mutex<[u64; 7]>,
+    seen: Mutex<[u64; 8]>,
     leader_changes_seen: AtomicU64,
+    waits: Histogram,
 }
 
 impl LockMetrics {
-    /// Create the families and register them on `reg`.
-    pub fn register(reg: &mut MetricsRegistry) -> Self {
+    /// Create the families and register them on `reg`, with `node`'s
+    /// write latency among them.
+    pub fn register(reg: &mut MetricsRegistry, node: &RaftNode<LockMachine>) -> Self {
         let m = Self {
             resources: Gauge::default(),
             holds: Gauge::default(),
@@ -50,6 +53,7 @@ impl LockMetrics {
             term: Gauge::default(),
             is_leader: Gauge::default(),
             grants: Counter::default(),
+            handoffs: Counter::default(),
             releases: Counter::default(),
             expirations: Counter::default(),
             wait_timeouts: Counter::default(),
@@ -57,8 +61,9 @@ impl LockMetrics {
             leader_changes: Counter::default(),
             log_fsyncs: Counter::default(),
             log_entries: Counter::default(),
-            seen: Mutex::new([0; 7]),
+            seen: Mutex::new([0; 8]),
             leader_changes_seen: AtomicU64::new(0),
+            waits: common::metrics::latency_histogram(),
         };
         reg.register(
             "lock_resources",
@@ -98,6 +103,21 @@ impl LockMetrics {
             m.is_leader.clone(),
         );
         reg.register("lock_grants", "Locks granted", m.grants.clone());
+        reg.register(
+            "lock_handoffs",
+            "Locks granted to a request that waited (after a release, an expiry or a withdrawal ahead of it); part of lock_grants",
+            m.handoffs.clone(),
+        );
+        reg.register(
+            "lock_wait_seconds",
+            "Time a granted acquire waited in the queue, on the node that took the call",
+            m.waits.clone(),
+        );
+        reg.register(
+            "raft_commit_seconds",
+            "Raft writes on this node from the call to the applied answer: proposal, replication to a majority, fsync, apply (plus the hop to the leader on a follower)",
+            node.write_latency(),
+        );
         reg.register("lock_releases", "Locks released", m.releases.clone());
         reg.register(
             "lock_expirations",
@@ -130,6 +150,11 @@ impl LockMetrics {
             m.log_entries.clone(),
         );
         m
+    }
+
+    /// Time a granted acquire spent waiting, from its queueing to its grant.
+    pub fn observe_wait(&self, waited: std::time::Duration) {
+        self.waits.observe(waited.as_secs_f64());
     }
 
     /// Count leader changes as this node sees them.
@@ -167,6 +192,7 @@ impl LockMetrics {
         let log = node.log_stats();
         let now = [
             counters.grants,
+            counters.handoffs,
             counters.releases,
             counters.expirations,
             counters.wait_timeouts,
@@ -176,6 +202,7 @@ impl LockMetrics {
         ];
         let targets = [
             &self.grants,
+            &self.handoffs,
             &self.releases,
             &self.expirations,
             &self.wait_timeouts,

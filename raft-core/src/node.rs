@@ -169,6 +169,8 @@ struct Inner<SM> {
     /// The leader lease (`election_max_ms`).
     lease: Duration,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Seconds from a [`RaftNode::write`] call to its applied answer.
+    write_latency: common::metrics::Histogram,
 }
 
 /// A running Raft node. Clones are handles to the same node.
@@ -311,6 +313,7 @@ impl<SM: StateMachine> RaftNode<SM> {
                 digests,
                 log,
                 writer: std::sync::Mutex::new(Some(opened.writer)),
+                write_latency: common::metrics::latency_histogram(),
             }),
         })
     }
@@ -470,6 +473,27 @@ impl<SM: StateMachine> RaftNode<SM> {
     /// Replicate `cmd` and return the application's response. Any node
     /// accepts it; see the module docs for forwarding and retries.
     pub async fn write(&self, cmd: SM::Command) -> Result<SM::Response, Error> {
+        let start = Instant::now();
+        let answer = self.write_once_known(cmd).await;
+        if answer.is_ok() {
+            self.inner
+                .write_latency
+                .observe(start.elapsed().as_secs_f64());
+        }
+        answer
+    }
+
+    /// Seconds from each successful [`RaftNode::write`] call on this node to
+    /// its applied answer: proposal, replication to a majority, fsync and
+    /// apply, plus the hop to the leader when this node follows (commit
+    /// latency as a client of this node sees it). A handle: register it.
+    pub fn write_latency(&self) -> common::metrics::Histogram {
+        self.inner.write_latency.clone()
+    }
+
+    /// [`RaftNode::write`]'s body: propose, forward, retry until the
+    /// outcome is known or the retry window ends.
+    async fn write_once_known(&self, cmd: SM::Command) -> Result<SM::Response, Error> {
         let value = serde_json::value::to_raw_value(&cmd)
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let deadline = Instant::now() + WRITE_RETRY_WINDOW;

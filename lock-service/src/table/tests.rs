@@ -297,8 +297,8 @@ impl TableRunner {
         let c = t.counters();
         writeln!(
             out,
-            "counters: grants={} releases={} expirations={} wait_timeouts={} deadlocks={}",
-            c.grants, c.releases, c.expirations, c.wait_timeouts, c.deadlocks
+            "counters: grants={} handoffs={} releases={} expirations={} wait_timeouts={} deadlocks={}",
+            c.grants, c.handoffs, c.releases, c.expirations, c.wait_timeouts, c.deadlocks
         )?;
         writeln!(out, "last token: {}", t.last_token())?;
         Ok(())
