@@ -18,6 +18,7 @@
 //! - [`protect`]: bearer tokens, body limit, request timeout;
 //! - [`view`]: `/health`, `/cluster`, `/stats`;
 //! - [`openapi`]: `/openapi.json` from the code, Swagger UI at `/docs`;
+//! - [`ui`]: the web console at `/ui`, embedded in the binary;
 //! - [`http`]: the handlers.
 //!
 //! Routes under `/internal/` of the services are never forwarded: the
@@ -34,6 +35,7 @@ pub mod protect;
 pub mod proxy;
 pub mod queue;
 pub mod state;
+pub mod ui;
 pub mod upstream;
 pub mod view;
 
@@ -64,6 +66,7 @@ pub fn router(gw: Gateway) -> proxy::App {
     let routes = Router::new()
         .merge(protected)
         .route("/health", get(http::health))
+        .merge(ui::routes())
         .merge(SwaggerUi::new("/docs").url(
             "/openapi.json",
             openapi::document_for(&gw.members(state::Service::Cache)),
