@@ -18,17 +18,13 @@
 //! - every transaction that changes holders takes a new, larger epoch;
 //! - the first transaction on a key this home has no entry for invalidates
 //!   the key on every live node (a previous home, now dead or restarted, may
-//!   have left copies behind), and collects the exclusive (E/M) copy one of
-//!   them may still hold — also one set aside when the key's home moved to
-//!   this node: a read serves it (and takes an epoch above its grant), so a
-//!   home move does not lose the key's only value;
+//!   have left copies behind);
 //! - **write-back: memory never holds a value while a node holds the key
 //!   exclusively** (E or M). Granting E or M deletes the memory value; the
 //!   owner's value (dirty or clean) is written back when it surrenders it
-//!   (downgrade, eviction, or a new home's first-touch sweep). So when an
-//!   exclusive owner is lost (it crashed, was suspected, or missed a view),
-//!   the key reads as absent — never as the value before the owner's
-//!   unacknowledged-to-memory writes.
+//!   (downgrade, eviction). So when an exclusive owner is lost (it crashed,
+//!   was suspected, or its home moved), the key reads as absent — never as
+//!   the value before the owner's unacknowledged-to-memory writes.
 //!
 //! Tested by the goldenscripts in `directory/testscripts/`, run by
 //! `directory/tests.rs` against a small simulated cluster.
@@ -246,12 +242,9 @@ impl Directory {
     /// these forward replies (the owner had none to give).
     pub fn needs_memory(&self, key: &str, replies: &[(NodeId, ForwardReply)]) -> bool {
         match self.entries.get(key).and_then(|e| e.transient.as_ref()) {
-            Some(Transient::Reading { owner, .. }) => {
-                !owner
-                    .as_ref()
-                    .is_some_and(|o| replies.iter().any(|(n, r)| n == o && r.data.is_some()))
-                    && swept(replies).is_none()
-            }
+            Some(Transient::Reading { owner, .. }) => !owner
+                .as_ref()
+                .is_some_and(|o| replies.iter().any(|(n, r)| n == o && r.data.is_some())),
             _ => false,
         }
     }
@@ -269,10 +262,7 @@ impl Directory {
         let policy = self.policy;
         let entry = self.entries.get_mut(key).ok_or(DirError::Idle)?;
         let transient = entry.transient.take().ok_or(DirError::Idle)?;
-        // A value a sweep collected was granted by an earlier home, maybe
-        // on a clock ahead of this one: grant above it.
-        let floor = swept(replies).map_or(0, |(_, d, _)| d.version.epoch);
-        let epoch = next_epoch(entry.epoch.max(floor), now_ms);
+        let epoch = next_epoch(entry.epoch, now_ms);
         entry.epoch = epoch;
         let outcome = match transient {
             Transient::Reading { requester, owner } => {
@@ -295,11 +285,6 @@ impl Directory {
                         }
                         data = r.data.clone();
                     }
-                } else if let Some((_, d, dirty)) = swept(replies) {
-                    // The first-touch sweep collected an exclusive copy
-                    // (the holder dropped it): the key's latest value.
-                    surrendered = dirty || policy == WritePolicy::WriteBack;
-                    data = Some(d.clone());
                 }
                 let expired = data.as_ref().is_some_and(|d| d.is_expired(now_ms));
                 let was_sharer = holders.remove(&requester);
@@ -465,16 +450,6 @@ impl Directory {
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.entries.retain(|k, e| e.transient.is_some() || keep(k));
     }
-}
-
-/// The newest value a first-touch sweep collected (the only forwards
-/// whose acks carry data besides a downgrade or recall of the owner, which
-/// a sweep never comes with): `(node, data, dirty)`.
-pub fn swept(replies: &[(NodeId, ForwardReply)]) -> Option<(&NodeId, &Data, bool)> {
-    replies
-        .iter()
-        .filter_map(|(n, r)| r.data.as_ref().map(|d| (n, d, r.dirty)))
-        .max_by_key(|(_, d, _)| d.version)
 }
 
 fn push_invalidations(forwards: &mut Vec<(NodeId, Forward)>, to: &BTreeSet<NodeId>, epoch: Epoch) {

@@ -13,12 +13,7 @@
 //!   still answered with the value (never from stale memory);
 //! - an expired value is kept as a line that reads as "absent" (the owner of
 //!   an expired M line must still answer for it, or the home would serve an
-//!   older value from memory);
-//! - an E or M line whose home moved in a continuous view change is kept
-//!   aside for the new home (`handover`), never served, until that home's
-//!   first-touch sweep collects it ([`LineTable::sweep`]): under write-back
-//!   it holds the key's only copy, so dropping it would lose an
-//!   acknowledged write when a node merely joins (or leaves) the view.
+//!   older value from memory).
 //!
 //! Tested, with the directory, by the goldenscripts in
 //! `directory/testscripts/` (`lines.txt` for this table alone).
@@ -119,9 +114,6 @@ pub struct LineTable {
     max_bytes: usize,
     pending: HashMap<String, Pending>,
     evicting: HashMap<String, Line>,
-    /// E and M lines whose home moved, waiting for the new home's sweep.
-    handover: HashMap<String, Line>,
-    handover_bytes: usize,
 }
 
 impl LineTable {
@@ -133,8 +125,6 @@ impl LineTable {
             max_bytes: max_bytes.max(1),
             pending: HashMap::new(),
             evicting: HashMap::new(),
-            handover: HashMap::new(),
-            handover_bytes: 0,
         }
     }
 
@@ -249,33 +239,6 @@ impl LineTable {
         (true, self.shrink(None))
     }
 
-    /// A grant that arrived after this node's view moved on, in an unbroken
-    /// chain of views it stayed in, and whose key's home moved meanwhile:
-    /// set it aside for the new home (an E or M grant holds the key's only
-    /// value under write-back) unless it is stale. S grants are dropped.
-    pub fn install_aside(
-        &mut self,
-        key: &str,
-        state: LineState,
-        epoch: Epoch,
-        data: Data,
-        home: &str,
-    ) {
-        if let Some(p) = self.pending.get_mut(key) {
-            let stale = epoch <= p.floor || epoch < p.max_grant;
-            p.max_grant = p.max_grant.max(epoch);
-            if stale {
-                return;
-            }
-        }
-        if self.lru.peek(key).is_some_and(|l| l.grant_epoch >= epoch) {
-            return;
-        }
-        let mut line = Line::new(state, data, epoch, home.to_string());
-        line.bytes += key.len();
-        self.set_aside(key, line);
-    }
-
     /// Obey an invalidation: drop copies granted at or before `epoch` (any
     /// copy when `force`), and floor pending fills. Returns the dropped state.
     pub fn invalidate(&mut self, key: &str, epoch: Epoch, force: bool) -> Option<LineState> {
@@ -366,26 +329,7 @@ impl LineTable {
 
     /// Drop every copy (and buffered eviction) for which `keep` says no;
     /// used when the home of keys changes. Returns how many lines went.
-    /// Drops the handover buffer too.
-    pub fn retain(&mut self, keep: impl FnMut(&str, &Line) -> bool) -> usize {
-        self.retain_handing_over(keep, false)
-    }
-
-    /// [`LineTable::retain`], except that with `hand_over` (a continuous
-    /// view change on a node that stays in the view) the E and M lines (and
-    /// buffered evictions) that `keep` rejects are set aside for the key's
-    /// new home instead of dropped, and what was already set aside stays.
-    /// Without it the handover buffer is emptied: a node that may have
-    /// missed a view cannot know whether a home acted on those keys since.
-    pub fn retain_handing_over(
-        &mut self,
-        mut keep: impl FnMut(&str, &Line) -> bool,
-        hand_over: bool,
-    ) -> usize {
-        if !hand_over {
-            self.handover.clear();
-            self.handover_bytes = 0;
-        }
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Line) -> bool) -> usize {
         let doomed: Vec<String> = self
             .lru
             .iter()
@@ -395,82 +339,10 @@ impl LineTable {
         for k in &doomed {
             if let Some(l) = self.lru.pop(k) {
                 self.bytes -= l.bytes;
-                if hand_over {
-                    self.set_aside(k, l);
-                }
             }
         }
-        let evicted: Vec<String> = self
-            .evicting
-            .iter()
-            .filter(|(k, l)| !keep(k, l))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in evicted {
-            if let Some(l) = self.evicting.remove(&k) {
-                if hand_over {
-                    self.set_aside(&k, l);
-                }
-            }
-        }
+        self.evicting.retain(|k, l| keep(k, l));
         doomed.len()
-    }
-
-    /// Keep an exclusive line for the key's new home (S lines are dropped:
-    /// memory has their value, or it went with the old home). Bounded like
-    /// the LRU: past the bounds the line is dropped (the key then reads as
-    /// absent, never as an older value).
-    fn set_aside(&mut self, key: &str, line: Line) {
-        if !matches!(line.state, LineState::E | LineState::M) {
-            return;
-        }
-        let newer = self
-            .handover
-            .get(key)
-            .is_none_or(|old| old.data.version <= line.data.version);
-        let fits = self.handover.len() < self.max_entries
-            && self.handover_bytes + line.bytes <= self.max_bytes;
-        if newer && fits {
-            if let Some(old) = self.handover.insert(key.to_string(), line) {
-                self.handover_bytes -= old.bytes;
-            }
-            let bytes = self.handover[key].bytes;
-            self.handover_bytes += bytes;
-        }
-    }
-
-    /// Obey a home's first-touch sweep (a forced invalidation at `epoch`):
-    /// drop every copy of `key`, and hand over the newest exclusive value
-    /// found — the E/M line, a buffered eviction, or a line set aside when
-    /// the key's home moved — with whether it was modified. The home acts
-    /// in a confirmed view, so no earlier home can still grant this key:
-    /// an exclusive copy is the key's latest value (memory holds none
-    /// under write-back while a line is exclusive).
-    pub fn sweep(&mut self, key: &str, epoch: Epoch) -> Option<(Data, bool)> {
-        let mut best: Option<&Line> = None;
-        let candidates = [
-            self.lru.peek(key),
-            self.evicting.get(key),
-            self.handover.get(key),
-        ];
-        for l in candidates.into_iter().flatten() {
-            if matches!(l.state, LineState::E | LineState::M)
-                && best.is_none_or(|b| b.data.version < l.data.version)
-            {
-                best = Some(l);
-            }
-        }
-        let found = best.map(|l| (l.data.clone(), l.state == LineState::M));
-        self.invalidate(key, epoch, true);
-        if let Some(l) = self.handover.remove(key) {
-            self.handover_bytes -= l.bytes;
-        }
-        found
-    }
-
-    /// Lines set aside for new homes (see [`LineTable::sweep`]).
-    pub fn handover_len(&self) -> usize {
-        self.handover.len()
     }
 
     pub fn census(&self) -> Census {

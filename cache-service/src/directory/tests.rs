@@ -134,13 +134,6 @@ impl Sim {
     fn deliver(&mut self, to: &str, f: Forward) -> Result<ForwardReply, Box<dyn Error>> {
         let t = self.table(to)?;
         Ok(match f {
-            Forward::Invalidate { epoch, force: true } => match t.sweep(KEY, epoch) {
-                Some((data, dirty)) => ForwardReply {
-                    data: Some(data),
-                    dirty,
-                },
-                None => ForwardReply::ack(),
-            },
             Forward::Invalidate { epoch, force } => {
                 t.invalidate(KEY, epoch, force);
                 ForwardReply::ack()

@@ -3,8 +3,7 @@
 //! ([`crate::membership::Membership`]) and the view agreement ([`Views`]),
 //! proposes a view when the live set it wants differs, and applies an
 //! accepted view (a new ring of homes; lines, directory entries and
-//! home-memory values whose home moved are dropped, but E/M lines are set
-//! aside for the new home).
+//! home-memory values whose home moved are dropped).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -172,19 +171,10 @@ impl Node {
         // still in the view (one left out was declared dead: its homes
         // forgot its copies, and its keys have other homes).
         let stays = continuous && live.contains(&me);
-        if !stays {
-            self.inner.chain_from.store(id, Ordering::Release);
-        }
         let keep = |key: &str, home: &str| {
             stays && live.iter().any(|n| n == home) && view.ring.owner(key) == Some(home)
         };
-        // E and M lines whose home moved are set aside for the new home's
-        // first-touch sweep (`LineTable::sweep`), not dropped: under
-        // write-back such a line holds the key's only copy, and a node
-        // joining the view (a scale-up) moves a quarter of the keys of
-        // three nodes. Dropping them lost acknowledged writes for good
-        // (reads answered 404 after compose's `--scale cache-service=4`).
-        lock(&self.inner.lines).retain_handing_over(|key, line| keep(key, &line.home), stays);
+        lock(&self.inner.lines).retain(|key, line| keep(key, &line.home));
         {
             let mut dir = lock(&self.inner.dir);
             if continuous {

@@ -1,7 +1,6 @@
 //! The node as a holder of a line: forwards from the key's home answered
-//! (invalidate at once, handing a new home's first-touch sweep the key's
-//! exclusive value; downgrade or recall once the grant they refer to has
-//! landed here).
+//! (invalidate at once; downgrade or recall once the grant they refer to
+//! has landed here).
 
 use std::time::Instant;
 
@@ -29,19 +28,6 @@ impl Node {
 
     async fn obey(&self, key: &str, fwd: Forward) -> ForwardReply {
         match fwd {
-            Forward::Invalidate { epoch, force: true } => {
-                // A home's first-touch sweep: it collects the key's
-                // exclusive value, if this node has one (also one set aside
-                // when the key's home moved), instead of losing it.
-                self.inner.stats.invalidations_received.inc();
-                match lock(&self.inner.lines).sweep(key, epoch) {
-                    Some((data, dirty)) => ForwardReply {
-                        data: Some(data),
-                        dirty,
-                    },
-                    None => ForwardReply::ack(),
-                }
-            }
             Forward::Invalidate { epoch, force } => {
                 self.inner.stats.invalidations_received.inc();
                 lock(&self.inner.lines).invalidate(key, epoch, force);

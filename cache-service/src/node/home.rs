@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures::future::join_all;
 
 use super::{lock, Node, FORWARD_RETRY};
-use crate::directory::{swept, Directory, MemoryOp};
+use crate::directory::{Directory, MemoryOp};
 use crate::error::{Error, Result};
 use crate::peer::ForwardEnvelope;
 use crate::protocol::{Forward, ForwardReply, HomeReply, HomeRequest, NodeId};
@@ -121,34 +121,21 @@ impl Node {
             (node, r)
         });
         let mut replies = Vec::new();
-        let mut failed = None;
         for (node, r) in join_all(sends).await {
             match r {
                 Ok(reply) => replies.push((node, reply)),
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        if let Some(e) = failed {
-            if first_touch {
-                // The sweep of every node did not complete: the next
-                // transaction must sweep again. A value it collected left
-                // its holder: keep it in memory for that next sweep.
-                lock(&self.inner.dir).remove(key);
-                let collected = swept(&replies)
-                    .map(|(_, d, _)| d.clone())
-                    .filter(|d| !d.is_expired(self.now_ms()));
-                if let Some(d) = collected {
-                    if self.still_home(key, view).is_ok() {
-                        let op = MemoryOp::Write(d);
-                        if let Err(err) = self.apply_memory(key, &op, view).await {
-                            tracing::warn!(key, error = %err, "collected value not saved");
-                        }
+                Err(e) => {
+                    let mut dir = lock(&self.inner.dir);
+                    if first_touch {
+                        // The sweep of every node did not complete: the
+                        // next transaction must sweep again.
+                        dir.remove(key);
+                    } else {
+                        dir.abort(key);
                     }
+                    return Err(e);
                 }
-            } else {
-                lock(&self.inner.dir).abort(key);
             }
-            return Err(e);
         }
         let needs_memory = lock(&self.inner.dir).needs_memory(key, &replies);
         let mem = if needs_memory {

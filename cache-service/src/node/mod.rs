@@ -18,8 +18,7 @@
 //!   ([`Membership`]) and the view agreement ([`Views`]); the ring of homes
 //!   is built over the accepted view's live set, and when the view changes
 //!   every line, directory entry and (home-memory) value whose home moved is
-//!   dropped, except E/M lines, set aside for the new home's sweep —
-//!   everything, when this node may have missed a view in between;
+//!   dropped — everything, when this node may have missed a view in between;
 //! - `report.rs`: what the node tells operators (`/api/cache/line`, stats,
 //!   `/cluster`); the counters themselves are [`crate::metrics::Stats`].
 //!
@@ -110,10 +109,6 @@ struct Inner {
     view: RwLock<Arc<View>>,
     membership: Mutex<Membership>,
     views: Mutex<Views>,
-    /// The first view of the unbroken chain of continuous views, all with
-    /// this node in them, that ends in the accepted one: a grant routed in
-    /// any of these may still be handed to the key's new home.
-    chain_from: AtomicU64,
     /// Monotonic ms until which the view is confirmed (0: not confirmed).
     authorized_until: AtomicU64,
     /// Bumped whenever a fill lands or a request ends: wakes waiting
@@ -169,7 +164,6 @@ impl Node {
             view: RwLock::new(Arc::new(view)),
             membership: Mutex::new(membership),
             views: Mutex::new(views),
-            chain_from: AtomicU64::new(0),
             authorized_until: AtomicU64::new(0),
             fills: watch::channel(0).0,
             stats: Stats {

@@ -3,7 +3,6 @@
 //! (`Node::route_to_home`), installing the home's grant, and the eviction
 //! notices for lines the LRU dropped.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{lock, Node, FORWARD_RETRY};
@@ -157,23 +156,11 @@ impl Node {
             let mut lines = lock(&self.inner.lines);
             match &res {
                 Ok(HomeReply::Line { state, epoch, data }) => {
-                    // A grant from an earlier view (the view is read under
-                    // the lines lock: a view change after this handles
-                    // whatever is installed now) is installed as that
-                    // change would have treated it had it landed just
-                    // before: kept if its home did not move, set aside for
-                    // the new home if it did, and dropped if this node may
-                    // have missed a view since. Dropping an acknowledged
-                    // E/M grant would lose the write.
-                    let now = self.view();
-                    let chain_from = self.inner.chain_from.load(Ordering::Acquire);
-                    let unbroken = view.id >= chain_from;
-                    let home_stays =
-                        now.live.contains(&home) && now.ring.owner(key) == Some(home.as_str());
-                    if now.id == view.id || (unbroken && home_stays) {
+                    // A grant from another view is answered but not cached
+                    // (the view is read under the lines lock: a view change
+                    // after this drops whatever it must).
+                    if self.view().id == view.id {
                         ev = lines.install(key, *state, *epoch, data.clone(), &home).1;
-                    } else if unbroken {
-                        lines.install_aside(key, *state, *epoch, data.clone(), &home);
                     } else {
                         lines.invalidate(key, *epoch, false);
                     }
