@@ -280,12 +280,28 @@ phase "20 queues after scaling"
 
 # Cache nodes act only in a view a majority has confirmed, so a fourth
 # replica joins the views before it serves; until then calls may answer
-# 503, never an older value.
+# 503, never an older value. A view change moves about a quarter of the
+# keys to the new node and drops their lines (a miss, which the contract
+# allows; under write-back an exclusive line is the key's only value), so
+# the writes below wait until every node acts in the same confirmed
+# 4-node view: from then on each acknowledged write must read back.
 log "compose up -d --scale queue-service=5 --scale cache-service=4"
 dc up -d --scale queue-service=5 --scale cache-service=4 >"$OUT" 2>&1 || { cat "$OUT" >&2; fail "compose up --scale cache"; }
 wait_for 60 "gateway /cluster showing 4 cache members" has_cache_members 4
 call GET /cluster
 mapfile -t CACHE_NODES < <(jq -r '.cache.members[]' <<<"$BODY")
+cache_views_settled() { # every cache node in one confirmed view of all of them
+  local m doc ids=""
+  for m in "${CACHE_NODES[@]}"; do
+    doc=$(docker exec "$GW_CID" curl -fsS --max-time 3 "http://$m/cluster" 2>/dev/null) || { LAST="$m: no /cluster"; return 1; }
+    LAST="$m: $(jq -c '.view | {id, live, confirmed}' <<<"$doc")"
+    [ "$(jq -r '.view.confirmed' <<<"$doc")" = true ] || return 1
+    [ "$(jq -r '.view.live | length' <<<"$doc")" = "${#CACHE_NODES[@]}" ] || return 1
+    ids="$ids $(jq -c '.view.id' <<<"$doc" | tr -d ' ')"
+  done
+  [ "$(tr ' ' '\n' <<<"$ids" | grep . | sort -u | wc -l)" = 1 ]
+}
+wait_for 60 "every cache node acting in one confirmed view of ${#CACHE_NODES[@]}" cache_views_settled
 CKEY="scaled-$$"
 cache_set_through() { # node value
   call POST /api/cache/set "{\"key\":\"$CKEY\",\"value\":$2}" -H "x-cache-node: $1"
