@@ -235,15 +235,17 @@ mod tests {
         w.elapse(Duration::from_millis(3)).await;
         assert!(t0.elapsed() >= Duration::from_millis(3));
         // A window dropped before its time must not make the next one end
-        // early (its expiry was disarmed, its readiness is stale).
+        // early (its expiry was disarmed, its readiness is stale). Its time
+        // is long enough that a loaded machine's scheduling pause cannot
+        // let it elapse before the 1 ms cut.
         let cut = tokio::time::timeout(
             Duration::from_millis(1),
-            w.elapse(Duration::from_millis(50)),
+            w.elapse(Duration::from_millis(300)),
         );
         assert!(cut.await.is_err());
         // Past the cut window's time: neither its expiry nor the readiness
         // it left may end the next window early.
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::sleep(Duration::from_millis(320)).await;
         let t1 = Instant::now();
         w.elapse(Duration::from_millis(20)).await;
         assert!(t1.elapsed() >= Duration::from_millis(20));
