@@ -349,7 +349,7 @@ function nodeRow(svc, addr, up, role, detail) {
     h('span', { class: 'dot', title: up ? 'up' : 'down' }),
     h('span', { class: 'addr' }, addr),
     role ? h('span', { class: 'tag' + (role === 'leader' ? ' leader' : '') }, role) : null,
-    h('span', { class: up ? 'muted' : 'down' }, detail || (up ? '' : 'down')));
+    h('span', { class: 'detail ' + (up ? 'muted' : 'down') }, detail || (up ? '' : 'down')));
 }
 
 function renderOverview(h0, hErr, c0, cErr) {
@@ -431,55 +431,49 @@ function renderCharts() {
 // ---------------------------------------------------------------- events
 
 function eventKind(e) {
-  return String(e.kind || e.type || e.event || '');
+  return String(e.kind || '');
 }
 
-// Wait-for edges of a deadlock event: `edges` as {from,to} or [from,to],
-// else consecutive owners of its `cycle` (the last waits for the first).
-function edgesOf(e) {
-  if (Array.isArray(e.edges)) {
-    return e.edges.map((x) => (Array.isArray(x) ? { from: x[0], to: x[1] } : { from: x.from || x.waiter, to: x.to || x.holder, resource: x.resource }));
+// Wait-for edges of a deadlock event (`deadlock.edges`: waiter → blocker
+// on resources), else consecutive owners of its cycle (the last waits for
+// the first).
+function edgesOf(d) {
+  if (Array.isArray(d.edges) && d.edges.length) {
+    return d.edges.map((x) => ({ from: x.waiter, to: x.blocker, resources: x.resources || [] }));
   }
-  const cycle = e.cycle || (e.detail && e.detail.cycle) || [];
-  return cycle.map((o, i) => ({ from: o, to: cycle[(i + 1) % cycle.length] }));
-}
-
-async function fetchEvents() {
-  const d = await api('/api/events?limit=50');
-  return listOf(d, ['events', 'items']);
+  const cycle = d.cycle || [];
+  return cycle.map((o, i) => ({ from: o, to: cycle[(i + 1) % cycle.length], resources: [] }));
 }
 
 async function renderEvents(el, onlyKind) {
-  let events;
+  let d;
   try {
-    events = await fetchEvents();
+    d = await api('/api/events?limit=50');
   } catch (e) {
     fill(el, missingRoute(e) ? empty('Recent events are not available on this gateway (GET /api/events answered 404).') : errorBox(e, 'GET /api/events'));
     return;
   }
-  if (onlyKind) events = events.filter((e) => eventKind(e).includes(onlyKind));
+  let events = listOf(d, ['events']);
+  if (onlyKind) events = events.filter((e) => eventKind(e) === onlyKind);
+  const missing = d && d.unavailable && d.unavailable.length
+    ? h('div', { class: 'error' }, 'No answer from ' + d.unavailable.join(', ') + ': their events are missing.') : null;
   if (!events.length) {
-    fill(el, empty(onlyKind ? 'No deadlock was detected recently.' : 'No recent deadlock aborts or leader changes.'));
+    fill(el, empty(onlyKind ? 'No deadlock was detected recently.' : 'No recent events (deadlock aborts, leader changes, dead letters, redrives).'), missing);
     return;
   }
   fill(el, h('table', {},
-    h('tr', {}, h('th', {}, 'time'), h('th', {}, 'event'), h('th', {}, 'details')),
+    h('tr', {}, h('th', {}, 'time'), h('th', {}, 'event'), h('th', {}, 'node'), h('th', {}, 'details')),
     events.map((e) => {
       const kind = eventKind(e);
-      const at = e.at_ms || e.time_ms || e.ts_ms || e.timestamp_ms;
-      let details;
-      if (kind.includes('deadlock')) {
-        const edges = edgesOf(e);
-        details = h('div', {},
-          e.victim || e.aborted || e.owner ? h('div', {}, 'aborted: ', h('b', {}, e.victim || e.aborted || e.owner), e.resource ? ' on ' + e.resource : '') : null,
-          edges.map((x) => h('div', { class: 'edge' }, `${x.from} → waits for → ${x.to}`, x.resource ? ` (on ${x.resource})` : '')));
-      } else {
-        const rest = Object.assign({}, e);
-        ['kind', 'type', 'event', 'at_ms', 'time_ms', 'ts_ms', 'timestamp_ms'].forEach((k) => delete rest[k]);
-        details = h('code', {}, short(rest, 300));
-      }
-      return h('tr', { 'data-kind': kind }, h('td', {}, fmtTime(at)), h('td', {}, kind || '?'), h('td', {}, details));
-    })));
+      const dl = e.deadlock;
+      const details = dl
+        ? h('div', {},
+          h('div', {}, 'aborted ', h('b', {}, dl.victim), ' waiting for ', h('code', {}, dl.resource)),
+          edgesOf(dl).map((x) => h('div', { class: 'edge' }, `${x.from} → waits for → ${x.to}`, x.resources.length ? ` (on ${x.resources.join(', ')})` : '')))
+        : e.summary || short(e.leader || e.queue || e, 300);
+      return h('tr', { 'data-kind': kind }, h('td', {}, fmtTime(e.at_ms)), h('td', {}, kind.replace('_', ' ') || '?'),
+        h('td', { class: 'muted' }, (e.service ? e.service + ' ' : '') + (e.node || '')), h('td', {}, details));
+    })), missing);
 }
 
 // ---------------------------------------------------------------- locks
@@ -494,7 +488,7 @@ function holdersCell(holders, clock) {
 function waitersCell(waiters) {
   if (!waiters || !waiters.length) return h('span', { class: 'muted' }, 'none');
   return h('ol', {}, waiters.map((w) => h('li', {}, h('b', {}, w.owner), ' (' + (w.mode || 'exclusive') + ')',
-    w.deadline_ms || w.wait_until_ms ? ' until ' + fmtTime(w.deadline_ms || w.wait_until_ms) : '')));
+    w.deadline_ms ? ' · waits until ' + fmtTime(w.deadline_ms) : '')));
 }
 
 function locksTable(items, clockOf) {
@@ -512,7 +506,7 @@ async function refreshLocks() {
     const items = listOf(d, ['locks', 'items', 'resources']);
     const clock = (l) => l.clock_ms || (d && d.clock_ms) || Date.now();
     fill(list, items.length ? locksTable(items, clock) : empty(prefix ? `No lock is held or waited on under "${prefix}".` : 'No lock is held or waited on.'),
-      d && (d.next || d.next_after || d.truncated) ? h('div', { class: 'muted' }, `Showing the first ${items.length}; narrow the prefix to see more.`) : null);
+      d && d.next ? h('div', { class: 'muted' }, `Showing the first ${items.length}; narrow the prefix to see more.`) : null);
   } catch (e) {
     fill(list, missingRoute(e) ? empty('Listing locks is not available on this gateway (GET /api/locks answered 404); look a resource up below.') : errorBox(e, 'GET /api/locks'));
   }
@@ -570,7 +564,9 @@ async function refreshQueues() {
   try {
     const d = await api(`/api/queues?prefix=${encodeURIComponent(prefix)}&limit=${LIST_LIMIT}`);
     const items = listOf(d, ['queues', 'items']);
-    fill(list, items.length ? queuesTable(items.map((q) => queueRow(q))) : empty(prefix ? `No queue under "${prefix}".` : 'No queues yet: enqueue a message and it shows here.'));
+    fill(list, items.length ? queuesTable(items.map((q) => queueRow(q))) : empty(prefix ? `No queue under "${prefix}".` : 'No queues yet: enqueue a message and it shows here.'),
+      d && d.next ? h('div', { class: 'muted' }, `Showing the first ${items.length}; narrow the prefix to see more.`) : null,
+      d && d.unavailable && d.unavailable.length ? h('div', { class: 'error' }, 'No answer from ' + d.unavailable.join(', ') + ': the queues they own are missing.') : null);
   } catch (e) {
     fill(list, missingRoute(e) ? empty('Listing queues is not available on this gateway (GET /api/queues answered 404); look a queue up by name below.') : errorBox(e, 'GET /api/queues'));
   }
