@@ -10,6 +10,8 @@
 //!
 //! - [`types`]: request and answer bodies, the JSON error body;
 //! - [`limits`]: names, ranges and sizes, and the checks against them;
+//! - [`events`]: the bounded ring of recent events each service node
+//!   keeps, and the merge of several nodes' rings;
 //! - [`Payload`]: a queue payload kept as the exact JSON text sent;
 //! - [`responses`]: the error answers a route can give, as OpenAPI response
 //!   sets;
@@ -18,6 +20,7 @@
 //!
 //! This crate does no I/O and knows no HTTP framework.
 
+pub mod events;
 mod int;
 pub mod limits;
 mod payload;

@@ -70,6 +70,18 @@ pub mod queue {
     pub const DEFAULT_DEAD_PAGE: u64 = 100;
 }
 
+/// Pages of the list routes (`GET /api/locks`, `GET /api/queues`) and of
+/// the event rings (`GET /api/events`).
+pub mod list {
+    /// Page size when the caller gives no `limit`.
+    pub const DEFAULT_LIMIT: u64 = 100;
+    /// Largest page: a page is built and sent whole, so it stays small.
+    pub const MAX_LIMIT: u64 = 1000;
+    /// Events each service node keeps in its in-memory ring (the newest;
+    /// per node, lost on restart).
+    pub const EVENT_RING: usize = 256;
+}
+
 /// Cache values.
 pub mod cache {
     /// Largest value (its JSON encoding), in bytes.
@@ -143,6 +155,47 @@ pub fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), 
     Ok(())
 }
 
+/// A checked list query: `prefix` (may be empty), `after` (the cursor: the
+/// last name of the previous page) and `limit` (1 to
+/// [`list::MAX_LIMIT`], default [`list::DEFAULT_LIMIT`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub prefix: String,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// Check the parameters of a list route: `prefix` at most a name long and
+/// printable (empty lists everything), `after` a name, `limit` in range.
+pub fn page(
+    prefix: Option<&str>,
+    after: Option<&str>,
+    limit: Option<u64>,
+) -> Result<Page, Invalid> {
+    let prefix = prefix.unwrap_or_default();
+    if !prefix.is_empty() {
+        name("prefix", prefix, MAX_NAME_CHARS)?;
+    }
+    if let Some(a) = after {
+        name("after", a, MAX_NAME_CHARS)?;
+    }
+    let limit = limit.unwrap_or(list::DEFAULT_LIMIT);
+    range("limit", limit, 1, list::MAX_LIMIT)?;
+    Ok(Page {
+        prefix: prefix.to_string(),
+        after: after.map(str::to_string),
+        limit: limit as usize,
+    })
+}
+
+/// Check `limit` of `GET /api/events` (1 to [`list::MAX_LIMIT`], default
+/// [`list::DEFAULT_LIMIT`]).
+pub fn event_limit(limit: Option<u64>) -> Result<usize, Invalid> {
+    let limit = limit.unwrap_or(list::DEFAULT_LIMIT);
+    range("limit", limit, 1, list::MAX_LIMIT)?;
+    Ok(limit as usize)
+}
+
 /// Check that a list holds 1 to `max` items.
 pub fn count(field: &'static str, len: usize, max: usize) -> Result<(), Invalid> {
     if len == 0 || len > max {
@@ -186,6 +239,29 @@ mod tests {
         for good in ["...", ".a", "a.", "a/b"] {
             assert!(path_name("queue", good, 16).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn pages() {
+        let p = page(None, None, None).unwrap();
+        assert_eq!((p.prefix.as_str(), p.after, p.limit), ("", None, 100));
+        let p = page(Some("a/"), Some("a/b"), Some(1000)).unwrap();
+        assert_eq!(
+            (p.prefix.as_str(), p.after.as_deref(), p.limit),
+            ("a/", Some("a/b"), 1000)
+        );
+        assert!(page(Some(""), None, Some(1)).is_ok());
+        for bad in [
+            page(None, None, Some(0)),
+            page(None, None, Some(1001)),
+            page(None, Some(""), None),
+            page(Some("a\u{1}"), None, None),
+            page(None, Some(&"x".repeat(MAX_NAME_CHARS + 1)), None),
+        ] {
+            assert!(bad.is_err(), "{bad:?}");
+        }
+        assert_eq!(event_limit(None).unwrap(), 100);
+        assert!(event_limit(Some(0)).is_err() && event_limit(Some(1001)).is_err());
     }
 
     #[test]

@@ -281,6 +281,37 @@ pub struct LockState {
     pub clock_ms: Option<u64>,
 }
 
+/// `GET /api/locks`: one page of the resources that are held or waited
+/// for, sorted by name, each as `GET /api/lock/{resource}` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct LockList {
+    #[serde(default)]
+    pub locks: Vec<LockState>,
+    /// The cursor of the next page (pass it as `after`); absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// The replicated clock the page was read at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_ms: Option<u64>,
+}
+
+/// `?prefix=&after=&limit=` of the list routes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ListQuery {
+    /// Only names that start with this (empty or absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The cursor: only names after this one (the `next` of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Page size, 1 to 1000; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Locks only: `stale` reads the answering node's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+}
+
 // ---------------------------------------------------------------- queues
 
 /// One message of a batch enqueue. Decoded from a JSON object only (see
@@ -474,6 +505,22 @@ pub struct QueueStats {
     pub node: Option<String>,
 }
 
+/// `GET /api/queues`: one page of known queues with their counts, sorted
+/// by name. On a queue node, the queues that node owns; through the
+/// gateway, every node's, each queue once (from its owner).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct QueueList {
+    #[serde(default)]
+    pub queues: Vec<QueueStats>,
+    /// The cursor of the next page (pass it as `after`); absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Queue nodes that did not answer (gateway): the queues they own are
+    /// missing from this page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+}
+
 /// 200 answer to an ack: how many receipts took effect; with `receipts`,
 /// the ones that did not (each with status, code and message).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -567,6 +614,112 @@ pub struct QueueConfig {
     #[schema(minimum = 1, maximum = 1000)]
     #[serde(default, deserialize_with = "crate::int::opt")]
     pub max_attempts: Option<u32>,
+}
+
+// ---------------------------------------------------------------- events
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Lock service: a deadlock was broken by aborting a waiting request.
+    Deadlock,
+    /// Lock service: this node saw a new leader (or lost it).
+    LeaderChange,
+    /// Queue service: messages moved to a dead-letter list.
+    DeadLettered,
+    /// Queue service: dead letters moved back to ready.
+    Redrive,
+}
+
+/// A wait-for edge: `waiter` waits for `blocker` on `resources`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct WaitForEdge {
+    pub waiter: String,
+    pub blocker: String,
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// A broken deadlock: the cycle of owners, its edges, and the aborted request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DeadlockEvent {
+    /// Owners along the cycle; each waits for the next, the last for the first.
+    pub cycle: Vec<String>,
+    #[serde(default)]
+    pub edges: Vec<WaitForEdge>,
+    /// The owner whose request was aborted (answered 409 `deadlock`).
+    pub victim: String,
+    /// The resource it was waiting for.
+    pub resource: String,
+    pub wait_id: u64,
+    /// The log index of the command whose apply broke the cycle.
+    pub index: u64,
+}
+
+/// A leader change as one lock node saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct LeaderEvent {
+    pub term: u64,
+    /// The new leader; absent when the node lost its leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_leader_id: Option<u64>,
+}
+
+/// Messages dead-lettered or redriven on a queue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct QueueEvent {
+    pub queue: String,
+    pub count: u64,
+    /// Ids moved (redrive; at most the first 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+}
+
+/// One notable event from a service node's in-memory ring.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Event {
+    /// When it happened, ms since the Unix epoch (deadlocks: the
+    /// replicated clock of the apply).
+    pub at_ms: u64,
+    /// `lock` or `queue`.
+    pub service: String,
+    /// The node whose ring held it.
+    pub node: String,
+    pub kind: EventKind,
+    /// One line for people.
+    pub summary: String,
+    /// The same event as seen by several nodes has the same key (a
+    /// deadlock is applied on every replica); the gateway lists it once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadlock: Option<DeadlockEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueEvent>,
+}
+
+/// `GET /api/events`: the newest events first. Each node keeps its last
+/// 256 in memory (lost on restart); the gateway merges every lock and queue
+/// node's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct EventList {
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// Nodes that did not answer (gateway).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+}
+
+/// `?limit=` of `GET /api/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EventQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 // ---------------------------------------------------------------- cache

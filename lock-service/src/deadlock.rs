@@ -66,3 +66,21 @@ fn successors<'a>(graph: &'a Graph, owner: &str) -> Box<dyn Iterator<Item = &'a 
         None => Box::new(std::iter::empty()),
     }
 }
+
+/// A deadlock the table broke, as the node's event ring shows it: the
+/// cycle, its edges with the resources behind each, and the request that
+/// was aborted. Made by the apply, so every replica makes the same one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort {
+    pub cycle: Vec<Owner>,
+    /// `(waiter, blocker, resources)` for each edge of the cycle, in order.
+    pub edges: Vec<(Owner, Owner, Vec<String>)>,
+    pub victim: Owner,
+    pub resource: String,
+    pub wait_id: u64,
+    /// The replicated clock of the apply.
+    pub at_ms: u64,
+    /// The log index of the command whose apply broke the cycle (0 until
+    /// the apply stamps it).
+    pub index: u64,
+}

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::Error;
+use crate::events::Events;
 use crate::machine::{LockMachine, Waiters};
 use crate::metrics::LockMetrics;
 use crate::table::{self, Command, Mode, Outcome};
@@ -41,6 +42,8 @@ pub struct AppState {
     domain: Arc<LockMetrics>,
     /// Stamped on every command this node proposes (see `table::Limits`).
     limits: table::Limits,
+    /// This node's ring of recent events (`GET /api/events`).
+    events: Arc<Events>,
 }
 
 impl AppState {
@@ -54,7 +57,15 @@ impl AppState {
             metrics: Metrics::new(reg),
             domain,
             limits,
+            events: Arc::default(),
         }
+    }
+
+    /// Serve `events` on `GET /api/events` (the ring the state machine and
+    /// the leader watch record into).
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = events;
+        self
     }
 }
 
@@ -67,6 +78,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/lock/release", post(release))
         .route("/api/lock/renew", post(renew))
         .route("/api/lock/{resource}", get(inspect))
+        .route("/api/locks", get(list))
+        .route("/api/events", get(events))
         .route("/health", get(health))
         .route("/cluster", get(cluster))
         .route("/stats", get(stats))
@@ -363,7 +376,15 @@ async fn inspect(
 ) -> Result<Json<api::LockState>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
     limits::path_name("resource", &resource, MAX_NAME_CHARS)?;
-    match params.consistency.as_deref() {
+    read_barrier(&app, params.consistency.as_deref()).await?;
+    let (view, clock) = app.node.read(|m, clock| (m.table.view(&resource), clock));
+    Ok(Json(lock_state(view, Some(clock))))
+}
+
+/// The read index of a linearizable read (the default), or nothing for
+/// `consistency=stale`, which reads this node's state as it is.
+async fn read_barrier(app: &AppState, consistency: Option<&str>) -> Result<(), ApiError> {
+    match consistency {
         None | Some("linearizable") => app.node.read_barrier().await.map_err(Error::from)?,
         Some("stale") => {}
         Some(other) => {
@@ -372,7 +393,50 @@ async fn inspect(
             )))
         }
     }
-    let (view, clock) = app.node.read(|m, clock| (m.table.view(&resource), clock));
+    Ok(())
+}
+
+/// `GET /api/locks?prefix=&after=&limit=&consistency=`: one page of the
+/// held and waited-for resources in name order, read like a single lock
+/// (linearizable unless `consistency=stale`).
+async fn list(
+    State(app): State<AppState>,
+    params: Result<Query<api::ListQuery>, QueryRejection>,
+) -> Result<Json<api::LockList>, ApiError> {
+    let Query(q) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let page = limits::page(q.prefix.as_deref(), q.after.as_deref(), q.limit)?;
+    read_barrier(&app, q.consistency.as_deref()).await?;
+    let ((views, more), clock) = app.node.read(|m, clock| {
+        let listed = m
+            .table
+            .list(&page.prefix, page.after.as_deref(), page.limit);
+        (listed, clock)
+    });
+    let next = more
+        .then(|| views.last().map(|v| v.resource.clone()))
+        .flatten();
+    Ok(Json(api::LockList {
+        locks: views.into_iter().map(|v| lock_state(v, None)).collect(),
+        next,
+        clock_ms: Some(clock),
+    }))
+}
+
+/// `GET /api/events?limit=`: this node's newest events, newest first.
+async fn events(
+    State(app): State<AppState>,
+    params: Result<Query<api::EventQuery>, QueryRejection>,
+) -> Result<Json<api::EventList>, ApiError> {
+    let Query(q) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = limits::event_limit(q.limit)?;
+    Ok(Json(api::EventList {
+        events: app.events.newest(limit),
+        unavailable: Vec::new(),
+    }))
+}
+
+/// A resource's holders and waiters as the API shows them.
+fn lock_state(view: table::ResourceView, clock_ms: Option<u64>) -> api::LockState {
     let holders: Vec<api::LockHolder> = view
         .holders
         .into_iter()
@@ -395,13 +459,13 @@ async fn inspect(
             deadline_ms: Some(w.deadline_ms),
         })
         .collect();
-    Ok(Json(api::LockState {
+    api::LockState {
         resource: view.resource,
         held: !holders.is_empty(),
         holders,
         waiters,
-        clock_ms: Some(clock),
-    }))
+        clock_ms,
+    }
 }
 
 async fn health(State(app): State<AppState>) -> Response {

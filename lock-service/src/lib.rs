@@ -1,13 +1,15 @@
 //! lock-service: shared and exclusive locks with leases, FIFO waits,
 //! fencing tokens and deadlock detection, replicated by Raft.
 //!
-//! - [`table`]: the pure lock table (the replicated state and every rule).
+//! - [`table`]: the pure lock table (the replicated state and every rule,
+//!   and the pages of `GET /api/locks`).
 //! - [`deadlock`]: cycle detection on the wait-for graph.
 //! - [`machine`]: the table as a raft-core state machine, and the registry
 //!   through which applies wake blocked acquires.
 //! - [`ticker`]: the leader's proposals of time at lease and wait deadlines.
 //! - [`http`]: the client API, health, cluster view, stats and metrics.
 //! - [`metrics`]: the lock and Raft metric families on `/metrics`.
+//! - [`events`]: this node's ring of recent deadlocks and leader changes.
 //! - [`error`]: the crate's error and its one mapping to HTTP.
 //! - [`config`]: flags and environment (the shared ones from
 //!   `common::config`).
@@ -18,6 +20,7 @@
 pub mod config;
 pub mod deadlock;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod machine;
 pub mod metrics;
@@ -40,6 +43,7 @@ pub struct Service {
     pub node: RaftNode<LockMachine>,
     pub router: Router,
     ticker: tokio::task::JoinHandle<()>,
+    leader_watch: tokio::task::JoinHandle<()>,
 }
 
 pub use machine::LockMachine;
@@ -54,6 +58,7 @@ impl Service {
                 config.id
             )));
         }
+        let events = events::Events::new(peers[&config.id].clone());
         let mut nc = NodeConfig::new(config.id, peers, config.data_dir.clone());
         nc.timing = Timing {
             heartbeat_ms: config.heartbeat_ms,
@@ -65,13 +70,15 @@ impl Service {
         nc.cluster_token = config.cluster.token().0;
         let waiters = Arc::new(machine::Waiters::default());
         let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
-        let node = RaftNode::start(nc, LockMachine::new(waiters.clone(), changed_tx)).await?;
+        let machine = LockMachine::new(waiters.clone(), changed_tx, events.clone());
+        let node = RaftNode::start(nc, machine).await?;
         let ticker = tokio::spawn(ticker::run(node.clone(), changed_rx));
+        let leader_watch = events::spawn_leader_watch(&node, events.clone());
         let limits = table::Limits {
             max_locks: config.max_locks,
             max_remembered: config.max_remembered,
         };
-        let state = AppState::new(node.clone(), waiters, limits);
+        let state = AppState::new(node.clone(), waiters, limits).with_events(events);
         let metrics = state.metrics.clone();
         let router = common::server::tail(
             http::routes(state).merge(raft_core::http::router(node.clone())),
@@ -82,12 +89,14 @@ impl Service {
             node,
             router,
             ticker,
+            leader_watch,
         })
     }
 
     /// Stop the ticker and Raft (closing the data files).
     pub async fn stop(&self) {
         self.ticker.abort();
+        self.leader_watch.abort();
         self.node.shutdown().await;
     }
 }

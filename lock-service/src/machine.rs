@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
 
+use crate::events::Events;
 use crate::table::{Applied, Command, LockTable, Outcome, WaitId};
 
 /// Settlements kept for handlers that register after them. A handler
@@ -94,14 +95,17 @@ pub struct LockMachine {
     waiters: Arc<Waiters>,
     /// Bumped after every apply; the leader's ticker watches it to re-plan.
     changed: watch::Sender<u64>,
+    /// Where the deadlocks applies break are recorded.
+    events: Arc<Events>,
 }
 
 impl LockMachine {
-    pub fn new(waiters: Arc<Waiters>, changed: watch::Sender<u64>) -> Self {
+    pub fn new(waiters: Arc<Waiters>, changed: watch::Sender<u64>, events: Arc<Events>) -> Self {
         Self {
             table: LockTable::new(),
             waiters,
             changed,
+            events,
         }
     }
 }
@@ -114,6 +118,9 @@ impl raft_core::StateMachine for LockMachine {
     fn apply(&mut self, cmd: Command, index: u64, now_ms: u64) -> Applied {
         let mut applied = self.table.apply(cmd, index, now_ms);
         self.waiters.publish(std::mem::take(&mut applied.settled));
+        for abort in std::mem::take(&mut applied.deadlocks) {
+            self.events.deadlock(&abort);
+        }
         self.changed.send_modify(|n| *n += 1);
         applied
     }

@@ -269,6 +269,10 @@ pub struct Applied {
     pub outcome: Outcome,
     /// Other waiting requests settled by this command.
     pub settled: Vec<(WaitId, Outcome)>,
+    /// Deadlocks this command's apply broke (for the event ring; not
+    /// sent between nodes).
+    #[serde(skip)]
+    pub deadlocks: Vec<deadlock::Abort>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,6 +383,10 @@ pub struct LockTable {
     /// derives it after a load.
     #[serde(skip)]
     placed: u64,
+    /// Deadlocks broken during the current apply, handed out with its
+    /// [`Applied`] (always empty between applies).
+    #[serde(skip)]
+    aborts: Vec<deadlock::Abort>,
 }
 
 impl LockTable {
@@ -398,7 +406,15 @@ impl LockTable {
             Command::Cancel(c) => self.cancel(c, now, &mut settled),
             Command::Tick => Outcome::Ticked,
         };
-        Applied { outcome, settled }
+        let mut deadlocks = std::mem::take(&mut self.aborts);
+        for abort in &mut deadlocks {
+            abort.index = index;
+        }
+        Applied {
+            outcome,
+            settled,
+            deadlocks,
+        }
     }
 
     /// The earliest time at which a lease or wait ends, if any.
@@ -781,6 +797,29 @@ impl LockTable {
             self.unplace(1);
             self.drop_deadline(w.deadline_ms, &resource);
             self.counters.deadlocks += 1;
+            let edges = (0..cycle.len())
+                .map(|i| {
+                    let edge = (cycle[i].clone(), cycle[(i + 1) % cycle.len()].clone());
+                    let mut on: Vec<String> = why
+                        .get(&edge)
+                        .into_iter()
+                        .flatten()
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    on.sort();
+                    on.dedup();
+                    (edge.0, edge.1, on)
+                })
+                .collect();
+            self.aborts.push(deadlock::Abort {
+                cycle: cycle.clone(),
+                edges,
+                victim: w.owner.clone(),
+                resource: resource.clone(),
+                wait_id,
+                at_ms: now,
+                index: 0,
+            });
             let outcome = Outcome::Deadlock {
                 cycle: cycle.clone(),
             };
@@ -1023,6 +1062,8 @@ impl LockTable {
         Outcome::WaitTimeout
     }
 }
+
+mod list;
 
 #[cfg(test)]
 mod tests;

@@ -146,7 +146,7 @@ impl QueueWrite for api::EnqueueRequest {
         let (res, events) = node
             .timed("enqueue", node.store.enqueue(&self.queue, batch, now_ms()))
             .await?;
-        node.metrics.record(events);
+        node.record(&self.queue, events);
         let ids = res.map_err(|full| {
             node.metrics.refused(&full);
             Error::QueueFull(full)
@@ -283,7 +283,7 @@ impl QueueWrite for api::AckRequest {
                 node.store.ack(&self.queue, receipts.clone(), now_ms()),
             )
             .await?;
-        node.metrics.record(events);
+        node.record(&self.queue, events);
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         node.metrics.acked.inc_by(ok);
         if single {
@@ -331,7 +331,7 @@ impl QueueWrite for api::NackRequest {
                     .nack(&self.queue, &self.receipt, delay_ms, now_ms()),
             )
             .await?;
-        node.metrics.record(events);
+        node.record(&self.queue, events);
         let outcome = res.map_err(|k| receipt_error(&self.receipt, k))?;
         node.metrics.nacked.inc();
         node.wake(&self.queue);
@@ -367,7 +367,7 @@ impl QueueWrite for api::ExtendRequest {
                     .extend(&self.queue, &self.receipt, self.visibility_ms, now_ms()),
             )
             .await?;
-        node.metrics.record(events);
+        node.record(&self.queue, events);
         let until = res.map_err(|k| receipt_error(&self.receipt, k))?;
         Ok(Json(json!({ "visible_until_ms": until })).into_response())
     }
@@ -418,6 +418,7 @@ impl QueueWrite for api::RedriveRequest {
                     .redrive(&self.queue, r.ids, r.max as usize, now_ms()),
             )
             .await?;
+        node.redriven(&self.queue, &ids);
         node.wake(&self.queue);
         Ok(Json(api::RedriveResponse { redriven: ids }).into_response())
     }

@@ -7,6 +7,8 @@
 //! Routes (bodies as in `README.md`):
 //! - `POST /api/queue/enqueue|dequeue|ack|nack|extend|redrive|config`
 //! - `GET /api/queue/{queue}` (counts), `GET /api/queue/{queue}/dead`
+//! - `GET /api/queues` (the queues this node owns, a page with counts),
+//!   `GET /api/events` (this node's recent dead-letterings and redrives)
 //! - `GET /health`, `/stats`, `/metrics`, `/cluster`
 
 use std::sync::Arc;
@@ -162,7 +164,7 @@ async fn queue_stats(
     let (st, events) = node
         .timed("stats", node.store.stats(&queue, now_ms()))
         .await?;
-    node.metrics.record(events);
+    node.record(&queue, events);
     Ok(Json(api::QueueStats {
         queue,
         node: Some(node.advertise.to_string()),
@@ -220,6 +222,39 @@ async fn dead_letters(
         })
         .collect();
     Ok(Json(api::DeadLetters { queue, messages }).into_response())
+}
+
+/// `GET /api/queues?prefix=&after=&limit=`: one page of the queues this
+/// node owns on its ring, with their counts (the gateway merges every
+/// node's).
+async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<api::ListQuery>, QueryRejection>,
+) -> Result<Json<api::QueueList>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let page = limits::page(q.prefix.as_deref(), q.after.as_deref(), q.limit)?;
+    let (queues, more) = s.node.list(&page).await?;
+    let next = more
+        .then(|| queues.last().map(|q| q.queue.clone()))
+        .flatten();
+    Ok(Json(api::QueueList {
+        queues,
+        next,
+        unavailable: Vec::new(),
+    }))
+}
+
+/// `GET /api/events?limit=`: this node's newest events, newest first.
+async fn events(
+    State(s): State<AppState>,
+    q: Result<Query<api::EventQuery>, QueryRejection>,
+) -> Result<Json<api::EventList>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = limits::event_limit(q.limit)?;
+    Ok(Json(api::EventList {
+        events: s.node.events.newest(limit),
+        unavailable: Vec::new(),
+    }))
 }
 
 async fn health(State(s): State<AppState>) -> Response {
@@ -333,6 +368,8 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |r, add| add(r))
         .route("/api/queue/{queue}", get(queue_stats))
         .route("/api/queue/{queue}/dead", get(dead_letters))
+        .route("/api/queues", get(list))
+        .route("/api/events", get(events))
         .route("/health", get(health))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))

@@ -1,5 +1,7 @@
 //! One queue node: placement on the ring, forwarding to owners, long polls,
-//! and the depth refresh of its metrics. The HTTP handlers (`http.rs`) call
+//! the depth refresh of its metrics, the pages of `GET /api/queues` and
+//! the ring of recent events (`GET /api/events`: dead-lettering and
+//! redrives, the newest 256, in memory). The HTTP handlers (`http.rs`) call
 //! into this.
 //!
 //! Placement: the owner of a queue is `common::Ring::owner(queue)` over the
@@ -30,11 +32,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api::events::EventRing;
+use api::EventKind;
 use common::discovery::Members;
 use common::{now_ms, Ring};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Notify;
 
-use crate::delivery::{Delivery, QueueStats};
+use crate::delivery::{Delivery, Events, QueueStats};
 use crate::error::{Error, Result};
 use crate::limit::{Limits, StoreLimits, Usage};
 use crate::metrics::QueueMetrics;
@@ -55,6 +60,11 @@ pub const OWNER_DOWN_BACKOFF: Duration = Duration::from_secs(2);
 pub const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 /// Most queues summed into the depth gauges per refresh.
 const DEPTH_MAX_QUEUES: usize = 10_000;
+/// Queues whose counts one `GET /api/queues` page reads at a time (each
+/// is one store step: a Lua script on Redis).
+const LIST_CONCURRENCY: usize = 8;
+/// Most message ids a redrive event keeps.
+const EVENT_IDS: usize = 100;
 
 /// An owner's answer to a forwarded request, as this node relays it.
 #[derive(Debug)]
@@ -89,6 +99,8 @@ pub struct Node {
     pub limits: StoreLimits,
     /// The owned queue nearest its limits at the last depth refresh.
     fullest: Mutex<Option<(String, Usage)>>,
+    /// Recent dead-letterings and redrives (`GET /api/events`).
+    pub events: EventRing,
 }
 
 impl std::fmt::Debug for Node {
@@ -131,7 +143,75 @@ impl Node {
             forward_timeout,
             limits,
             fullest: Mutex::new(None),
+            events: EventRing::default(),
         }
+    }
+
+    /// Count what a store step did to `queue` (expiries, dead letters), and
+    /// keep dead-lettering in the event ring.
+    pub fn record(&self, queue: &str, events: Events) {
+        self.metrics.record(events);
+        if events.dead_lettered > 0 {
+            self.push_event(EventKind::DeadLettered, queue, events.dead_lettered, &[]);
+        }
+    }
+
+    /// Keep a redrive of `ids` from `queue` in the event ring.
+    pub fn redriven(&self, queue: &str, ids: &[String]) {
+        if !ids.is_empty() {
+            self.push_event(EventKind::Redrive, queue, ids.len() as u64, ids);
+        }
+    }
+
+    fn push_event(&self, kind: EventKind, queue: &str, count: u64, ids: &[String]) {
+        let what = match kind {
+            EventKind::Redrive => "redriven to ready",
+            _ => "dead-lettered",
+        };
+        self.events.push(api::Event {
+            at_ms: now_ms(),
+            service: "queue".into(),
+            node: self.advertise.clone(),
+            kind,
+            summary: format!("{count} message(s) of {queue} {what}"),
+            key: None,
+            deadlock: None,
+            leader: None,
+            queue: Some(api::QueueEvent {
+                queue: queue.to_string(),
+                count,
+                ids: ids.iter().take(EVENT_IDS).cloned().collect(),
+            }),
+        });
+    }
+
+    /// One page of the queues this node owns on its ring (sorted by name,
+    /// after `page.after`, starting with `page.prefix`) with their counts,
+    /// and whether more follow. The store walks its names in bounded steps
+    /// ([`QueueStore::queue_page`]); the counts are read
+    /// a few queues at a time (`LIST_CONCURRENCY`).
+    pub async fn list(&self, page: &api::limits::Page) -> Result<(Vec<api::QueueStats>, bool)> {
+        let owned = |q: &str| self.route(q, false) == Route::Local;
+        let (names, more) = self
+            .timed("list", self.store.queue_page(page, &owned))
+            .await?;
+        let stats = futures::stream::iter(names.into_iter().map(|q| async move {
+            let (s, ev) = self.timed("stats", self.store.stats(&q, now_ms())).await?;
+            self.record(&q, ev);
+            Ok::<_, crate::Error>(api::QueueStats {
+                node: Some(self.advertise.clone()),
+                ready: s.ready,
+                delayed: s.delayed,
+                in_flight: s.in_flight,
+                dead_lettered: s.dead_lettered,
+                expired_total: s.expired_total,
+                queue: q,
+            })
+        }))
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+        Ok((stats, more))
     }
 
     /// The per-node limits, if the store enforces them (embedded only).
@@ -238,7 +318,7 @@ impl Node {
                         self.store.dequeue(queue, max, visibility_ms, now_ms()),
                     )
                     .await?;
-                self.metrics.record(res.events);
+                self.record(queue, res.events);
                 let now = tokio::time::Instant::now();
                 if !res.deliveries.is_empty() || now >= deadline {
                     let n = res.deliveries.len() as u64;
@@ -276,7 +356,7 @@ impl Node {
                 continue;
             }
             let (s, ev) = self.timed("stats", self.store.stats(q, now_ms())).await?;
-            self.metrics.record(ev);
+            self.record(q, ev);
             let usage = Usage {
                 messages: s.messages(),
                 bytes: s.bytes,

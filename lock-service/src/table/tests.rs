@@ -25,6 +25,11 @@
 //! - `snapshot [old]`: the table through its JSON snapshot and back (`old`
 //!   drops the request fingerprints, as snapshots written before they were
 //!   kept lack them)
+//! - `list [prefix=P] [after=A] [limit=N]`: one page of the held and
+//!   waited-for resources (holders `owner:mode:token`, waiters in order),
+//!   and whether more follow
+//! - `aborts`: the deadlocks broken since the last `aborts` (the event
+//!   ring's records: cycle, edges with their resources, victim)
 //! - `cycle FROM=TO...`: the cycle [`deadlock::find_cycle`] finds in a
 //!   wait-for graph given as edges
 //!
@@ -56,6 +61,8 @@ struct TableRunner {
     now: u64,
     /// The number of table commands so far (the default log index).
     commands: u64,
+    /// Deadlocks broken since the last `aborts`.
+    aborts: Vec<deadlock::Abort>,
 }
 
 impl goldenscript::Runner for TableRunner {
@@ -173,6 +180,54 @@ impl goldenscript::Runner for TableRunner {
                 writeln!(out, "restored from snapshot")?;
                 None
             }
+            "list" => {
+                let prefix: String = args.lookup_parse("prefix")?.unwrap_or_default();
+                let after: Option<String> = args.lookup_parse("after")?;
+                let limit = args.lookup_parse("limit")?.unwrap_or(100);
+                let (page, more) = self.table.list(&prefix, after.as_deref(), limit);
+                for r in &page {
+                    let holders: Vec<String> = r
+                        .holders
+                        .iter()
+                        .map(|h| format!("{}:{}:{}", h.owner, mode(h.mode), h.token))
+                        .collect();
+                    let waiters: Vec<String> = r
+                        .waiters
+                        .iter()
+                        .map(|w| format!("{}:{}", w.owner, mode(w.mode)))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{} held=[{}] waiting=[{}]",
+                        r.resource,
+                        holders.join(" "),
+                        waiters.join(" ")
+                    )?;
+                }
+                writeln!(out, "more: {more}")?;
+                None
+            }
+            "aborts" => {
+                for a in self.aborts.drain(..) {
+                    let edges: Vec<String> = a
+                        .edges
+                        .iter()
+                        .map(|(w, b, on)| format!("{w}→{b} on {}", on.join(",")))
+                        .collect();
+                    writeln!(
+                        out,
+                        "at={} index={} victim={} wait={} resource={} cycle={} edges=[{}]",
+                        a.at_ms,
+                        a.index,
+                        a.victim,
+                        a.wait_id,
+                        a.resource,
+                        a.cycle.join("→"),
+                        edges.join("; ")
+                    )?;
+                }
+                None
+            }
             "cycle" => {
                 let mut graph = deadlock::Graph::new();
                 for edge in args.rest_key() {
@@ -190,6 +245,7 @@ impl goldenscript::Runner for TableRunner {
         args.reject_rest()?;
         if let Some((cmd, index, now)) = cmd {
             let applied = self.table.apply(cmd, index, now);
+            self.aborts.extend(applied.deadlocks.iter().cloned());
             writeln!(out, "{}", show(&applied.outcome))?;
             for (wait_id, outcome) in &applied.settled {
                 writeln!(out, "  settled wait {wait_id}: {}", show(outcome))?;

@@ -21,7 +21,11 @@
 //! the enqueue's own atomic step; only the embedded store enforces the
 //! per-node limits (it holds every message in this process's memory).
 
+use std::collections::BTreeSet;
+
+use api::limits::Page;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use crate::delivery::{
     DeadLetter, Delivery, Events, NackOutcome, NewMessage, QueueStats, ReceiptError, Seq,
@@ -127,6 +131,25 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Every queue that was ever enqueued to.
     fn queues(&self) -> BoxFuture<'_, Result<Vec<String>>>;
 
+    /// One page of queue names for `GET /api/queues`: the first
+    /// `page.limit` names (sorted) that start with `page.prefix`, sort
+    /// after `page.after` and that `keep` accepts (the queues this node
+    /// owns), and whether more follow. By default over [`Self::queues`].
+    fn queue_page<'a>(
+        &'a self,
+        page: &'a Page,
+        keep: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    ) -> BoxFuture<'a, Result<(Vec<String>, bool)>> {
+        async move {
+            let mut window = PageWindow::new(page);
+            for name in self.queues().await? {
+                window.offer(name, keep);
+            }
+            Ok(window.finish())
+        }
+        .boxed()
+    }
+
     /// Ok when the store can serve right now.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
 
@@ -134,4 +157,74 @@ pub trait QueueStore: Send + Sync + 'static {
     /// the per-node limits (embedded); `None` for Redis, where the node
     /// stores nothing.
     fn node_usage(&self) -> Option<Usage>;
+}
+
+/// The smallest `limit + 1` names offered that belong on a page: memory
+/// bounded by the page whatever the number of queues, so a store can
+/// walk its names in steps (Redis `SSCAN`) and offer each.
+#[derive(Debug)]
+pub struct PageWindow<'a> {
+    page: &'a Page,
+    names: BTreeSet<String>,
+}
+
+impl<'a> PageWindow<'a> {
+    pub fn new(page: &'a Page) -> Self {
+        Self {
+            page,
+            names: BTreeSet::new(),
+        }
+    }
+
+    /// Consider `name` for the page.
+    pub fn offer(&mut self, name: String, keep: &(dyn Fn(&str) -> bool + Send + Sync)) {
+        let p = self.page;
+        if !name.starts_with(&p.prefix)
+            || p.after.as_deref().is_some_and(|a| name.as_str() <= a)
+            || self.names.contains(&name)
+        {
+            return;
+        }
+        // Cheap test first: a name past a full window's last is not wanted.
+        if self.names.len() > p.limit && self.names.last().is_some_and(|l| &name > l) {
+            return;
+        }
+        if !keep(&name) {
+            return;
+        }
+        self.names.insert(name);
+        if self.names.len() > p.limit + 1 {
+            self.names.pop_last();
+        }
+    }
+
+    /// The page's names, sorted, and whether more follow.
+    pub fn finish(self) -> (Vec<String>, bool) {
+        let mut names: Vec<String> = self.names.into_iter().collect();
+        let more = names.len() > self.page.limit;
+        names.truncate(self.page.limit);
+        (names, more)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_the_first_names_after_the_cursor_with_the_prefix() {
+        let page = api::limits::page(Some("q"), Some("q2"), Some(2)).unwrap();
+        let mut w = PageWindow::new(&page);
+        let keep = |n: &str| n != "q4";
+        for n in ["q9", "q1", "q2", "x", "q4", "q3", "q5", "q3", "q7"] {
+            w.offer(n.to_string(), &keep);
+        }
+        assert_eq!(w.finish(), (vec!["q3".to_string(), "q5".to_string()], true));
+        let page = api::limits::page(None, None, Some(5)).unwrap();
+        let mut w = PageWindow::new(&page);
+        for n in ["b", "a"] {
+            w.offer(n.to_string(), &|_| true);
+        }
+        assert_eq!(w.finish(), (vec!["a".to_string(), "b".to_string()], false));
+    }
 }

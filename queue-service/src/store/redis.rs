@@ -59,6 +59,12 @@ use crate::limit::{Full, Limits, Resource, Scope, Usage};
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Key of the set of queue names.
 const QUEUES_KEY: &str = "dsq:queues";
+/// Names one `SSCAN` step asks for (a hint to Redis, not a bound).
+const SCAN_STEP: usize = 500;
+/// Most `SSCAN` steps of one listing: 10 million queues' worth.
+const MAX_SCAN_STEPS: usize = 20_000;
+/// Longest one listing walks the index set.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// First line of every script but enqueue: it runs even when Redis is at
 /// `maxmemory`. Those scripts free memory or change a few fields, and
@@ -765,6 +771,43 @@ impl QueueStore for RedisStore {
             tokio::time::timeout(REDIS_TIMEOUT, fut)
                 .await
                 .unwrap_or_else(|_| Err(Error::Unavailable("redis: timed out".into())))
+        }
+        .boxed()
+    }
+
+    /// `SSCAN` over the index set in steps of `SCAN_STEP` names, keeping only
+    /// the page's window: memory bounded by the page, not the queues.
+    fn queue_page<'a>(
+        &'a self,
+        page: &'a api::limits::Page,
+        keep: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    ) -> BoxFuture<'a, Result<(Vec<String>, bool)>> {
+        async move {
+            let fut = async {
+                let mut conn = self.conn().await?;
+                let mut window = super::PageWindow::new(page);
+                let mut cursor: u64 = 0;
+                for _ in 0..MAX_SCAN_STEPS {
+                    let (next, names): (u64, Vec<String>) = redis::cmd("SSCAN")
+                        .arg(QUEUES_KEY)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(SCAN_STEP)
+                        .query_async(&mut conn)
+                        .await?;
+                    for name in names {
+                        window.offer(name, keep);
+                    }
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+                Ok(window.finish())
+            };
+            tokio::time::timeout(LIST_TIMEOUT, fut)
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("redis: listing timed out".into())))
         }
         .boxed()
     }
