@@ -17,6 +17,8 @@
 //! - [`proxy`]: the proxied routes, matched and served without a router;
 //! - [`protect`]: bearer tokens, body limit, request timeout;
 //! - [`view`]: `/health`, `/cluster`, `/stats`;
+//! - [`events`]: the fan-out routes (`/api/queues`, `/api/events`): every
+//!   node asked, the answers merged;
 //! - [`openapi`]: `/openapi.json` from the code, Swagger UI at `/docs`;
 //! - [`ui`]: the web console at `/ui`, embedded in the binary;
 //! - [`http`]: the handlers.
@@ -27,6 +29,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod lock;
 pub mod metrics;
