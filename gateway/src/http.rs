@@ -17,7 +17,7 @@ use axum::Json;
 use crate::error::Error;
 use crate::protect::read_body;
 use crate::state::{Gateway, Outbound};
-use crate::{cache, lock, queue, view};
+use crate::{cache, events, lock, queue, view};
 
 type Answer = Result<crate::state::Reply, Error>;
 
@@ -112,6 +112,107 @@ forwarded_post! {
     security((), ("bearer" = [])))]
 pub async fn lock_get(gw: &Gateway, req: Request) -> Answer {
     lock::forward(gw, get("/api/lock/{resource}", req.uri()), 0).await
+}
+
+/// `?prefix=&after=&limit=` of the list routes, for the document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "read from the query by api::ListQuery; here for the document"
+)]
+struct ListParams {
+    /// Only names that start with this (default: all)
+    #[param(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
+    prefix: Option<String>,
+    /// The cursor: only names after this one (the `next` of the previous page)
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    after: Option<String>,
+    /// Page size (default 100)
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// The list query of `uri`, checked: 400 `invalid_input` when it does not
+/// parse or is out of range.
+fn list_page(gw: &Gateway, uri: &Uri) -> Result<(api::limits::Page, ListQuery), Error> {
+    let q = axum::extract::Query::<ListQuery>::try_from_uri(uri)
+        .map_err(|e| refused(gw, Error::InvalidInput(e.body_text())))?
+        .0;
+    let page = api::limits::page(q.prefix.as_deref(), q.after.as_deref(), q.limit)
+        .map_err(|e| refused(gw, Error::InvalidInput(e.message)))?;
+    Ok((page, q))
+}
+
+/// Held and waited-for locks, sorted by resource, one page at a time: each
+/// as `GET /api/lock/{resource}` shows it. Read from the lock leader like a
+/// single lock: linearizable unless `consistency=stale`.
+#[utoipa::path(get, path = "/api/locks", tag = "lock",
+    params(
+        ListParams,
+        ("consistency" = Option<Consistency>, Query, description = "`stale` reads the answering node's state; default `linearizable`"),
+    ),
+    responses(
+        (status = 200, description = "One page of locks (`next`: the cursor of the following page)", body = LockList),
+        ReadErrors,
+    ),
+    security((), ("bearer" = [])))]
+pub async fn lock_list(gw: &Gateway, req: Request) -> Answer {
+    list_page(gw, req.uri())?;
+    lock::forward(gw, get("/api/locks", req.uri()), 0).await
+}
+
+/// Known queues with their counts, sorted by name, one page at a time. Every
+/// queue node lists the queues it owns; the gateway merges them (each queue
+/// once, from its owner) and names the nodes that did not answer in
+/// `unavailable` (their queues are missing from the page).
+#[utoipa::path(get, path = "/api/queues", tag = "queue",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of queues (`next`: the cursor of the following page)", body = QueueList),
+        ReadErrors,
+    ),
+    security((), ("bearer" = [])))]
+pub async fn queue_list(gw: &Gateway, req: Request) -> Answer {
+    let (page, _) = list_page(gw, req.uri())?;
+    events::queues(gw, &page, path_and_query(req.uri())).await
+}
+
+/// `?limit=` of `GET /api/events`, for the document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "read from the query by api::EventQuery; here for the document"
+)]
+struct EventParams {
+    /// At most this many events (default 100)
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// Recent deadlock aborts and leader changes (lock nodes), dead-letterings
+/// and redrives (queue nodes), newest first. Each node keeps its newest 256
+/// in memory (lost on restart); the gateway merges every node's, an event
+/// several nodes recorded once, and names the nodes that did not answer.
+#[utoipa::path(get, path = "/api/events", tag = "gateway",
+    params(EventParams),
+    responses(
+        (status = 200, description = "Events, newest first", body = EventList),
+        ReadErrors,
+    ),
+    security((), ("bearer" = [])))]
+pub async fn events(gw: &Gateway, req: Request) -> Answer {
+    let q = axum::extract::Query::<EventQuery>::try_from_uri(req.uri())
+        .map_err(|e| refused(gw, Error::InvalidInput(e.body_text())))?
+        .0;
+    let limit = api::limits::event_limit(q.limit)
+        .map_err(|e| refused(gw, Error::InvalidInput(e.message)))?;
+    events::events(gw, limit).await
 }
 
 async fn queue_write(gw: &Gateway, route: &'static str, req: Request) -> Answer {

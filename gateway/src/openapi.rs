@@ -24,6 +24,7 @@ use crate::http;
         http::lock_release,
         http::lock_renew,
         http::lock_get,
+        http::lock_list,
         http::queue_enqueue,
         http::queue_dequeue,
         http::queue_ack,
@@ -33,6 +34,8 @@ use crate::http;
         http::queue_config,
         http::queue_get,
         http::queue_dead,
+        http::queue_list,
+        http::events,
         http::cache_set,
         http::cache_get,
         http::cache_delete,
@@ -52,14 +55,15 @@ use crate::http;
         CacheSetRequest, CacheSetResponse, CacheVersion, CacheValue, CacheDeleteResponse,
         NodeStatus, ServiceHealth, HealthReport, LockNodeView, LockClusterView,
         QueueClusterView, CachePeer, CacheClusterView, ClusterView, ServiceStats,
-        GatewayStats, MessageId, Consistency,
+        GatewayStats, MessageId, Consistency, LockList, QueueList, EventKind, WaitForEdge,
+        DeadlockEvent, LeaderEvent, QueueEvent, Event, EventList,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "lock", description = "Distributed locks: leases, fencing tokens, FIFO waiters, deadlock detection"),
         (name = "queue", description = "At-least-once work queues placed by consistent hashing"),
         (name = "cache", description = "MESI-coherent cache; pick the node with X-Cache-Node, ?node= or X-Client-Id"),
-        (name = "gateway", description = "The gateway's own health, cluster view, counters and metrics"),
+        (name = "gateway", description = "The gateway's own health, cluster view, counters and metrics, and the services' recent events"),
     )
 )]
 pub struct ApiDoc;

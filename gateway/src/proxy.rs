@@ -42,6 +42,7 @@ pub enum Route {
     LockRelease,
     LockRenew,
     LockGet,
+    LockList,
     QueueEnqueue,
     QueueDequeue,
     QueueAck,
@@ -51,6 +52,8 @@ pub enum Route {
     QueueConfig,
     QueueGet,
     QueueDead,
+    QueueList,
+    Events,
     CacheSet,
     CacheGet,
     CacheDelete,
@@ -60,11 +63,12 @@ pub enum Route {
 
 impl Route {
     /// Every route, for tests and documents that list them.
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 21] = [
         Route::LockAcquire,
         Route::LockRelease,
         Route::LockRenew,
         Route::LockGet,
+        Route::LockList,
         Route::QueueEnqueue,
         Route::QueueDequeue,
         Route::QueueAck,
@@ -74,6 +78,8 @@ impl Route {
         Route::QueueConfig,
         Route::QueueGet,
         Route::QueueDead,
+        Route::QueueList,
+        Route::Events,
         Route::CacheSet,
         Route::CacheGet,
         Route::CacheDelete,
@@ -89,6 +95,9 @@ impl Route {
             Route::LockRelease => "/api/lock/release",
             Route::LockRenew => "/api/lock/renew",
             Route::LockGet => "/api/lock/{resource}",
+            Route::LockList => "/api/locks",
+            Route::QueueList => "/api/queues",
+            Route::Events => "/api/events",
             Route::QueueEnqueue => "/api/queue/enqueue",
             Route::QueueDequeue => "/api/queue/dequeue",
             Route::QueueAck => "/api/queue/ack",
@@ -110,6 +119,9 @@ impl Route {
     pub fn method(self) -> Method {
         match self {
             Route::LockGet
+            | Route::LockList
+            | Route::QueueList
+            | Route::Events
             | Route::QueueGet
             | Route::QueueDead
             | Route::CacheGet
@@ -126,7 +138,14 @@ impl Route {
     /// a parameter is one non-empty segment.
     pub fn find(path: &str) -> Option<(Route, Option<&str>)> {
         use Route::*;
-        let (service, rest) = path.strip_prefix("/api/")?.split_once('/')?;
+        let path = path.strip_prefix("/api/")?;
+        match path {
+            "locks" => return Some((LockList, None)),
+            "queues" => return Some((QueueList, None)),
+            "events" => return Some((Events, None)),
+            _ => {}
+        }
+        let (service, rest) = path.split_once('/')?;
         let one_segment = |s: &str| !s.is_empty() && !s.contains('/');
         Some(match (service, rest) {
             ("lock", "acquire") => (LockAcquire, None),
@@ -249,6 +268,9 @@ async fn handle(
         Route::LockRelease => http::lock_release(gw, req).await,
         Route::LockRenew => http::lock_renew(gw, req).await,
         Route::LockGet => http::lock_get(gw, req).await,
+        Route::LockList => http::lock_list(gw, req).await,
+        Route::QueueList => http::queue_list(gw, req).await,
+        Route::Events => http::events(gw, req).await,
         Route::QueueEnqueue => http::queue_enqueue(gw, req).await,
         Route::QueueDequeue => http::queue_dequeue(gw, req).await,
         Route::QueueAck => http::queue_ack(gw, req).await,
@@ -319,7 +341,14 @@ mod tests {
             Route::find("/api/queue/emails/dead"),
             Some((Route::QueueDead, Some("emails")))
         );
+        assert_eq!(Route::find("/api/locks"), Some((Route::LockList, None)));
+        assert_eq!(Route::find("/api/queues"), Some((Route::QueueList, None)));
+        assert_eq!(Route::find("/api/events"), Some((Route::Events, None)));
         for unknown in [
+            "/api/locks/",
+            "/api/locks/x",
+            "/api/queues/",
+            "/api/event",
             "/api/lock",
             "/api/lock/",
             "/api/lock/a/b",

@@ -546,6 +546,57 @@ async fn bad_input_gets_json_4xx_and_never_reaches_a_backend() {
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),
+        // The list routes: a page size out of range, a bad cursor or prefix.
+        (
+            get("/api/locks?limit=0"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/locks?limit=1001"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/locks?limit=ten"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/locks?after="),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/locks?prefix=a%01"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/queues?limit=5000"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/queues?after=%0A"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/events?limit=0"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            get("/api/events?limit=-1"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            post("/api/locks", "{}"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
     ];
     for (req, want_status, want_code) in cases {
         let what = format!("{} {}", req.method(), req.uri());
@@ -617,6 +668,9 @@ async fn openapi_is_openapi_3_and_every_documented_route_answers() {
         "/api/lock/release",
         "/api/lock/renew",
         "/api/lock/{resource}",
+        "/api/locks",
+        "/api/queues",
+        "/api/events",
         "/api/queue/enqueue",
         "/api/queue/dequeue",
         "/api/queue/ack",
@@ -955,4 +1009,88 @@ async fn calls_past_the_in_flight_limit_are_shed_and_retry_after_passes_through(
     assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 3);
     let (_, stats, _) = send(&gw, get("/stats")).await;
     assert_eq!(stats["in_flight"], json!({}), "{stats}");
+}
+
+#[tokio::test]
+async fn lists_fan_out_merge_and_name_the_nodes_that_did_not_answer() {
+    // Two queue nodes each list what they own; a third is down. The lock
+    // list goes to one lock node, the query passed through.
+    let log = Log::default();
+    let page = |names: &[&str], more: bool| -> Script {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        Arc::new(move |s: &Seen| {
+            if s.uri.starts_with("/api/events") {
+                let ev = json!({"at_ms": names.len() as u64 * 10, "service": "queue",
+                    "node": s.node, "kind": "redrive", "summary": "x",
+                    "queue": {"queue": "q", "count": 1}});
+                return (StatusCode::OK, json!({"events": [ev]}));
+            }
+            let queues: Vec<Value> = names
+                .iter()
+                .map(|n| json!({"queue": n, "ready": 1, "node": s.node}))
+                .collect();
+            let next = more.then(|| names.last().cloned()).flatten();
+            (StatusCode::OK, json!({"queues": queues, "next": next}))
+        })
+    };
+    let a = fake(&log, page(&["q1", "q3"], false)).await;
+    let b = fake(&log, page(&["q2"], false)).await;
+    let dead = dead_addr().await;
+    let lock = fake(&log, ok_echo()).await;
+    let (gw, _tx) = gateway_with(
+        Settings::default(),
+        vec![lock.clone()],
+        vec![a.clone(), b.clone(), dead.clone()],
+        vec![],
+    );
+    let (status, body, _) = send(&gw, get("/api/queues?prefix=q&limit=10")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["q1", "q2", "q3"], "{body}");
+    assert_eq!(body["unavailable"], json!([dead]), "{body}");
+    assert!(body.get("next").is_none(), "{body}");
+    // Every live node was asked with the client's query.
+    let asked: Vec<Seen> = log
+        .all()
+        .into_iter()
+        .filter(|s| s.uri.starts_with("/api/queues"))
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked
+        .iter()
+        .all(|s| s.uri == "/api/queues?prefix=q&limit=10"));
+    // A page cut short says where to go on.
+    let (_, body, _) = send(&gw, get("/api/queues?limit=2")).await;
+    assert_eq!(body["queues"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(body["next"], "q2", "{body}");
+
+    // Events: every lock and queue node asked, merged newest first.
+    let (status, body, _) = send(&gw, get("/api/events?limit=5")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let at: Vec<u64> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(at, vec![20, 10], "{body}");
+    // The lock node answered (with no events); the dead one is named.
+    assert_eq!(body["unavailable"], json!([dead]), "{body}");
+    assert!(log
+        .all()
+        .iter()
+        .any(|s| s.node == lock && s.uri == "/api/events?limit=5"));
+
+    // The lock list goes to a lock node, query unchanged.
+    let (status, _, _) = send(&gw, get("/api/locks?prefix=r&after=r1&limit=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(log
+        .all()
+        .iter()
+        .any(|s| s.node == lock && s.uri == "/api/locks?prefix=r&after=r1&limit=2"));
 }
