@@ -637,20 +637,42 @@ async fn the_console_in_a_real_browser() {
     .await
     .unwrap();
 
-    // Some traffic for the charts, then the overview's screenshot.
-    for i in 0..40 {
+    // Some traffic for the charts (~12 s: four samples), then the
+    // overview's screenshot.
+    b.show("overview").await.unwrap();
+    for i in 0..60u64 {
         let _ = api.enqueue_one("console-q", json!(i)).await;
         let _ = api.queue_stats("console-q").await;
-        if i % 4 == 0 {
-            let _ = api.cache_get("console-key").await;
+        let _ = api.cache_get("console-key").await;
+        if i % 3 == 0 {
+            if let Ok(g) = api
+                .acquire(&AcquireRequest {
+                    resource: format!("console/job-{}", i % 4),
+                    owner: "console-worker".into(),
+                    ttl_ms: Some(60_000),
+                    ..Default::default()
+                })
+                .await
+            {
+                if i % 2 == 0 {
+                    let _ = api
+                        .release(&client::ReleaseRequest {
+                            resource: g.resource.clone(),
+                            owner: g.owner.clone(),
+                            token: g.token,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    b.show("overview").await.unwrap();
     b.wait(
-        "rate lines for every service on the overview",
+        "rate lines for every service, ten nodes up and no notice on the overview",
         "return document.querySelectorAll('#charts polyline').length >= 3 \
-           && document.querySelectorAll('#nodes .node[data-up=true]').length === 10;",
+           && document.querySelectorAll('#nodes .node[data-up=true]').length === 10 \
+           && document.getElementById('notice').hidden;",
         secs(30),
     )
     .await

@@ -298,11 +298,14 @@ function chart(points, key, unit, color) {
   const W = 300;
   const H = 100;
   const now = Date.now();
-  const t0 = now - HISTORY_MS;
+  // The x axis spans the history kept so far, up to five minutes.
+  const first = history.samples.length ? history.samples[0].t : now;
+  const t0 = Math.min(now - 10000, Math.max(now - HISTORY_MS, first));
+  const span = now - t0;
   const vals = points.filter((p) => p[key] !== null && p.t >= t0);
   const max = Math.max(1e-9, ...vals.map((p) => p[key]));
   const top = max * 1.15;
-  const x = (t) => ((t - t0) / HISTORY_MS) * W;
+  const x = (t) => ((t - t0) / span) * W;
   const y = (v) => H - 12 - (v / top) * (H - 24);
   const lines = [];
   let cur = [];
@@ -321,7 +324,7 @@ function chart(points, key, unit, color) {
       ? svg('circle', { cx: pts[0].split(',')[0], cy: pts[0].split(',')[1], r: 2, fill: color })
       : svg('polyline', { points: pts.join(' '), fill: 'none', stroke: color, 'stroke-width': 1.5, 'vector-effect': 'non-scaling-stroke' })),
     svg('text', { x: 2, y: 10 }, vals.length ? 'max ' + max.toFixed(max < 10 ? 2 : 0) + ' ' + unit : 'no requests'),
-    svg('text', { x: 2, y: H - 1 }, '−5 min'),
+    svg('text', { x: 2, y: H - 1 }, span >= HISTORY_MS - POLL_MS ? '−5 min' : '−' + Math.round(span / 1000) + ' s'),
     svg('text', { x: W - 2, y: H - 1, 'text-anchor': 'end' }, last === null ? 'now' : 'now ' + last.toFixed(last < 10 ? 2 : 0) + ' ' + unit));
 }
 
