@@ -209,6 +209,38 @@ impl Client {
         Self::send(self.request(Method::GET, url)).await
     }
 
+    /// `GET /api/locks?prefix=&after=&limit=`: one page of held and
+    /// waited-for locks, sorted by resource (`next`: pass it as `after`
+    /// for the following page). `stale`: the answering node's state.
+    pub async fn lock_list(&self, q: &ListQuery) -> Result<LockList, Error> {
+        let url = self.list_url(&["api", "locks"], q);
+        Self::send(self.request(Method::GET, url)).await
+    }
+
+    /// The URL of a list route with `q` as its query.
+    fn list_url(&self, segments: &[&str], q: &ListQuery) -> Url {
+        let mut url = self.url(segments);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(p) = &q.prefix {
+                pairs.append_pair("prefix", p);
+            }
+            if let Some(a) = &q.after {
+                pairs.append_pair("after", a);
+            }
+            if let Some(l) = q.limit {
+                pairs.append_pair("limit", &l.to_string());
+            }
+            if let Some(c) = &q.consistency {
+                pairs.append_pair("consistency", c);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url
+    }
+
     /// Acquire and keep the lock: the returned guard renews the lease in the
     /// background and reports when it is lost. `ttl_ms` defaults to
     /// [`DEFAULT_TTL_MS`]. A `request_id` is generated when absent so the
@@ -307,6 +339,24 @@ impl Client {
     /// `GET /api/queue/{queue}`.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, Error> {
         self.get(&["api", "queue", queue]).await
+    }
+
+    /// `GET /api/queues?prefix=&after=&limit=`: one page of known queues
+    /// with their counts, sorted by name; `unavailable` names the queue
+    /// nodes that did not answer.
+    pub async fn queue_list(&self, q: &ListQuery) -> Result<QueueList, Error> {
+        let url = self.list_url(&["api", "queues"], q);
+        Self::send(self.request(Method::GET, url)).await
+    }
+
+    /// `GET /api/events?limit=`: recent deadlocks, leader changes,
+    /// dead-letterings and redrives of every node, newest first.
+    pub async fn events(&self, limit: Option<u64>) -> Result<EventList, Error> {
+        let mut url = self.url(&["api", "events"]);
+        if let Some(l) = limit {
+            url.query_pairs_mut().append_pair("limit", &l.to_string());
+        }
+        Self::send(self.request(Method::GET, url)).await
     }
 
     // ------------------------------------------------------------ cache

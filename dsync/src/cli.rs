@@ -56,6 +56,14 @@ pub enum Command {
     /// the queue ring, the cache peers. Exit 1 when the gateway reports a
     /// service down.
     Status(StatusArgs),
+    /// Recent deadlock aborts, leader changes, dead-letterings and redrives
+    /// of every lock and queue node, newest first (each node keeps its
+    /// newest 256 in memory).
+    Events {
+        /// At most this many (1 to 1000; default 100).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Print a shell completion script (e.g. `dsync completions bash > /etc/bash_completion.d/dsync`).
     Completions {
         #[arg(value_enum)]
@@ -90,6 +98,30 @@ pub enum LockCommand {
         #[arg(long)]
         stale: bool,
     },
+    /// List held and waited-for locks, sorted by resource, one page at a
+    /// time (holders with tokens, waiters in order).
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Read the answering node's own state (possibly behind).
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+/// One page of a list: `--prefix`, `--after` (the cursor a page prints),
+/// `--limit`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only names that start with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only names after this one (the `next` of the previous page).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// Page size (1 to 1000; the service's default is 100).
+    #[arg(long)]
+    pub limit: Option<u64>,
 }
 
 /// What an acquire asks for.
@@ -172,6 +204,9 @@ pub enum QueueCommand {
     Work(WorkArgs),
     /// Ready, delayed, in-flight and dead-lettered counts.
     Stats { queue: String },
+    /// List known queues with their counts, sorted by name, one page at a
+    /// time (every queue node asked; the ones that did not answer are named).
+    List(ListArgs),
     /// List dead letters, oldest first.
     Dead {
         queue: String,

@@ -69,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Queue(cmd) => queue::run(&c, out, cmd).await,
         Command::Cache(a) => cache::run(&c, out, a.command).await,
         Command::Status(a) => status::run(&c, out, a.watch).await,
+        Command::Events { limit } => status::events(&c, out, limit).await,
         Command::Completions { .. } => Ok(error::OK),
     }
 }

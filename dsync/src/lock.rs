@@ -27,7 +27,7 @@ use client::{
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::child::{self, Group};
-use crate::cli::{AcquireArgs, ExecArgs, HeldArgs, LockCommand, LockOptions, RenewArgs};
+use crate::cli::{AcquireArgs, ExecArgs, HeldArgs, ListArgs, LockCommand, LockOptions, RenewArgs};
 use crate::duration::{self, ms};
 use crate::error::{self, Error};
 use crate::output::{table, Output};
@@ -40,6 +40,7 @@ pub async fn run(c: &Client, out: Output, cmd: LockCommand) -> Result<i32, Error
         LockCommand::Release(a) => release(c, out, a).await,
         LockCommand::Renew(a) => renew(c, out, a).await,
         LockCommand::Show { resource, stale } => show(c, out, &resource, stale).await,
+        LockCommand::List { page, stale } => list(c, out, page, stale).await,
     }
 }
 
@@ -345,6 +346,66 @@ async fn show(c: &Client, out: Output, resource: &str, stale: bool) -> Result<i3
     };
     out.emit(&s, || render_state(&s));
     Ok(error::OK)
+}
+
+async fn list(c: &Client, out: Output, page: ListArgs, stale: bool) -> Result<i32, Error> {
+    let q = client::ListQuery {
+        prefix: page.prefix,
+        after: page.after,
+        limit: page.limit,
+        consistency: stale.then(|| "stale".to_string()),
+    };
+    let l = c.lock_list(&q).await?;
+    out.emit(&l, || render_list(&l));
+    if let Some(next) = &l.next {
+        out.note(format!("more: --after {next:?}"));
+    }
+    Ok(error::OK)
+}
+
+/// One row per resource: holders (`owner mode #token`) and when the first
+/// lease ends, waiters in order.
+pub fn render_list(l: &client::LockList) -> String {
+    if l.locks.is_empty() {
+        return "no locks held or waited for\n".into();
+    }
+    let rel = |at: u64| match l.clock_ms {
+        Some(now) if at >= now => format!("in {}", duration::show(Duration::from_millis(at - now))),
+        Some(now) => format!("{} ago", duration::show(Duration::from_millis(now - at))),
+        None => format!("at {at} ms"),
+    };
+    let rows: Vec<Vec<String>> = l
+        .locks
+        .iter()
+        .map(|s| {
+            let holders: Vec<String> = s
+                .holders
+                .iter()
+                .map(|h| format!("{} {} #{}", h.owner, mode(h.mode), h.token))
+                .collect();
+            let waiters: Vec<String> = s
+                .waiters
+                .iter()
+                .map(|w| format!("{} {}", w.owner, mode(w.mode)))
+                .collect();
+            let expires = s.holders.iter().map(|h| h.expires_at_ms).min();
+            vec![
+                s.resource.clone(),
+                if holders.is_empty() {
+                    "-".into()
+                } else {
+                    holders.join(", ")
+                },
+                expires.map(rel).unwrap_or_else(|| "-".into()),
+                if waiters.is_empty() {
+                    "-".into()
+                } else {
+                    waiters.join(", ")
+                },
+            ]
+        })
+        .collect();
+    table(&["RESOURCE", "HOLDERS", "EXPIRES", "WAITERS"], &rows)
 }
 
 /// A lock's holders and waiters, expiries relative to the answer's clock.

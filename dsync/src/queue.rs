@@ -53,6 +53,26 @@ pub async fn run(c: &Client, out: Output, cmd: QueueCommand) -> Result<i32, Erro
     match cmd {
         QueueCommand::Put(a) => put(c, out, a).await,
         QueueCommand::Work(a) => work(c, out, a).await,
+        QueueCommand::List(page) => {
+            let q = client::ListQuery {
+                prefix: page.prefix,
+                after: page.after,
+                limit: page.limit,
+                consistency: None,
+            };
+            let l = c.queue_list(&q).await?;
+            out.emit(&l, || render_list(&l));
+            if let Some(next) = &l.next {
+                out.note(format!("more: --after {next:?}"));
+            }
+            if !l.unavailable.is_empty() {
+                out.note(format!(
+                    "not answering (their queues are missing): {}",
+                    l.unavailable.join(", ")
+                ));
+            }
+            Ok(error::OK)
+        }
         QueueCommand::Stats { queue } => {
             let s = c.queue_stats(&queue).await?;
             out.emit(&s, || {
@@ -586,6 +606,31 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// One row per queue with its counts and owner.
+pub fn render_list(l: &client::QueueList) -> String {
+    if l.queues.is_empty() {
+        return "no queues\n".into();
+    }
+    let rows: Vec<Vec<String>> = l
+        .queues
+        .iter()
+        .map(|s| {
+            vec![
+                s.queue.clone(),
+                s.ready.to_string(),
+                s.delayed.to_string(),
+                s.in_flight.to_string(),
+                s.dead_lettered.to_string(),
+                s.node.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["QUEUE", "READY", "DELAYED", "IN FLIGHT", "DEAD", "NODE"],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -228,3 +228,34 @@ fn reason(r: &Option<String>) -> String {
         None => String::new(),
     }
 }
+
+/// `dsync events`: every node's recent events, newest first.
+pub async fn events(c: &Client, out: Output, limit: Option<u64>) -> Result<i32, Error> {
+    let l = c.events(limit).await?;
+    out.emit(&l, || {
+        if l.events.is_empty() {
+            return "no recent events\n".into();
+        }
+        let rows: Vec<Vec<String>> = l
+            .events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.at_ms.to_string(),
+                    e.service.clone(),
+                    e.node.clone(),
+                    serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    e.summary.clone(),
+                ]
+            })
+            .collect();
+        crate::output::table(&["AT (MS)", "SERVICE", "NODE", "KIND", "WHAT"], &rows)
+    });
+    if !l.unavailable.is_empty() {
+        out.note(format!("not answering: {}", l.unavailable.join(", ")));
+    }
+    Ok(error::OK)
+}

@@ -54,23 +54,46 @@ pub fn dsync(url: &str) -> Command {
     c
 }
 
-/// Wait for `child` up to `within`; kill it and panic past that.
+/// Wait for `child` up to `within`; kill it and panic past that. Its
+/// piped stdout and stderr are drained meanwhile, so an answer larger than
+/// a pipe's buffer (a completion script) cannot block it.
 pub fn wait_bounded(mut child: Child, within: Duration, what: &str) -> Output {
+    use std::io::Read;
+    fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + within;
-    loop {
+    let status = loop {
         match child.try_wait().expect("try_wait") {
-            Some(_) => return child.wait_with_output().expect("output"),
+            Some(status) => break status,
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
+                let _ = child.wait();
+                let (out, err) = (
+                    out.join().unwrap_or_default(),
+                    err.join().unwrap_or_default(),
+                );
                 panic!(
                     "{what} still ran after {within:?}; stdout: {} stderr: {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&err)
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
 
