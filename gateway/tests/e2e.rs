@@ -4,7 +4,10 @@
 //! - every route, every answer shape, bad input of every kind → 4xx JSON;
 //! - the documented routes all exist against real backends, tokens guard them;
 //! - the lock leader killed mid-run: clients see no error, only a delay;
-//! - a queue node added, killed and removed: every queue still served.
+//! - a queue node added, killed and removed: every queue still served;
+//! - the list routes and event rings through the gateway binary: held and
+//!   waited-for locks, queues spread over several nodes, pages that neither
+//!   skip nor repeat, a deadlock and a leader change in `GET /api/events`.
 
 mod harness;
 
@@ -13,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::{
-    AcquireRequest, CacheSetRequest, Client, DequeueRequest, EnqueueRequest, ExtendRequest,
-    LockMode, NackRequest, NewMessage, QueueConfig, RedriveRequest, ReleaseRequest, RenewRequest,
+    AcquireRequest, CacheSetRequest, Client, DequeueRequest, EnqueueRequest, EventKind,
+    ExtendRequest, ListQuery, LockGrant, LockMode, NackRequest, NewMessage, QueueConfig,
+    RedriveRequest, ReleaseRequest, RenewRequest,
 };
 use gateway::{Service, Settings};
 use harness::*;
@@ -859,4 +863,448 @@ async fn gateway_binary_reads_flags_and_env() {
     assert_eq!(e["error"]["backend"], json!(nowhere));
     let r = http.get(url("/docs/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Every page of a list route from the start, following `next` as `after`:
+/// the names in order. Bounded: more pages than `max_pages` fails.
+async fn all_pages<F, Fut>(limit: u64, max_pages: usize, mut page: F) -> Vec<String>
+where
+    F: FnMut(ListQuery) -> Fut,
+    Fut: std::future::Future<Output = (Vec<String>, Option<String>)>,
+{
+    let mut names = Vec::new();
+    let mut after = None;
+    for _ in 0..max_pages {
+        let (got, next) = page(ListQuery {
+            after: after.clone(),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await;
+        assert!(
+            !got.is_empty() && got.len() as u64 <= limit,
+            "a page of 1 to {limit} after {after:?}: {got:?}"
+        );
+        if let Some(n) = &next {
+            assert_eq!(Some(n), got.last(), "the cursor is the page's last name");
+        }
+        names.extend(got);
+        match next {
+            Some(n) => after = Some(n),
+            None => return names,
+        }
+    }
+    panic!("more than {max_pages} pages of {limit}: {names:?}");
+}
+
+/// Poll `check` until it yields a value (bounded).
+async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Await a spawned call (bounded).
+async fn joined<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 30 s"))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_routes_and_event_rings_through_the_gateway_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path()).await;
+    let mut locks = lock_cluster(dir.path(), 3).await;
+    let queues = queue_cluster(dir.path(), 3, &redis.url).await;
+    let caches = cache_cluster(dir.path(), 1).await;
+    // The retry budget of the failover test: the leader is killed below.
+    let gw = gateway_process(
+        dir.path(),
+        &addrs(&locks),
+        &addrs(&queues),
+        &addrs(&caches),
+        &[("LOCK_RETRY_MS", "10000")],
+    )
+    .await;
+    let c = Client::new(gw.addr.clone()).unwrap();
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    let hold = |resource: &str, owner: &str, mode: LockMode| AcquireRequest {
+        resource: resource.into(),
+        owner: owner.into(),
+        mode: Some(mode),
+        ttl_ms: Some(120_000),
+        ..Default::default()
+    };
+    let release = |resource: &str, owner: &str, g: &LockGrant| ReleaseRequest {
+        resource: resource.into(),
+        owner: owner.into(),
+        token: g.token,
+        request_id: None,
+        retry_window_ms: None,
+    };
+    let waiters_of = |resource: &'static str| {
+        let c = c.clone();
+        async move {
+            c.lock_state(resource)
+                .await
+                .unwrap()
+                .waiters
+                .into_iter()
+                .map(|w| w.owner)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // ---- GET /api/locks: one exclusive, one shared by two, one with two waiters
+    let (excl, shared, queued) = ("e2e-list/a", "e2e-list/b", "e2e-list/c");
+    let g_excl = c
+        .acquire(&hold(excl, "alice", LockMode::Exclusive))
+        .await
+        .unwrap();
+    let g_s1 = c
+        .acquire(&hold(shared, "s1", LockMode::Shared))
+        .await
+        .unwrap();
+    let g_s2 = c
+        .acquire(&hold(shared, "s2", LockMode::Shared))
+        .await
+        .unwrap();
+    let g_q = c
+        .acquire(&hold(queued, "holder", LockMode::Exclusive))
+        .await
+        .unwrap();
+    // Outside the prefix: never listed under it.
+    c.acquire(&hold("e2e-lisz", "other", LockMode::Exclusive))
+        .await
+        .unwrap();
+    let mut waiting = Vec::new();
+    for (i, w) in ["w1", "w2"].into_iter().enumerate() {
+        let c2 = c.clone();
+        waiting.push(tokio::spawn(async move {
+            let mut r = hold(queued, w, LockMode::Exclusive);
+            r.wait_ms = Some(20_000);
+            c2.acquire(&r).await
+        }));
+        // w2 only once w1 is queued: the order is then known.
+        let want: Vec<String> = ["w1", "w2"][..=i].iter().map(|s| s.to_string()).collect();
+        eventually(
+            &format!("{w} queued on {queued}"),
+            Duration::from_secs(10),
+            || {
+                let (want, now) = (want.clone(), waiters_of(queued));
+                async move { (now.await == want).then_some(()) }
+            },
+        )
+        .await;
+    }
+    let page = c
+        .lock_list(&ListQuery {
+            prefix: Some("e2e-list/".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = page.locks.iter().map(|l| l.resource.as_str()).collect();
+    assert_eq!(names, [excl, shared, queued], "{page:?}");
+    assert_eq!(page.next, None);
+    let [a, b, q] = &page.locks[..] else {
+        unreachable!()
+    };
+    assert!(a.held && b.held && q.held, "{page:?}");
+    let holders = |l: &client::LockState| {
+        l.holders
+            .iter()
+            .map(|h| (h.owner.clone(), h.mode, h.token))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        holders(a),
+        [("alice".to_string(), LockMode::Exclusive, g_excl.token)]
+    );
+    assert!(a.waiters.is_empty());
+    let mut shared_holders = holders(b);
+    shared_holders.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        shared_holders,
+        [
+            ("s1".to_string(), LockMode::Shared, g_s1.token),
+            ("s2".to_string(), LockMode::Shared, g_s2.token)
+        ]
+    );
+    assert_eq!(
+        holders(q),
+        [("holder".to_string(), LockMode::Exclusive, g_q.token)]
+    );
+    let waiter_names: Vec<&str> = q.waiters.iter().map(|w| w.owner.as_str()).collect();
+    assert_eq!(waiter_names, ["w1", "w2"], "waiters in arrival order");
+    // Pages of one, following the cursor: each name once, in order.
+    let paged = all_pages(1, 10, |mut lq| {
+        lq.prefix = Some("e2e-list/".into());
+        let c = c.clone();
+        async move {
+            let p = c.lock_list(&lq).await.unwrap();
+            (p.locks.into_iter().map(|l| l.resource).collect(), p.next)
+        }
+    })
+    .await;
+    assert_eq!(paged, [excl, shared, queued]);
+    // A stale read answers from some node's state, still only the prefix.
+    let stale = c
+        .lock_list(&ListQuery {
+            prefix: Some("e2e-list/".into()),
+            consistency: Some("stale".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        stale
+            .locks
+            .iter()
+            .all(|l| l.resource.starts_with("e2e-list/")),
+        "{stale:?}"
+    );
+    // The queue drains in order as holders release.
+    c.release(&release(queued, "holder", &g_q)).await.unwrap();
+    let w2_task = waiting.pop().unwrap();
+    let g_w1 = joined("w1's acquire", waiting.pop().unwrap())
+        .await
+        .unwrap();
+    assert!(g_w1.granted && g_w1.token > g_q.token);
+    assert_eq!(waiters_of(queued).await, ["w2"]);
+    c.release(&release(queued, "w1", &g_w1)).await.unwrap();
+    let g_w2 = joined("w2's acquire", w2_task).await.unwrap();
+    assert!(g_w2.token > g_w1.token);
+    c.release(&release(queued, "w2", &g_w2)).await.unwrap();
+
+    // ---- bad limits: 400 JSON on every list route
+    for path in [
+        "/api/locks?limit=0",
+        "/api/locks?limit=1001",
+        "/api/queues?limit=0",
+        "/api/queues?limit=1001",
+        "/api/events?limit=0",
+        "/api/events?limit=1001",
+    ] {
+        let r = http.get(url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 400, "{path}: {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path}: non-JSON {status} {text}"));
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{path}: {text}"
+        );
+    }
+
+    // ---- GET /api/queues: queues spread over the three nodes, each listed once
+    let ring = common::Ring::new(addrs(&queues));
+    let qnames: Vec<String> = (0..12).map(|i| format!("e2e-listq/{i:02}")).collect();
+    let owners: std::collections::BTreeSet<&str> =
+        qnames.iter().filter_map(|q| ring.owner(q)).collect();
+    assert!(
+        owners.len() > 1,
+        "the queues land on several nodes: {owners:?}"
+    );
+    for (i, q) in qnames.iter().enumerate() {
+        c.enqueue(&EnqueueRequest {
+            queue: q.clone(),
+            messages: Some(
+                (0..=i)
+                    .map(|n| NewMessage {
+                        payload: json!(n).into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    c.enqueue_one("e2e-listr", json!("outside the prefix"))
+        .await
+        .unwrap();
+    let list = c
+        .queue_list(&ListQuery {
+            prefix: Some("e2e-listq/".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(list.unavailable.is_empty(), "{list:?}");
+    assert_eq!(list.next, None);
+    let listed: Vec<&str> = list.queues.iter().map(|q| q.queue.as_str()).collect();
+    assert_eq!(listed, qnames, "each queue once, in name order");
+    for (i, s) in list.queues.iter().enumerate() {
+        assert_eq!(s.ready, i as u64 + 1, "{s:?}");
+        assert_eq!(
+            s.node.as_deref(),
+            ring.owner(&s.queue),
+            "from its owner: {s:?}"
+        );
+    }
+    for limit in [1, 5] {
+        let paged = all_pages(limit, 20, |mut lq| {
+            lq.prefix = Some("e2e-listq/".into());
+            let c = c.clone();
+            async move {
+                let p = c.queue_list(&lq).await.unwrap();
+                assert!(p.unavailable.is_empty(), "{p:?}");
+                (p.queues.into_iter().map(|q| q.queue).collect(), p.next)
+            }
+        })
+        .await;
+        assert_eq!(paged, qnames, "pages of {limit}");
+    }
+
+    // ---- a deadlock: A holds r1 and waits for r2, B holds r2 and waits for r1
+    let (r1, r2) = ("e2e-dl/r1", "e2e-dl/r2");
+    let g_a = c
+        .acquire(&hold(r1, "dl-a", LockMode::Exclusive))
+        .await
+        .unwrap();
+    let g_b = c
+        .acquire(&hold(r2, "dl-b", LockMode::Exclusive))
+        .await
+        .unwrap();
+    let wait_for = |resource: &'static str, owner: &'static str| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut r = hold(resource, owner, LockMode::Exclusive);
+            r.wait_ms = Some(20_000);
+            c.acquire(&r).await
+        })
+    };
+    let a_waits = wait_for(r2, "dl-a");
+    eventually("dl-a queued on r2", Duration::from_secs(10), || {
+        let now = waiters_of(r2);
+        async move { (now.await == ["dl-a"]).then_some(()) }
+    })
+    .await;
+    let b_waits = wait_for(r1, "dl-b");
+    // One of the two is aborted at once; the other waits on.
+    let (victim, survivor, survivor_task) = tokio::time::timeout(Duration::from_secs(30), async {
+        let (mut a_waits, mut b_waits) = (a_waits, b_waits);
+        tokio::select! {
+            a = &mut a_waits => ("dl-a", a.unwrap(), "dl-b", b_waits),
+            b = &mut b_waits => ("dl-b", b.unwrap(), "dl-a", a_waits),
+        }
+    })
+    .await
+    .map(|(victim, answer, survivor, task)| {
+        let e = answer.expect_err("the first answer is the deadlock abort");
+        assert_eq!(e.code(), Some("deadlock"), "{e}");
+        assert_eq!(e.status(), Some(409), "{e}");
+        (victim, survivor, task)
+    })
+    .expect("neither wait answered within 30 s: the deadlock went unbroken");
+    // The victim gives up its hold; the survivor gets it.
+    let (victim_res, victim_grant) = if victim == "dl-a" {
+        (r1, &g_a)
+    } else {
+        (r2, &g_b)
+    };
+    c.release(&release(victim_res, victim, victim_grant))
+        .await
+        .unwrap();
+    let won = joined("the survivor's acquire", survivor_task)
+        .await
+        .unwrap_or_else(|e| panic!("{survivor} after the victim released: {e}"));
+    assert!(won.granted);
+    let deadlock = eventually("a deadlock in /api/events", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move {
+            let events = c.events(Some(100)).await.unwrap();
+            let found: Vec<_> = events
+                .events
+                .into_iter()
+                .filter(|e| e.kind == EventKind::Deadlock)
+                .collect();
+            (!found.is_empty()).then_some(found)
+        }
+    })
+    .await;
+    assert_eq!(
+        deadlock.len(),
+        1,
+        "listed once across replicas: {deadlock:?}"
+    );
+    let d = deadlock[0].deadlock.as_ref().expect("deadlock details");
+    let mut cycle = d.cycle.clone();
+    cycle.sort();
+    assert_eq!(cycle, ["dl-a", "dl-b"], "{d:?}");
+    assert_eq!(d.victim, victim, "{d:?}");
+    assert_eq!(d.resource, if victim == "dl-a" { r2 } else { r1 }, "{d:?}");
+    assert_eq!(d.edges.len(), 2, "{d:?}");
+    assert_eq!(deadlock[0].service, "lock");
+
+    // ---- the lock leader killed: a leader change in /api/events
+    let before = c.cluster().await.unwrap().lock;
+    let (old_leader, old_id, old_term) = (
+        before.leader_addr.clone().expect("a leader"),
+        before.leader_id.expect("a leader id"),
+        before.term.expect("a term"),
+    );
+    let idx = locks.iter().position(|p| p.addr == old_leader).unwrap();
+    locks[idx].kill();
+    let new_id = eventually("a new lock leader", Duration::from_secs(30), || {
+        let c = c.clone();
+        let old = old_leader.clone();
+        async move {
+            let l = c.cluster().await.ok()?.lock;
+            l.leader_addr.filter(|a| *a != old)?;
+            l.leader_id
+        }
+    })
+    .await;
+    assert_ne!(new_id, old_id);
+    let change = eventually(
+        "the leader change in /api/events",
+        Duration::from_secs(10),
+        || {
+            let c = c.clone();
+            async move {
+                let events = c.events(None).await.ok()?;
+                let e = events.events.into_iter().find(|e| {
+                    e.kind == EventKind::LeaderChange
+                        && e.leader
+                            .as_ref()
+                            .is_some_and(|l| l.leader_id == Some(new_id) && l.term > old_term)
+                })?;
+                Some((e, events.unavailable))
+            }
+        },
+    )
+    .await;
+    let (event, unavailable) = change;
+    assert_eq!(event.service, "lock");
+    assert_eq!(unavailable, [old_leader], "the killed node is named");
+    // The table survived: the list, read from the new leader, still shows
+    // the holds with their tokens.
+    let after = c
+        .lock_list(&ListQuery {
+            prefix: Some("e2e-list/".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = after.locks.iter().map(|l| l.resource.as_str()).collect();
+    assert_eq!(names, [excl, shared], "{after:?}");
+    assert_eq!(after.locks[0].holders[0].token, g_excl.token);
+    drop(gw);
+    drop(redis);
 }

@@ -314,3 +314,33 @@ impl Drop for Gw {
         }
     }
 }
+
+/// The gateway binary on a free port over these members, with extra
+/// environment (`LOCK_RETRY_MS`, …); ready once `/health` is 200 (every
+/// service has a node up and the lock group a leader).
+pub async fn gateway_process(
+    dir: &std::path::Path,
+    lock: &[String],
+    queue: &[String],
+    cache: &[String],
+    env: &[(&str, &str)],
+) -> Proc {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin("gateway"));
+    cmd.args([
+        "--listen",
+        &addr,
+        "--lock-nodes",
+        &lock.join(","),
+        "--queue-nodes",
+        &queue.join(","),
+        "--cache-nodes",
+        &cache.join(","),
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut gw = Proc::spawn("gateway", &addr, &mut cmd, dir);
+    gw.wait_ready("/health", Duration::from_secs(30)).await;
+    gw
+}
