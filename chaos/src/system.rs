@@ -20,6 +20,27 @@ use std::time::{Duration, Instant};
 use crate::faultfs::{self, Fault};
 use crate::netns::Net;
 
+/// For a test binary of this workspace (`target/<profile>/deps/<test>`),
+/// the directory of the workspace's built binaries (`target/<profile>`),
+/// checked to hold every service and the gateway: the `bins` of
+/// [`Options`] for tests that start the whole system.
+pub fn workspace_bins() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bins = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    for b in ["lock-service", "queue-service", "cache-service", "gateway"] {
+        assert!(
+            bins.join(b).exists(),
+            "{} is missing: build the services first (cargo build --workspace --bins)",
+            bins.join(b).display()
+        );
+    }
+    bins
+}
+
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {

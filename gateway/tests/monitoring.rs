@@ -799,15 +799,7 @@ async fn traffic(sys: &System) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_in_the_dashboard_and_the_alerts_is_exported() {
-    let exe = std::env::current_exe().unwrap();
-    let bins = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    for b in ["lock-service", "queue-service", "cache-service", "gateway"] {
-        assert!(
-            bins.join(b).exists(),
-            "{} missing: run `cargo build --workspace --bins` first",
-            bins.join(b).display()
-        );
-    }
+    let bins = chaos::system::workspace_bins();
     let dir = tempfile::tempdir().unwrap();
     let sys = System::start(Options {
         bins,

@@ -387,15 +387,7 @@ async fn the_console_in_a_real_browser() {
              Set DSYNC_SKIP_BROWSER=1 to skip it."
         );
     };
-    let exe = std::env::current_exe().unwrap();
-    let bins = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    for b in ["lock-service", "queue-service", "cache-service", "gateway"] {
-        assert!(
-            bins.join(b).exists(),
-            "{} missing: run `cargo build --workspace --bins` first",
-            bins.join(b).display()
-        );
-    }
+    let bins = chaos::system::workspace_bins();
     let dir = tempfile::tempdir().unwrap();
     let sys = System::start_with_env(
         Options {

@@ -21,15 +21,7 @@ pub fn dsync_bin() -> PathBuf {
 /// Start the whole system (3 lock, 3 queue, 3 cache nodes and the gateway,
 /// embedded stores) under `dir`.
 pub async fn start(dir: &Path) -> System {
-    let bin = dsync_bin();
-    let bins = bin.parent().expect("a bin dir").to_path_buf();
-    for b in ["lock-service", "queue-service", "cache-service", "gateway"] {
-        assert!(
-            bins.join(b).exists(),
-            "{} is missing: build the services first (cargo build --workspace --bins)",
-            bins.join(b).display()
-        );
-    }
+    let bins = chaos::system::workspace_bins();
     System::start(Options {
         bins,
         dir: dir.to_path_buf(),
